@@ -1,0 +1,211 @@
+"""The contracts a plugin implements: Method, Task and Backbone.
+
+The core only ever talks to these interfaces; it never names a concrete
+method, task or backbone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator, Literal, Mapping, Sequence
+
+import torch
+
+Example = dict[str, Any]
+"""One raw example as a task loads it (e.g. ``{"text": ..., "label": 3}``)."""
+
+Encoded = dict[str, Any]
+"""One tokenised example: field -> int or list[int], unpadded."""
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """What the model on top of the encoder must output.
+
+    ``kind`` is a model family understood by backbones, e.g.
+    ``sequence-classification``, ``token-classification``, ``masked-lm``.
+    """
+
+    kind: str
+    labels: tuple[str, ...] = ()
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training phase of a method (most methods have exactly one)."""
+
+    name: str
+    head: HeadSpec
+
+
+@dataclass(frozen=True)
+class TaskMetadata:
+    kind: str  # e.g. "classification", "ner", "generation"
+    language: str
+    description: str
+    main_score: str  # key of Task.score()'s result used for model selection
+    corpus: str  # folder name under $PEFTBENCH_DATA
+    source: str  # where users download the corpus
+    license: str
+    default_backbone: str
+    labels: tuple[str, ...] = ()
+    greater_is_better: Mapping[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Raw examples per split, plus what the loader wants users to know."""
+
+    train: list[Example]
+    dev: list[Example]
+    test: list[Example]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def items(self) -> Iterator[tuple[str, list[Example]]]:
+        yield from (("train", self.train), ("dev", self.dev), ("test", self.test))
+
+
+class Component(ABC):
+    """Something with a name and a frozen config dataclass."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Config: ClassVar[type] = None  # a frozen dataclass; fields are `--set` keys
+
+    def default_config(self) -> Any:
+        return self.Config()
+
+    @classmethod
+    def config_fields(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls.Config)) if cls.Config else []
+
+
+class Task(Component):
+    """A dataset + how to encode, decode and score it."""
+
+    metadata: ClassVar[TaskMetadata]
+
+    @abstractmethod
+    def head(self, config: Any) -> HeadSpec:
+        """The head a fine-tuning model needs (known without loading data)."""
+
+    @abstractmethod
+    def load(self, config: Any) -> Splits:
+        """Read local data; raise DataError with a fix when it is missing or malformed."""
+
+    @abstractmethod
+    def encode(self, examples: Sequence[Example], tokenizer: Any, config: Any) -> list[Encoded]:
+        """Tokenise without padding (batches are padded dynamically)."""
+
+    def collator(self, tokenizer: Any) -> Callable[[list[Encoded]], dict[str, torch.Tensor]]:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    @abstractmethod
+    def decode(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> tuple[list, list]:
+        """Turn one batch of logits into (predictions, references)."""
+
+    @abstractmethod
+    def score(self, predictions: list, references: list) -> dict[str, float]:
+        """Scores for one split; must contain ``metadata.main_score``."""
+
+    def cache_key(self, config: Any) -> dict[str, Any]:
+        """Config fields that change the encoded data (default: all of them)."""
+        return dataclasses.asdict(config)
+
+
+class Method(Component):
+    """How a backbone is adapted: what trains, what is saved."""
+
+    def stages(self, task: Task, task_config: Any, config: Any) -> list[Stage]:
+        return [Stage("finetune", task.head(task_config))]
+
+    @abstractmethod
+    def prepare(
+        self, loaded: "LoadedBackbone", config: Any, stage: Stage, previous: torch.nn.Module | None = None
+    ) -> torch.nn.Module:
+        """Wrap/freeze ``loaded.model`` for a stage and return the model to train.
+
+        ``previous`` is the trained model of the preceding stage (None for the
+        first), for methods that carry weights from one stage to the next."""
+
+    def learning_rate(self, config: Any) -> float:
+        return float(config.lr)
+
+    def loss(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return model(**batch).loss
+
+    def is_adapter_parameter(self, name: str) -> bool:
+        """True for parameters the method added (counted as 'adapter')."""
+        return False
+
+    @abstractmethod
+    def artifact_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Exactly the tensors `save` stores: defines the per-task storage size."""
+
+    @abstractmethod
+    def save(self, model: torch.nn.Module, directory: str) -> None:
+        """Write the artefact a user must keep per task (safetensors, no pickles)."""
+
+    @contextlib.contextmanager
+    def inference_modes(self, model: torch.nn.Module) -> Iterator[Iterator[str]]:
+        """Yield an iterator of mode names; the model is in that mode while each is current.
+
+        E.g. LoRA yields "unmerged" then "merged". The model must be back in
+        its training form when the context exits.
+        """
+        yield iter(["default"])
+
+
+@dataclass
+class LoadedBackbone:
+    model: torch.nn.Module
+    tokenizer: Any  # None when loaded without weights (dry-run)
+    head_modules: tuple[str, ...]  # top-level modules that form the task head, e.g. ("classifier",)
+    info: dict[str, Any]  # recorded as-is: resolved path, config, revision...
+
+
+class Backbone(Component):
+    """Resolves to a model with the requested head, plus its tokenizer."""
+
+    @abstractmethod
+    def load(self, head: HeadSpec, *, weights: bool = True) -> LoadedBackbone:
+        """With ``weights=False`` build the architecture without downloading anything
+        (parameters may live on the meta device) so params and sizes can be counted."""
+
+
+# ------------------------------------------------------------------ report tables
+
+Better = Literal["higher", "lower"] | None
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    field: str  # dotted path into the record, e.g. "scores.test.accuracy"
+    better: Better = None
+    scale: float = 1.0  # value is multiplied by this before display
+    digits: int | None = 4  # None: a setting, shown as written (8, 5e-05)
+    fallback: str | None = None  # another field shown when this one is null (e.g. the method name)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A named table layout (e.g. a study's published table), provided by plugins."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    sort_by: str | None = None
+    # DataFrame of records -> boolean Series of the rows this table shows.
+    where: Callable[[Any], Any] | None = None
+
+

@@ -1,0 +1,218 @@
+"""Command line: a thin Typer layer over runner, records and report."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import ConfigError, PeftbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fair, reproducible benchmarks of full fine-tuning vs parameter-efficient methods.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect task data.")
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_RESULTS = Path("results")
+
+
+def _components():
+    from . import plugins
+
+    return plugins.default()
+
+
+def _quiet_libraries() -> None:
+    # Library chatter ("Some weights were not initialized...") would bury peftbench's own output.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    import logging
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+
+
+@app.command("list")
+def list_components(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Methods, tasks, backbones and report tables, with their plugin and settings."""
+    from .config import TrainConfig, describe_fields
+
+    comps = _components()
+    listing = {}
+    for kind, registry in (("methods", comps.methods), ("tasks", comps.tasks), ("backbones", comps.backbones)):
+        listing[kind] = [
+            {"name": e.name, "plugin": e.source, "description": e.component.description,
+             "settings": [dict(zip(("name", "type", "default"), row)) for row in describe_fields(e.component.Config)]}
+            for e in registry
+        ]
+    listing["tables"] = [{"name": e.name, "plugin": e.source, "description": e.component.description}
+                         for e in comps.tables]
+    listing["train settings"] = [dict(zip(("name", "type", "default"), row)) for row in describe_fields(TrainConfig)]
+    if as_json:
+        out.print_json(json.dumps(listing))
+        return
+    for kind in ("methods", "tasks", "backbones", "tables"):
+        table = Table(title=kind, title_justify="left", show_lines=False)
+        for header in ("name", "plugin", "description", "settings (--set key=value)"):
+            table.add_column(header, overflow="fold")
+        for item in listing[kind]:
+            settings = ", ".join(f"{s['name']}={s['default']}" for s in item.get("settings", []))
+            table.add_row(item["name"], item["plugin"], item["description"], settings)
+        out.print(table)
+        if kind == "backbones":
+            out.print("Any other --backbone value goes to the plugins' resolve_backbone hook "
+                      "(built in: a Hugging Face hub id or a local model directory).")
+    out.print("train settings (any run): " + ", ".join(f"{s['name']}={s['default']}" for s in listing["train settings"]))
+
+
+@app.command()
+def run(
+    method: Annotated[str, typer.Option("--method", "-m", help="method name (see `peftbench list`)")],
+    task: Annotated[str, typer.Option("--task", "-t", help="task name (see `peftbench list`)")],
+    backbone: Annotated[Optional[str], typer.Option(help="backbone name, hub id or local dir; default: the task's")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="key=value, e.g. r=8, lr=5e-4, epochs=3")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count params and artefact size; no data, no weights")] = False,
+    results: Annotated[Path, typer.Option(help="folder for run records")] = DEFAULT_RESULTS,
+    mixed_precision: Annotated[Optional[str], typer.Option(help="no, fp16 or bf16 (same as --set mixed_precision=)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or logs")] = False,
+) -> None:
+    """Train, evaluate and measure one configuration; write its run record."""
+    from . import runner
+    from .progress import Progress
+
+    _quiet_libraries()
+    sets = list(set_ or [])
+    if mixed_precision:
+        sets.append(f"mixed_precision={mixed_precision}")
+    comps = _components()
+    resolved = runner.resolve(comps, method, task, backbone, sets)
+    if dry_run:
+        _print_dry_run(resolved, runner.dry_run(resolved))
+        return
+    with Progress(err, quiet=quiet) as progress:
+        record, path = runner.run(comps, resolved, results, progress)
+    main = record["task"]["main_score"]
+    test = record["scores"].get("test", {})
+    out.print(f"run {record['run_id']}: test {main} {test.get(main, float('nan')):.4f}, "
+              f"trainable params {record['params']['trainable']:,}, record {path}")
+
+
+def _print_dry_run(resolved, stages: list[dict]) -> None:
+    cfg = resolved.config
+    out.print(f"dry run: method {cfg.method}, task {cfg.task}, backbone {cfg.backbone} "
+              f"(architecture built from its config, no weights, no data); config hash {cfg.hash}", highlight=False)
+    for row in stages:
+        p = row["params"]
+        out.print(
+            f"[bold]{row['stage']}[/]: trainable params {p['trainable']:,} = adapter {p['adapter']:,} "
+            f"+ head {p['head']:,} + backbone {p['backbone_trainable']:,}; model total {p['total']:,} "
+            f"({100 * p['trainable'] / p['total']:.3f}% trainable)\n"
+            f"  saved artefact: {row['artifact_tensor_bytes']:,} bytes of tensors "
+            f"= {row['artifact_tensor_bytes'] / 1e6:.2f} MB (10^6 B) = {row['artifact_tensor_bytes'] / 2**20:.2f} MiB",
+            highlight=False)
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="folder of run records")] = DEFAULT_RESULTS,
+    fmt: Annotated[str, typer.Option("--format", help="md, csv or json")] = "md",
+    table_name: Annotated[Optional[str], typer.Option("--table", help="a named layout (see `peftbench list`)")] = None,
+    columns: Annotated[Optional[str], typer.Option(help="comma-separated record fields to show")] = None,
+    task: Annotated[Optional[str], typer.Option(help="only runs of this task")] = None,
+    include_failed: Annotated[bool, typer.Option("--all", help="also failed/cancelled runs")] = False,
+    fields: Annotated[bool, typer.Option("--fields", help="list the record fields usable as columns")] = False,
+    output: Annotated[Optional[Path], typer.Option("--out", help="write to this file instead of stdout")] = None,
+) -> None:
+    """Comparison tables (Markdown) from run records."""
+    from . import records
+    from .api import Column
+    from .report import build_table, default_columns, provenance, to_markdown
+
+    if fmt not in ("md", "csv", "json"):
+        raise ConfigError(f"--format {fmt!r} is not md, csv or json")
+    statuses = ("success", "failed", "cancelled") if include_failed else ("success",)
+    frame = records.load_frame(results, statuses)
+    if fields:
+        for name in frame.columns:
+            out.print(name, highlight=False)
+        return
+    if task is not None and not frame.empty:
+        frame = frame[frame["task.name"] == task]
+    title = None
+    sort_by = None
+    if table_name:
+        spec = _components().tables.get(table_name)
+        cols = list(spec.columns)
+        title, sort_by = spec.description, spec.sort_by
+        if spec.where is not None and not frame.empty:
+            frame = frame[spec.where(frame)]
+    elif columns:
+        cols = [Column(name.rsplit(".", 1)[-1], name.strip()) for name in columns.split(",") if name.strip()]
+    else:
+        cols = default_columns(frame) if not frame.empty else []
+    if include_failed and not table_name and not columns:
+        cols = [Column("status", "status"), *cols]
+    table = build_table(frame, cols, sort_by)
+    if fmt == "md":
+        text = to_markdown(table, provenance(frame), title)
+    elif fmt == "csv":
+        text = table.to_csv(index=False)
+    else:
+        text = table.to_json(orient="records", force_ascii=False, indent=2)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@data_app.command("check")
+def data_check(
+    task: Annotated[str, typer.Argument(help="task name")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="task settings, e.g. data_dir=PATH")] = None,
+) -> None:
+    """Load a task's data and print what the loader found, per split."""
+    from .config import apply_sets, parse_sets
+
+    comps = _components()
+    task_obj = comps.tasks.get(task)
+    cfg = apply_sets({"task": task_obj.default_config()}, parse_sets(list(set_ or [])))["task"]
+    splits = task_obj.load(cfg)
+    table = Table(title=f"{task}: {splits.info.get('source', '')}")
+    table.add_column("split")
+    table.add_column("examples", justify="right")
+    for name, examples in splits.items():
+        table.add_row(name, f"{len(examples):,}")
+    out.print(table)
+    for key, value in splits.info.items():
+        if key != "source":
+            out.print(f"{key}: {value}", highlight=False)
+
+
+def main() -> None:
+    # Typer handles usage errors itself; expected failures become one line + exit 1.
+    try:
+        app()
+    except PeftbenchError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted (a started run's record says status cancelled)")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

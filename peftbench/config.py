@@ -1,0 +1,184 @@
+"""Run configuration: frozen dataclasses, `--set key=value` parsing, config hash."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings shared by every method and task."""
+
+    seed: int = 42
+    epochs: int = 5
+    batch_size: int = 8
+    eval_batch_size: int = 32
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    schedule: Literal["linear", "constant"] = "linear"
+    grad_clip: float | None = None
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # Model selection / early stopping on the dev split.
+    monitor: Literal["score", "loss"] = "score"
+    patience: int | None = None
+    min_delta: float = 0.0
+    # Inference timing over the test split (0 = skip), median over repeats.
+    inference_repeats: int = 1
+    save_artifact: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str
+    task: str
+    backbone: str
+    method_config: Any
+    task_config: Any
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "task": self.task,
+            "backbone": self.backbone,
+            "method_config": dataclasses.asdict(self.method_config),
+            "task_config": dataclasses.asdict(self.task_config),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @property
+    def hash(self) -> str:
+        """Stable across runs and machines: the identity a suite uses to skip done runs."""
+        return config_hash(self.to_dict())
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- --set parsing
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_value(raw: str, annotation: Any, key: str) -> Any:
+    """Parse a command-line string into the field's declared type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and raw.strip().lower() in {"none", "null", ""}:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return parse_value(raw, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: cannot parse {raw!r}")
+    if origin is Literal:
+        for choice in args:
+            if str(choice) == raw:
+                return choice
+        raise ConfigError(f"{key}={raw!r} is not one of {', '.join(map(str, args))}")
+    if origin is tuple:
+        item_type = args[0] if args else str
+        items = [part.strip() for part in raw.split(",") if part.strip()]
+        return tuple(parse_value(item, item_type, key) for item in items)
+    if annotation is bool:
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(f"{key}={raw!r} is not a boolean", "use true or false")
+    if annotation in (int, float):
+        try:
+            value = annotation(raw)
+        except ValueError:
+            raise ConfigError(f"{key}={raw!r} is not a{'n' if annotation is int else ''} {annotation.__name__}") from None
+        return value
+    if annotation is str:
+        return raw
+    raise ConfigError(f"{key}: fields of type {annotation!r} cannot be set from the command line")
+
+
+def field_types(config_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(config_cls)
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r} is not key=value", "write e.g. --set r=8")
+        if key in parsed:
+            raise ConfigError(f"--set {key} is given twice")
+        parsed[key] = value
+    return parsed
+
+
+def apply_sets(
+    sections: dict[str, Any], overrides: dict[str, str]
+) -> dict[str, Any]:
+    """Route each override to the one section (method/task/train) that has the key.
+
+    ``section.key=value`` addresses a section explicitly; a bare key must be
+    unambiguous. Returns new config instances.
+    """
+    changes: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    for key, raw in overrides.items():
+        section, _, bare = key.rpartition(".")
+        if section:
+            if section not in sections:
+                raise ConfigError(f"--set {key}: unknown section {section!r}", f"use one of {', '.join(sections)}")
+            candidates = [section] if bare in field_types(type(sections[section])) else []
+        else:
+            candidates = [name for name, cfg in sections.items() if bare in field_types(type(cfg))]
+        if not candidates:
+            valid = sorted({f"{name}.{f}" for name, cfg in sections.items() for f in field_types(type(cfg))})
+            raise ConfigError(f"unknown setting {key!r}", f"valid keys: {', '.join(valid)}")
+        if len(candidates) > 1:
+            raise ConfigError(
+                f"setting {bare!r} exists in {' and '.join(candidates)}",
+                f"write {' or '.join(f'{c}.{bare}' for c in candidates)}",
+            )
+        target = candidates[0]
+        annotation = field_types(type(sections[target]))[bare]
+        changes[target][bare] = parse_value(raw, annotation, key)
+    result = {}
+    for name, cfg in sections.items():
+        try:
+            result[name] = dataclasses.replace(cfg, **changes[name])
+        except (ValueError, TypeError) as exc:  # __post_init__ validation
+            raise ConfigError(f"invalid {name} settings: {exc}") from None
+    return result
+
+
+def describe_fields(config_cls: type | None) -> list[tuple[str, str, str]]:
+    """(name, type, default) rows for `peftbench list`."""
+    if config_cls is None:
+        return []
+    hints = field_types(config_cls)
+    rows = []
+    for f in dataclasses.fields(config_cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        type_name = getattr(hints[f.name], "__name__", None) or str(hints[f.name]).replace("typing.", "")
+        rows.append((f.name, type_name, repr(default)))
+    return rows

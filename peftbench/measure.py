@@ -1,0 +1,218 @@
+"""Measurements every run records: parameters, memory, bytes, environment."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+# ------------------------------------------------------------------ parameters
+
+
+def count_parameters(
+    model: torch.nn.Module,
+    is_adapter: Callable[[str], bool],
+    head_modules: Iterable[str],
+) -> dict[str, int]:
+    """Trainable parameters split into adapter / head / backbone, and the model total.
+
+    A parameter is *head* when a component of its dotted name is one of the
+    task-head modules the backbone declared (e.g. ``classifier``), *adapter*
+    when the method says it added it, else *backbone*. Shared (tied) tensors
+    are counted once.
+    """
+    heads = set(head_modules)
+    split = {"adapter": 0, "head": 0, "backbone": 0}
+    total = 0
+    seen: set[int] = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        if not param.requires_grad:
+            continue
+        if is_adapter(name):
+            split["adapter"] += param.numel()
+        elif heads.intersection(name.split(".")):
+            split["head"] += param.numel()
+        else:
+            split["backbone"] += param.numel()
+    return {
+        "adapter": split["adapter"],
+        "head": split["head"],
+        "backbone_trainable": split["backbone"],
+        "trainable": sum(split.values()),
+        "total": total,
+    }
+
+
+def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def directory_bytes(path: str | os.PathLike) -> int:
+    root = Path(path)
+    if root.is_file():
+        return root.stat().st_size
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+# ---------------------------------------------------------------------- memory
+
+
+def _nvml_sampler(stop: threading.Event, result: dict[str, int | None], interval: float, device_index: int) -> None:
+    """Peak GPU memory as the driver sees it (includes the CUDA context and
+    allocator slack that torch's counters miss), sampled until `stop`."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception as exc:  # no driver / no library: the values stay null
+        result["nvml_error"] = str(exc)
+        return
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        pid = os.getpid()
+        while True:
+            used = pynvml.nvmlDeviceGetMemoryInfo(handle).used
+            result["nvml_device_used_peak_bytes"] = max(result.get("nvml_device_used_peak_bytes") or 0, used)
+            try:
+                procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                mine = sum(p.usedGpuMemory or 0 for p in procs if p.pid == pid)
+                if mine:
+                    result["nvml_process_peak_bytes"] = max(result.get("nvml_process_peak_bytes") or 0, mine)
+            except pynvml.NVMLError:
+                pass  # per-process accounting not permitted in some containers
+            if stop.wait(interval):
+                break
+    finally:
+        pynvml.nvmlShutdown()
+
+
+@dataclass
+class PeakMemory:
+    """Context manager recording peak memory of the work inside it.
+
+    CUDA: torch max allocated / reserved and NVML (device and this process),
+    sampled in a background thread. Always: this process's peak RSS
+    (``ru_maxrss``: the whole process lifetime, not just the block).
+    """
+
+    device: torch.device
+    interval_s: float = 0.05
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def __enter__(self) -> "PeakMemory":
+        self.result = {
+            "cuda_max_allocated_bytes": None,
+            "cuda_max_reserved_bytes": None,
+            "nvml_process_peak_bytes": None,
+            "nvml_device_used_peak_bytes": None,
+            "cpu_peak_rss_bytes": None,
+        }
+        self._stop = threading.Event()
+        self._thread = None
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            self._thread = threading.Thread(
+                target=_nvml_sampler, args=(self._stop, self.result, self.interval_s, index), daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.device.type == "cuda":
+            self.result["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated(self.device)
+            self.result["cuda_max_reserved_bytes"] = torch.cuda.max_memory_reserved(self.device)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.result["cpu_peak_rss_bytes"] = rss * (1 if sys.platform == "darwin" else 1024)
+
+
+# ------------------------------------------------------------------ timing
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __enter__(self) -> "Stopwatch":
+        synchronize(self.device)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self.start
+
+
+# ------------------------------------------------------------------ environment
+
+_PACKAGES = ("torch", "transformers", "peft", "adapters", "accelerate", "tokenizers", "safetensors", "peftbench")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit(path: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {cpu} ({os.cpu_count()} logical cores, torch threads {torch.get_num_threads()})"
+
+
+def environment(device: torch.device, plugin_distributions: dict[str, str]) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {name: _version(name) for name in _PACKAGES},
+        "plugins": plugin_distributions,
+        "device": device_name(device),
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "git_commit": git_commit(Path(__file__).resolve().parent),
+        "hostname": platform.node(),
+    }

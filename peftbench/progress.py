@@ -1,0 +1,52 @@
+"""Progress bars (rich) for long work, silent when asked to be."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
+
+class Progress:
+    def __init__(self, console: Console | None = None, enabled: bool = True, quiet: bool = False) -> None:
+        self.console = console or Console(stderr=True)
+        self.enabled = enabled and not quiet and self.console.is_terminal
+        self.quiet = quiet
+        self._bars: RichProgress | None = None
+
+    def __enter__(self) -> "Progress":
+        if self.enabled:
+            self._bars = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bars is not None:
+            self._bars.__exit__(*exc)
+            self._bars = None
+
+    @contextlib.contextmanager
+    def steps(self, label: str, total: int) -> Iterator[Callable[[], None]]:
+        if self._bars is None:
+            yield lambda: None
+            return
+        task_id = self._bars.add_task(label, total=total)
+        try:
+            yield lambda: self._bars.advance(task_id)
+        finally:
+            self._bars.remove_task(task_id)
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message, markup=False, highlight=False)

@@ -1,0 +1,165 @@
+"""The training loop: generic, under accelerate, readable top to bottom.
+
+Nothing here knows which method or task it trains; the Method supplies the
+loss and the Task turns logits into predictions and scores.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from .api import Method, Task
+from .config import TrainConfig
+from .errors import TrainingError
+from .measure import synchronize
+from .progress import Progress
+
+NAN_CHECK_EVERY = 10  # steps; checking every step would force a device sync per step
+
+
+@dataclass
+class EvalResult:
+    loss: float | None
+    scores: dict[str, float]
+    predictions: list = field(default_factory=list)
+    references: list = field(default_factory=list)
+
+
+@dataclass
+class FitResult:
+    epoch_seconds: list[float]
+    best_epoch: int | None
+    stopped_because: str
+    history: list[dict[str, Any]]
+
+
+def evaluate(
+    model: torch.nn.Module, loader: DataLoader, task: Task, accelerator: Accelerator, progress: Progress, label: str
+) -> EvalResult:
+    model.eval()
+    predictions: list = []
+    references: list = []
+    loss_sum, loss_count = 0.0, 0
+    with torch.no_grad(), progress.steps(label, len(loader)) as advance:
+        for batch in loader:
+            with accelerator.autocast():
+                outputs = model(**batch)
+            if outputs.loss is not None:
+                n = batch["input_ids"].shape[0]
+                loss_sum += outputs.loss.float().item() * n
+                loss_count += n
+            preds, refs = task.decode(outputs.logits.float(), batch)
+            predictions.extend(preds)
+            references.extend(refs)
+            advance()
+    scores = task.score(predictions, references)
+    return EvalResult(loss_sum / loss_count if loss_count else None, scores, predictions, references)
+
+
+def _is_better(value: float, best: float | None, greater_is_better: bool, min_delta: float) -> bool:
+    if best is None:
+        return True
+    return value > best + min_delta if greater_is_better else value < best - min_delta
+
+
+def fit(
+    model: torch.nn.Module,
+    method: Method,
+    method_config: Any,
+    task: Task,
+    train_loader: DataLoader,
+    dev_loader: DataLoader,
+    cfg: TrainConfig,
+    accelerator: Accelerator,
+    progress: Progress,
+    on_epoch: Callable[[dict[str, Any]], None],
+) -> FitResult:
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=method.learning_rate(method_config), weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * len(train_loader)
+    warmup = int(cfg.warmup_ratio * total_steps)
+    if cfg.schedule == "linear":
+        from transformers import get_linear_schedule_with_warmup
+
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    else:
+        from transformers import get_constant_schedule_with_warmup
+
+        scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
+    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
+
+    main = task.metadata.main_score
+    greater = cfg.monitor == "score" and task.metadata.greater_is_better.get(main, True)
+    best_value: float | None = None
+    best_epoch: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_without_gain = 0
+    epoch_seconds: list[float] = []
+    history: list[dict[str, Any]] = []
+    stopped_because = f"reached epochs={cfg.epochs}"
+
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        running = torch.zeros((), device=accelerator.device)
+        synchronize(accelerator.device)
+        start = time.perf_counter()
+        with progress.steps(f"epoch {epoch}/{cfg.epochs}", len(train_loader)) as advance:
+            for step, batch in enumerate(train_loader, 1):
+                with accelerator.autocast():
+                    loss = method.loss(model, batch)
+                accelerator.backward(loss)
+                if cfg.grad_clip:
+                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                running += loss.detach().float()
+                if step % NAN_CHECK_EVERY == 0 or step == len(train_loader):
+                    if not math.isfinite(running.item()):
+                        raise TrainingError(
+                            f"loss became NaN/inf in epoch {epoch} by step {step}",
+                            "lower the learning rate, enable grad_clip, or use mixed_precision=no",
+                        )
+                advance()
+        synchronize(accelerator.device)
+        seconds = time.perf_counter() - start  # evaluation excluded on purpose
+        epoch_seconds.append(seconds)
+
+        dev = evaluate(model, dev_loader, task, accelerator, progress, f"dev {epoch}")
+        monitored = dev.scores[main] if cfg.monitor == "score" else dev.loss
+        entry = {
+            "epoch": epoch,
+            "train_loss": running.item() / max(len(train_loader), 1),
+            "epoch_seconds": seconds,
+            "dev_loss": dev.loss,
+            "dev_scores": dev.scores,
+        }
+        history.append(entry)
+        on_epoch(entry)
+        progress.log(
+            f"epoch {epoch}: train loss {entry['train_loss']:.4f}, dev loss "
+            f"{dev.loss if dev.loss is None else round(dev.loss, 4)}, dev {main} {dev.scores[main]:.4f}, {seconds:.1f}s"
+        )
+        if monitored is not None and _is_better(monitored, best_value, greater, cfg.min_delta):
+            best_value, best_epoch, epochs_without_gain = monitored, epoch, 0
+            best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+        else:
+            epochs_without_gain += 1
+            if cfg.patience is not None and epochs_without_gain >= cfg.patience:
+                stopped_because = f"no dev {cfg.monitor} gain > {cfg.min_delta} for {cfg.patience} epochs"
+                break
+
+    if best_state is not None and best_epoch != len(epoch_seconds):
+        # Restore the best-on-dev weights (only what trained can differ).
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in best_state.items():
+                named[name].copy_(value)
+    return FitResult(epoch_seconds, best_epoch, stopped_because, history)

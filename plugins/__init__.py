@@ -1,0 +1,1 @@
+"""First-party peftbench plugins, registered through the `peftbench` entry-point group."""

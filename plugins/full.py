@@ -1,0 +1,45 @@
+"""Full fine-tuning: every parameter trains; the whole model is the artefact."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from peftbench.api import LoadedBackbone, Method, Stage
+from peftbench.hookspecs import hookimpl
+
+
+@dataclass(frozen=True)
+class FullConfig:
+    lr: float = 5e-5
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+class FullFineTuning(Method):
+    name = "full"
+    description = "full fine-tuning: all weights train and are stored per task"
+    Config = FullConfig
+
+    def prepare(self, loaded: LoadedBackbone, config: FullConfig, stage: Stage, previous=None) -> torch.nn.Module:
+        for param in loaded.model.parameters():
+            param.requires_grad_(True)
+        return loaded.model
+
+    def artifact_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        # Tied weights (e.g. MLM decoder = embeddings) are stored once.
+        unique: dict[int, tuple[str, torch.Tensor]] = {}
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            unique.setdefault(id(tensor), (name, tensor))
+        return dict(unique.values())
+
+    def save(self, model: torch.nn.Module, directory: str) -> None:
+        model.save_pretrained(directory, safe_serialization=True)
+
+
+@hookimpl
+def register_methods(register) -> None:
+    register(FullFineTuning())

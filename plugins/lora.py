@@ -1,0 +1,104 @@
+"""LoRA (Hu et al., 2021) through Hugging Face peft.
+
+Low-rank updates W' = W + (alpha/r) B A on the chosen linear layers; the task
+head trains in full (optional). The artefact is peft's adapter file: the
+LoRA matrices plus the head, in safetensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from peftbench.api import LoadedBackbone, Method, Stage
+from peftbench.errors import ConfigError
+from peftbench.hookspecs import hookimpl
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.1
+    target: tuple[str, ...] = ("query", "value")
+    lr: float = 5e-4
+    train_head: bool = True
+    bias: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"r must be >= 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.target:
+            raise ValueError("target must name at least one module, e.g. query,value")
+        if self.bias not in ("none", "all", "lora_only"):
+            raise ValueError(f"bias must be none, all or lora_only, got {self.bias!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+def _linear_names(model: torch.nn.Module) -> list[str]:
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear)})
+
+
+class Lora(Method):
+    name = "lora"
+    description = "LoRA low-rank adapters (peft) on chosen linear layers + trainable task head"
+    Config = LoraSettings
+
+    def prepare(self, loaded: LoadedBackbone, config: LoraSettings, stage: Stage, previous=None) -> torch.nn.Module:
+        from peft import LoraConfig, get_peft_model
+
+        model = loaded.model
+        available = _linear_names(model)
+        missing = [t for t in config.target if t not in available]
+        if missing:
+            raise ConfigError(f"LoRA target {', '.join(missing)} not found in {type(model).__name__}",
+                              f"linear layers there: {', '.join(available)}")
+        peft_config = LoraConfig(
+            r=config.r,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            target_modules=list(config.target),
+            bias=config.bias,
+            modules_to_save=list(loaded.head_modules) if config.train_head else None,
+        )
+        return get_peft_model(model, peft_config)
+
+    def is_adapter_parameter(self, name: str) -> bool:
+        return "lora_" in name
+
+    def artifact_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(model)
+
+    def save(self, model: torch.nn.Module, directory: str) -> None:
+        from pathlib import Path
+
+        model.save_pretrained(directory, safe_serialization=True)
+        # peft adds a boilerplate model card; it is not part of what a task needs stored.
+        (Path(directory) / "README.md").unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def inference_modes(self, model: torch.nn.Module) -> Iterator[Iterator[str]]:
+        def modes() -> Iterator[str]:
+            yield "unmerged"
+            model.merge_adapter()  # W' = W + BA: no extra latency at inference
+            yield "merged"
+
+        try:
+            yield modes()
+        finally:
+            if any(getattr(m, "merged", False) for m in model.modules()):
+                model.unmerge_adapter()
+
+
+@hookimpl
+def register_methods(register) -> None:
+    register(Lora())
