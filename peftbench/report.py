@@ -42,13 +42,19 @@ def default_columns(frame: pd.DataFrame) -> list[Column]:
         Column("time/epoch s", "time.epoch_mean_seconds", "lower", digits=1),
         Column("train time s", "time.train_seconds", "lower", digits=1),
     ]
+    for col in sorted(c for c in frame.columns if c.startswith("inference.modes.") and c.endswith(".seconds")):
+        mode = col.split(".")[2]
+        columns.append(Column(f"test inference s ({mode})", col, "lower", digits=2))
+    if "data.unk_token_rate.train" in frame and frame["data.unk_token_rate.train"].notna().any():
+        columns.append(Column("[UNK] % (train)", "data.unk_token_rate.train", scale=100, digits=1))
     if "memory.cuda_max_reserved_bytes" in frame and frame["memory.cuda_max_reserved_bytes"].notna().any():
         columns.append(Column("peak GPU MiB (torch reserved)", "memory.cuda_max_reserved_bytes", "lower",
                               scale=1 / MIB, digits=0))
         columns.append(Column("peak GPU MiB (NVML)", "memory.nvml_process_peak_bytes", "lower", scale=1 / MIB, digits=0))
     else:
         columns.append(Column("peak RSS MiB", "memory.cpu_peak_rss_bytes", "lower", scale=1 / MIB, digits=0))
-    return columns
+    # Failed runs may lack whole sections (no params when the backbone never loaded).
+    return [c for c in columns if c.field in frame.columns]
 
 
 def _group_key(frame: pd.DataFrame) -> list[str]:

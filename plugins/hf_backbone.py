@@ -85,6 +85,9 @@ class HuggingFaceBackbone(Backbone):
         from transformers import AutoConfig, CONFIG_MAPPING
 
         local = Path(self.spec).expanduser()
+        if not local.exists() and self.spec.startswith(("/", "./", "../", "~")):
+            raise BackboneError(f"backbone directory {local} does not exist",
+                                "pass a folder written by save_pretrained (config.json, weights, tokenizer)")
         source = str(local) if local.exists() else self.spec
         kwargs = _label_kwargs(head)
         try:  # a local dir or the local hub cache: never touches the network

@@ -1,0 +1,90 @@
+"""Shared fixtures: a tiny BERT built from a config with a vocab written here,
+and the livedoor sample shipped in examples/. Nothing touches the network."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "examples" / "livedoor-sample"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # a test that tries the hub fails at once instead of retrying
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("PEFTBENCH_DATA", raising=False)
+
+
+def _sample_characters(limit: int = 600) -> list[str]:
+    counts: Counter[str] = Counter()
+    for path in sorted(SAMPLE.glob("*/*.txt")):
+        if path.name != "LICENSE.txt":
+            counts.update(ch for ch in path.read_text(encoding="utf-8") if not ch.isspace())
+    return [ch for ch, _ in counts.most_common(limit)]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer BERT (hidden 32) with a character vocab of the sample's most common characters."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    chars = _sample_characters()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + [f"##{c}" for c in chars]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=False,
+                                  tokenize_chinese_chars=True)
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+@pytest.fixture
+def sample_dir() -> Path:
+    return SAMPLE
+
+
+def corpus_or_skip(name: str) -> Path:
+    """Real corpora under ../shared/data: under CI a missing corpus fails, locally it skips."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"corpus {path} is missing (CI=true requires ../shared/data)")
+        pytest.skip(f"corpus {path} not present")
+    return path
+
+
+class CliResult:
+    def __init__(self, code: int, stdout: str, stderr: str) -> None:
+        self.code, self.stdout, self.stderr = code, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the real console entry point in-process: exit code, stdout, stderr."""
+    from peftbench.cli import main
+
+    def invoke(*args: str) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["peftbench", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
