@@ -12,7 +12,7 @@ from .errors import DataError
 def locate(corpus: str, data_dir: str | None, source: str) -> Path:
     """``--set data_dir=PATH``, else ``$PEFTBENCH_DATA/<corpus>``, else ``<cache>/data/<corpus>``."""
     if data_dir:
-        path = Path(data_dir).expanduser()
+        path = Path(data_dir).expanduser().resolve()
         if not path.exists():
             raise DataError(f"data_dir {path} does not exist", f"point --set data_dir= at your copy of {corpus} ({source})")
         return path
@@ -23,7 +23,7 @@ def locate(corpus: str, data_dir: str | None, source: str) -> Path:
     candidates.append(cache_root() / "data" / corpus)
     for candidate in candidates:
         if candidate.exists():
-            return candidate
+            return candidate.resolve()
     looked = ", ".join(str(c) for c in candidates)
     raise DataError(
         f"no {corpus} data found (looked in --set data_dir=PATH: not given; "

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 from torch.utils.data import DataLoader
 
@@ -168,7 +169,9 @@ def run(
             stages = method.stages(task, cfg.task_config, cfg.method_config)
             for index, stage in enumerate(stages):
                 progress.log(f"[{stage.name}] loading backbone {cfg.backbone}")
+                load_start = time.perf_counter()
                 loaded = backbone.load(stage.head)
+                model_load_seconds = time.perf_counter() - load_start
                 record["backbone"]["info"] = loaded.info
                 key = {"task": cfg.task, "task_config": task.cache_key(cfg.task_config),
                        "tokenizer": tokenizer_fingerprint(loaded.tokenizer)}
@@ -204,6 +207,11 @@ def run(
                     "train_seconds": train_seconds,
                     "best_epoch": result.best_epoch,
                     "stopped_because": result.stopped_because,
+                    "model_load_seconds": model_load_seconds,
+                    # From process start (interpreter, imports, data, cache) to the first step done.
+                    "process_start_to_first_step_seconds": (
+                        result.first_step_done_at - psutil.Process().create_time()
+                        if result.first_step_done_at else None),
                 }
                 record["stages"].append(stage_record)
                 previous = model
@@ -240,6 +248,8 @@ def run(
             epoch_mean_seconds=last["epoch_mean_seconds"],
             train_seconds=sum(stage["train_seconds"] for stage in record["stages"]),
             all_stages_epoch_seconds=all_epochs,
+            model_load_seconds=record["stages"][0]["model_load_seconds"],
+            process_start_to_first_step_seconds=record["stages"][0]["process_start_to_first_step_seconds"],
         )
         record["status"] = "success"
     except KeyboardInterrupt:

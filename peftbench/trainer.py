@@ -38,6 +38,7 @@ class FitResult:
     best_epoch: int | None
     stopped_because: str
     history: list[dict[str, Any]]
+    first_step_done_at: float | None = None  # time.time() after the first optimizer step
 
 
 def evaluate(
@@ -104,6 +105,7 @@ def fit(
     epoch_seconds: list[float] = []
     history: list[dict[str, Any]] = []
     stopped_because = f"reached epochs={cfg.epochs}"
+    first_step_done_at: float | None = None
 
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -120,6 +122,8 @@ def fit(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                if first_step_done_at is None:
+                    first_step_done_at = time.time()
                 running += loss.detach().float()
                 if step % NAN_CHECK_EVERY == 0 or step == len(train_loader):
                     if not math.isfinite(running.item()):
@@ -162,4 +166,4 @@ def fit(
         with torch.no_grad():
             for name, value in best_state.items():
                 named[name].copy_(value)
-    return FitResult(epoch_seconds, best_epoch, stopped_because, history)
+    return FitResult(epoch_seconds, best_epoch, stopped_because, history, first_step_done_at)
