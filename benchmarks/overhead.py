@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--method", default="lora")
     parser.add_argument("--backbone", default="minilm-l6")
     parser.add_argument("--data", default=str(REPO / "examples" / "livedoor-sample"))
-    parser.add_argument("--steps", type=int, default=10, help="training steps per repeat")
+    parser.add_argument("--steps", type=int, default=8, help="training steps per repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)

@@ -39,10 +39,18 @@ class HeadSpec:
 
 @dataclass(frozen=True)
 class Stage:
-    """One training phase of a method (most methods have exactly one)."""
+    """One training phase of a method (most methods have exactly one).
+
+    ``objective`` replaces the run's task for this stage (e.g. masked-LM
+    pre-training on the task's text before fine-tuning); ``train_overrides``
+    replaces TrainConfig fields for this stage only (epochs, batch_size,
+    monitor, patience...).
+    """
 
     name: str
     head: HeadSpec
+    objective: "Task | None" = None
+    train_overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,18 +112,26 @@ class Task(Component):
     def encode(self, examples: Sequence[Example], tokenizer: Any, config: Any) -> list[Encoded]:
         """Tokenise without padding (batches are padded dynamically)."""
 
-    def collator(self, tokenizer: Any) -> Callable[[list[Encoded]], dict[str, torch.Tensor]]:
+    def collator(self, tokenizer: Any, config: Any, padding: str = "longest") -> Callable[[list[Encoded]], dict]:
+        """Batch encoded examples. ``padding`` is "longest" (dynamic) or "max_length"."""
         from transformers import DataCollatorWithPadding
 
-        return DataCollatorWithPadding(tokenizer)
+        return DataCollatorWithPadding(tokenizer, padding=padding, max_length=getattr(config, "max_length", None))
+
+    extra_batch_keys: ClassVar[tuple[str, ...]] = ()
+    """Batch fields for `decode` only; they are not passed to the model."""
 
     @abstractmethod
-    def decode(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> tuple[list, list]:
+    def decode(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], config: Any) -> tuple[list, list]:
         """Turn one batch of logits into (predictions, references)."""
 
     @abstractmethod
-    def score(self, predictions: list, references: list) -> dict[str, float]:
+    def score(self, predictions: list, references: list, config: Any) -> dict[str, float]:
         """Scores for one split; must contain ``metadata.main_score``."""
+
+    def text(self, example: Example) -> str:
+        """The example's raw text, for objectives that need unlabelled text (masked-LM, ...)."""
+        raise NotImplementedError(f"task {self.name} offers no raw text")
 
     def cache_key(self, config: Any) -> dict[str, Any]:
         """Config fields that change the encoded data (default: all of them)."""
@@ -137,7 +153,7 @@ class Method(Component):
         ``previous`` is the trained model of the preceding stage (None for the
         first), for methods that carry weights from one stage to the next."""
 
-    def learning_rate(self, config: Any) -> float:
+    def learning_rate(self, config: Any, stage: Stage) -> float:
         return float(config.lr)
 
     def loss(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

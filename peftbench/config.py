@@ -32,6 +32,12 @@ class TrainConfig:
     min_delta: float = 0.0
     # Inference timing over the test split (0 = skip), median over repeats.
     inference_repeats: int = 1
+    inference_split: Literal["train", "dev", "test"] = "test"
+    # "longest" pads each batch to its longest example; "max_length" pads everything to the
+    # task's max_length (what many published scripts do; slower).
+    padding: Literal["longest", "max_length"] = "longest"
+    # Batches of similar lengths (transformers' LengthGroupedSampler): less padding still.
+    group_by_length: bool = False
     save_artifact: bool = True
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import os
+import uuid
 import statistics
 import time
 import traceback
@@ -23,7 +24,7 @@ from .errors import PeftbenchError
 from .measure import PeakMemory, Stopwatch, count_parameters, directory_bytes, environment, tensor_bytes
 from .plugins import Components, distributions
 from .progress import Progress
-from .trainer import evaluate, fit
+from .trainer import evaluate, fit, model_inputs
 
 
 @dataclass
@@ -75,9 +76,16 @@ def dry_run(resolved: Resolved) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------- real run
 
 
-def _loader(encoded, collate, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(encoded, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
+def _loader(encoded, collate, batch_size: int, shuffle: bool, seed: int, group_by_length: bool = False) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    if shuffle and group_by_length:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = LengthGroupedSampler(batch_size, lengths=[len(ex["input_ids"]) for ex in encoded],
+                                       generator=generator)
+        return DataLoader(encoded, batch_size=batch_size, sampler=sampler, collate_fn=collate)
+    return DataLoader(encoded, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+                      generator=generator if shuffle else None)
 
 
 def _unk_rates(encoded: dict[str, list], tokenizer) -> dict[str, float | None]:
@@ -91,11 +99,12 @@ def _unk_rates(encoded: dict[str, list], tokenizer) -> dict[str, float | None]:
     return rates
 
 
-def _time_inference(model, method: Method, loader: DataLoader, accelerator, repeats: int, progress: Progress) -> dict:
+def _time_inference(model, method: Method, task: Task, loader: DataLoader, accelerator, repeats: int,
+                    split: str, progress: Progress) -> dict:
     """Forward passes over a split per inference mode (e.g. LoRA merged/unmerged), warm-up excluded."""
     model.eval()
-    batches = list(loader)
-    result: dict[str, Any] = {"split": "test", "examples": sum(b["input_ids"].shape[0] for b in batches),
+    batches = [model_inputs(task, batch) for batch in loader]
+    result: dict[str, Any] = {"split": split, "examples": sum(b["input_ids"].shape[0] for b in batches),
                               "repeats": repeats, "modes": {}}
     reference_logits = None
     with torch.no_grad(), method.inference_modes(model) as modes:
@@ -104,7 +113,8 @@ def _time_inference(model, method: Method, loader: DataLoader, accelerator, repe
                 first = model(**batches[0]).logits.float()  # warm-up, also used for the agreement check
             seconds = []
             for _ in range(repeats):
-                with Stopwatch(accelerator.device) as watch, progress.steps(f"inference ({mode})", len(batches)) as advance:
+                with progress.steps(f"inference ({mode})", len(batches)) as advance, \
+                        Stopwatch(accelerator.device) as watch:
                     for batch in batches:
                         with accelerator.autocast():
                             model(**batch)
@@ -118,6 +128,18 @@ def _time_inference(model, method: Method, loader: DataLoader, accelerator, repe
                 entry["max_abs_logit_diff_vs_first_mode"] = (first - reference_logits).abs().max().item()
             result["modes"][mode] = entry
     return result
+
+
+class _Marks:
+    """Wall-clock seconds since the process started, for startup-latency accounting."""
+
+    def __init__(self) -> None:
+        self.origin = psutil.Process().create_time()
+        self.marks: dict[str, float] = {}
+
+    def __call__(self, name: str, at: float | None = None) -> None:
+        if name not in self.marks:
+            self.marks[name] = (at if at is not None else time.time()) - self.origin
 
 
 def run(
@@ -138,7 +160,7 @@ def run(
     method, task, backbone = resolved.method, resolved.task, resolved.backbone
     records.ensure_writable(results_dir)
     started = dt.datetime.now(dt.timezone.utc)
-    run_id = f"{started:%Y%m%d-%H%M%S}-{cfg.method}-{cfg.task}-{cfg.hash[:8]}-{os.getpid()}"
+    run_id = f"{started:%Y%m%d-%H%M%S}-{cfg.method}-{cfg.task}-{cfg.hash[:8]}-{uuid.uuid4().hex[:6]}"
     run_dir = results_dir / run_id
     run_dir.mkdir(parents=True)
     record_path = run_dir / records.RECORD_FILE
@@ -160,96 +182,120 @@ def run(
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
     record["environment"] = environment(accelerator.device, distributions(components))
 
+    marks = _Marks()
+    marks("run_started")
     try:
         set_seed(cfg.train.seed)
+        previous = None
+        stages = method.stages(task, cfg.task_config, cfg.method_config)
+        loaded_splits: dict[int, Any] = {}
         with PeakMemory(accelerator.device) as memory:
-            splits = task.load(cfg.task_config)
-            record["data"] = {"sizes": {name: len(examples) for name, examples in splits.items()}, **splits.info}
-            previous = None
-            stages = method.stages(task, cfg.task_config, cfg.method_config)
             for index, stage in enumerate(stages):
-                progress.log(f"[{stage.name}] loading backbone {cfg.backbone}")
-                load_start = time.perf_counter()
-                loaded = backbone.load(stage.head)
-                model_load_seconds = time.perf_counter() - load_start
-                record["backbone"]["info"] = loaded.info
-                key = {"task": cfg.task, "task_config": task.cache_key(cfg.task_config),
-                       "tokenizer": tokenizer_fingerprint(loaded.tokenizer)}
-                encoded = {}
-                for split, examples in splits.items():
-                    encoded[split], cached = encode_cached(
-                        dict(key, split=split), examples,
-                        lambda ex: task.encode(ex, loaded.tokenizer, cfg.task_config))
-                    progress.log(f"[{stage.name}] {split}: {len(examples)} examples ({'cached' if cached else 'encoded'})")
-                record["data"]["unk_token_rate"] = _unk_rates(encoded, loaded.tokenizer)
-                collate = task.collator(loaded.tokenizer)
-                model = method.prepare(loaded, cfg.method_config, stage, previous)
-                params = count_parameters(model, method.is_adapter_parameter, loaded.head_modules)
-                train_loader = _loader(encoded["train"], collate, cfg.train.batch_size, True, cfg.train.seed)
-                dev_loader = _loader(encoded["dev"], collate, cfg.train.eval_batch_size, False, cfg.train.seed)
-                test_loader = _loader(encoded["test"], collate, cfg.train.eval_batch_size, False, cfg.train.seed)
-                model, train_loader, dev_loader, test_loader = accelerator.prepare(
-                    model, train_loader, dev_loader, test_loader)
-                epochs_file = run_dir / records.EPOCHS_FILE
+                objective = stage.objective or task
+                train_cfg = dataclasses.replace(cfg.train, **dict(stage.train_overrides))
+                with PeakMemory(accelerator.device) as stage_memory:
+                    if id(objective) not in loaded_splits:
+                        loaded_splits[id(objective)] = objective.load(cfg.task_config)
+                    splits = loaded_splits[id(objective)]
+                    data_info = {"sizes": {name: len(examples) for name, examples in splits.items()}, **splits.info}
+                    if objective is task:
+                        record["data"] = data_info
+                    marks("data_loaded")
+                    progress.log(f"[{stage.name}] loading backbone {cfg.backbone}")
+                    load_start = time.perf_counter()
+                    loaded = backbone.load(stage.head)
+                    model_load_seconds = time.perf_counter() - load_start
+                    marks("model_loaded")
+                    record["backbone"]["info"] = loaded.info
+                    key = {"objective": objective.name, "task": cfg.task,
+                           "task_config": objective.cache_key(cfg.task_config),
+                           "tokenizer": tokenizer_fingerprint(loaded.tokenizer)}
+                    encoded = {}
+                    for split, examples in splits.items():
+                        encoded[split], cached = encode_cached(
+                            dict(key, split=split), examples,
+                            lambda ex: objective.encode(ex, loaded.tokenizer, cfg.task_config))
+                        progress.log(f"[{stage.name}] {split}: {len(examples)} examples "
+                                     f"({'cached' if cached else 'encoded'})")
+                    marks("data_encoded")
+                    data_info["unk_token_rate"] = _unk_rates(encoded, loaded.tokenizer)
+                    collate = objective.collator(loaded.tokenizer, cfg.task_config, train_cfg.padding)
+                    model = method.prepare(loaded, cfg.method_config, stage, previous)
+                    params = count_parameters(model, method.is_adapter_parameter, loaded.head_modules)
+                    loaders = {
+                        "train": _loader(encoded["train"], collate, train_cfg.batch_size, True, train_cfg.seed,
+                                         train_cfg.group_by_length),
+                        **{split: _loader(encoded[split], collate, train_cfg.eval_batch_size, False, train_cfg.seed)
+                           for split in ("dev", "test")},
+                    }
+                    model, *prepared = accelerator.prepare(model, *loaders.values())
+                    loaders = dict(zip(loaders, prepared))
+                    marks("model_prepared")
+                    epochs_file = run_dir / records.EPOCHS_FILE
 
-                def on_epoch(entry: dict[str, Any], _stage: str = stage.name) -> None:
-                    records.append_jsonl(epochs_file, {"stage": _stage, **entry})
+                    def on_epoch(entry: dict[str, Any], _stage: str = stage.name) -> None:
+                        records.append_jsonl(epochs_file, {"stage": _stage, **entry})
 
-                train_watch = time.perf_counter()
-                result = fit(model, method, cfg.method_config, task, train_loader, dev_loader, cfg.train,
-                             accelerator, progress, on_epoch)
-                train_seconds = time.perf_counter() - train_watch
-                stage_record = {
-                    "name": stage.name,
-                    "params": params,
-                    "epoch_seconds": result.epoch_seconds,
-                    "epoch_mean_seconds": statistics.fmean(result.epoch_seconds) if result.epoch_seconds else None,
-                    "train_seconds": train_seconds,
-                    "best_epoch": result.best_epoch,
-                    "stopped_because": result.stopped_because,
-                    "model_load_seconds": model_load_seconds,
-                    # From process start (interpreter, imports, data, cache) to the first step done.
-                    "process_start_to_first_step_seconds": (
-                        result.first_step_done_at - psutil.Process().create_time()
-                        if result.first_step_done_at else None),
-                }
-                record["stages"].append(stage_record)
+                    train_watch = time.perf_counter()
+                    result = fit(model, method, cfg.method_config, stage, objective, cfg.task_config,
+                                 loaders["train"], loaders["dev"], train_cfg, accelerator, progress, on_epoch)
+                    train_seconds = time.perf_counter() - train_watch
+                    marks("first_step_started", result.first_step_started_at)
+                    marks("first_step_done", result.first_step_done_at)
+                    unwrapped = accelerator.unwrap_model(model)
+                    stage_record = {
+                        "name": stage.name,
+                        "objective": objective.name,
+                        "train_overrides": dict(stage.train_overrides),
+                        "learning_rate": method.learning_rate(cfg.method_config, stage),
+                        "data_sizes": data_info["sizes"],
+                        "params": params,
+                        "epoch_seconds": result.epoch_seconds,
+                        "epoch_mean_seconds": statistics.fmean(result.epoch_seconds) if result.epoch_seconds else None,
+                        "train_seconds": train_seconds,
+                        "best_epoch": result.best_epoch,
+                        "stopped_because": result.stopped_because,
+                        "best_dev": next((h for h in result.history if h["epoch"] == result.best_epoch), None),
+                        "model_load_seconds": model_load_seconds,
+                        "artifact_tensor_bytes": tensor_bytes(method.artifact_tensors(unwrapped)),
+                    }
                 previous = model
+                stage_record["memory"] = stage_memory.result
+                record["stages"].append(stage_record)
                 if index < len(stages) - 1:
                     continue
                 # The last stage is the deployed model: score it, time it, save it.
-                unwrapped = accelerator.unwrap_model(model)
                 predictions = {}
-                for split, loader in (("dev", dev_loader), ("test", test_loader)):
-                    result_split = evaluate(model, loader, task, accelerator, progress, split)
-                    record["scores"][split] = result_split.scores
-                    predictions[split] = {"predictions": result_split.predictions,
-                                          "references": result_split.references}
+                for split in ("dev", "test"):
+                    scored = evaluate(model, loaders[split], task, cfg.task_config, accelerator, progress, split)
+                    record["scores"][split] = scored.scores
+                    predictions[split] = {"predictions": scored.predictions, "references": scored.references}
                 # Per-example outputs make paired significance tests possible later.
                 records.write_json_atomic(run_dir / records.PREDICTIONS_FILE, predictions)
                 if cfg.train.inference_repeats > 0:
-                    record["inference"] = _time_inference(model, method, test_loader, accelerator,
-                                                          cfg.train.inference_repeats, progress)
-                artifact_tensor_bytes = tensor_bytes(method.artifact_tensors(unwrapped))
-                record["artifact"]["tensor_bytes"] = artifact_tensor_bytes
+                    split = cfg.train.inference_split
+                    loader = loaders[split] if split != "train" else accelerator.prepare(
+                        _loader(encoded["train"], collate, train_cfg.eval_batch_size, False, train_cfg.seed))
+                    record["inference"] = _time_inference(model, method, task, loader, accelerator,
+                                                          cfg.train.inference_repeats, split, progress)
+                record["artifact"]["tensor_bytes"] = stage_record["artifact_tensor_bytes"]
                 if cfg.train.save_artifact:
                     artifact_dir = run_dir / "artifact"
                     method.save(unwrapped, str(artifact_dir))
                     record["artifact"].update(path=str(artifact_dir), bytes=directory_bytes(artifact_dir),
-                                              format=sorted({p.suffix.lstrip('.') for p in artifact_dir.rglob('*') if p.is_file()}))
+                                              format=sorted({p.suffix.lstrip('.') for p in artifact_dir.rglob('*')
+                                                             if p.is_file()}))
         record["memory"] = memory.result
         last = record["stages"][-1]
         record["params"] = last["params"]
         record["best_epoch"] = last["best_epoch"]
         record["stopped_because"] = last["stopped_because"]
-        all_epochs = [s for stage in record["stages"] for s in stage["epoch_seconds"]]
         record["time"].update(
             epoch_seconds=last["epoch_seconds"],
             epoch_mean_seconds=last["epoch_mean_seconds"],
             train_seconds=sum(stage["train_seconds"] for stage in record["stages"]),
-            all_stages_epoch_seconds=all_epochs,
-            model_load_seconds=record["stages"][0]["model_load_seconds"],
-            process_start_to_first_step_seconds=record["stages"][0]["process_start_to_first_step_seconds"],
+            model_load_seconds=sum(stage["model_load_seconds"] for stage in record["stages"]),
+            process_start_to_first_step_seconds=marks.marks.get("first_step_started"),
         )
         record["status"] = "success"
     except KeyboardInterrupt:
@@ -266,6 +312,7 @@ def run(
         record["traceback"] = traceback.format_exc()
         raise
     finally:
+        record["time"]["startup_marks"] = marks.marks
         record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
         record["time"]["run_seconds"] = time.perf_counter() - run_start
         records.write_json_atomic(record_path, record)

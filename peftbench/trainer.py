@@ -1,7 +1,8 @@
 """The training loop: generic, under accelerate, readable top to bottom.
 
 Nothing here knows which method or task it trains; the Method supplies the
-loss and the Task turns logits into predictions and scores.
+loss and the Task (or a stage's objective) turns logits into predictions and
+scores.
 """
 
 from __future__ import annotations
@@ -9,19 +10,24 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from .api import Method, Task
+from .api import Method, Stage, Task
 from .config import TrainConfig
 from .errors import TrainingError
 from .measure import synchronize
 from .progress import Progress
 
 NAN_CHECK_EVERY = 10  # steps; checking every step would force a device sync per step
+
+
+def model_inputs(task: Task, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The batch without the fields only the task's decoder reads."""
+    return {k: v for k, v in batch.items() if k not in task.extra_batch_keys}
 
 
 @dataclass
@@ -38,11 +44,13 @@ class FitResult:
     best_epoch: int | None
     stopped_because: str
     history: list[dict[str, Any]]
-    first_step_done_at: float | None = None  # time.time() after the first optimizer step
+    first_step_started_at: float | None = None  # time.time() when the first batch reached the model
+    first_step_done_at: float | None = None
 
 
 def evaluate(
-    model: torch.nn.Module, loader: DataLoader, task: Task, accelerator: Accelerator, progress: Progress, label: str
+    model: torch.nn.Module, loader: DataLoader, task: Task, task_config: Any,
+    accelerator: Accelerator, progress: Progress, label: str,
 ) -> EvalResult:
     model.eval()
     predictions: list = []
@@ -51,16 +59,16 @@ def evaluate(
     with torch.no_grad(), progress.steps(label, len(loader)) as advance:
         for batch in loader:
             with accelerator.autocast():
-                outputs = model(**batch)
+                outputs = model(**model_inputs(task, batch))
             if outputs.loss is not None:
                 n = batch["input_ids"].shape[0]
                 loss_sum += outputs.loss.float().item() * n
                 loss_count += n
-            preds, refs = task.decode(outputs.logits.float(), batch)
+            preds, refs = task.decode(outputs.logits.float(), batch, task_config)
             predictions.extend(preds)
             references.extend(refs)
             advance()
-    scores = task.score(predictions, references)
+    scores = task.score(predictions, references, task_config)
     return EvalResult(loss_sum / loss_count if loss_count else None, scores, predictions, references)
 
 
@@ -74,7 +82,9 @@ def fit(
     model: torch.nn.Module,
     method: Method,
     method_config: Any,
+    stage: Stage,
     task: Task,
+    task_config: Any,
     train_loader: DataLoader,
     dev_loader: DataLoader,
     cfg: TrainConfig,
@@ -83,7 +93,7 @@ def fit(
     on_epoch: Callable[[dict[str, Any]], None],
 ) -> FitResult:
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=method.learning_rate(method_config), weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=method.learning_rate(method_config, stage), weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(train_loader)
     warmup = int(cfg.warmup_ratio * total_steps)
     if cfg.schedule == "linear":
@@ -105,30 +115,33 @@ def fit(
     epoch_seconds: list[float] = []
     history: list[dict[str, Any]] = []
     stopped_because = f"reached epochs={cfg.epochs}"
-    first_step_done_at: float | None = None
+    first_started: float | None = None
+    first_done: float | None = None
 
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         running = torch.zeros((), device=accelerator.device)
         synchronize(accelerator.device)
         start = time.perf_counter()
-        with progress.steps(f"epoch {epoch}/{cfg.epochs}", len(train_loader)) as advance:
+        with progress.steps(f"{stage.name} epoch {epoch}/{cfg.epochs}", len(train_loader)) as advance:
             for step, batch in enumerate(train_loader, 1):
+                if first_started is None:
+                    first_started = time.time()
                 with accelerator.autocast():
-                    loss = method.loss(model, batch)
+                    loss = method.loss(model, model_inputs(task, batch))
                 accelerator.backward(loss)
                 if cfg.grad_clip:
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                if first_step_done_at is None:
-                    first_step_done_at = time.time()
+                if first_done is None:
+                    first_done = time.time()
                 running += loss.detach().float()
                 if step % NAN_CHECK_EVERY == 0 or step == len(train_loader):
                     if not math.isfinite(running.item()):
                         raise TrainingError(
-                            f"loss became NaN/inf in epoch {epoch} by step {step}",
+                            f"loss became NaN/inf in {stage.name} epoch {epoch} by step {step}",
                             "lower the learning rate, enable grad_clip, or use mixed_precision=no",
                         )
                 advance()
@@ -136,7 +149,7 @@ def fit(
         seconds = time.perf_counter() - start  # evaluation excluded on purpose
         epoch_seconds.append(seconds)
 
-        dev = evaluate(model, dev_loader, task, accelerator, progress, f"dev {epoch}")
+        dev = evaluate(model, dev_loader, task, task_config, accelerator, progress, f"{stage.name} dev {epoch}")
         monitored = dev.scores[main] if cfg.monitor == "score" else dev.loss
         entry = {
             "epoch": epoch,
@@ -147,10 +160,9 @@ def fit(
         }
         history.append(entry)
         on_epoch(entry)
-        progress.log(
-            f"epoch {epoch}: train loss {entry['train_loss']:.4f}, dev loss "
-            f"{dev.loss if dev.loss is None else round(dev.loss, 4)}, dev {main} {dev.scores[main]:.4f}, {seconds:.1f}s"
-        )
+        dev_loss = "n/a" if dev.loss is None else f"{dev.loss:.4f}"
+        progress.log(f"[{stage.name}] epoch {epoch}: train loss {entry['train_loss']:.4f}, dev loss {dev_loss}, "
+                     f"dev {main} {dev.scores[main]:.4f}, {seconds:.1f}s")
         if monitored is not None and _is_better(monitored, best_value, greater, cfg.min_delta):
             best_value, best_epoch, epochs_without_gain = monitored, epoch, 0
             best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
@@ -166,4 +178,4 @@ def fit(
         with torch.no_grad():
             for name, value in best_state.items():
                 named[name].copy_(value)
-    return FitResult(epoch_seconds, best_epoch, stopped_because, history, first_step_done_at)
+    return FitResult(epoch_seconds, best_epoch, stopped_because, history, first_started, first_done)

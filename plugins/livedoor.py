@@ -177,10 +177,10 @@ class LivedoorNews(Task):
                             return_attention_mask=False, return_token_type_ids=False)
         return [{"input_ids": ids, "labels": ex["label"]} for ids, ex in zip(encoded["input_ids"], examples)]
 
-    def decode(self, logits: torch.Tensor, batch) -> tuple[list, list]:
+    def decode(self, logits: torch.Tensor, batch, config: LivedoorConfig) -> tuple[list, list]:
         return logits.argmax(-1).tolist(), batch["labels"].tolist()
 
-    def score(self, predictions: list, references: list) -> dict[str, float]:
+    def score(self, predictions: list, references: list, config: LivedoorConfig) -> dict[str, float]:
         from sklearn.metrics import accuracy_score, f1_score
 
         labels = list(range(len(CATEGORIES)))
@@ -189,6 +189,9 @@ class LivedoorNews(Task):
             "macro_f1": float(f1_score(references, predictions, labels=labels, average="macro", zero_division=0)),
             "micro_f1": float(f1_score(references, predictions, labels=labels, average="micro", zero_division=0)),
         }
+
+    def text(self, example) -> str:
+        return example["text"]
 
     def cache_key(self, config: LivedoorConfig) -> dict[str, Any]:
         # Only what changes token ids; the examples themselves are fingerprinted by the core.

@@ -98,7 +98,7 @@ def test_data_location_order(sample_dir, tmp_path, monkeypatch):
 
 def test_scores_match_sklearn_definitions():
     task = LivedoorNews()
-    scores = task.score([0, 1, 1, 2], [0, 1, 2, 2])
+    scores = task.score([0, 1, 1, 2], [0, 1, 2, 2], LivedoorConfig())
     assert scores["accuracy"] == pytest.approx(0.75)
     assert scores["micro_f1"] == pytest.approx(0.75)
     # per class F1: c0 1.0, c1 2/3, c2 2/3, other six classes 0 -> macro over all 9 labels
