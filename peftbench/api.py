@@ -129,6 +129,10 @@ class Task(Component):
     def score(self, predictions: list, references: list, config: Any) -> dict[str, float]:
         """Scores for one split; must contain ``metadata.main_score``."""
 
+    def encoding_report(self, examples: Sequence[Example], encoded: Sequence[Encoded], config: Any) -> dict[str, Any]:
+        """What encoding lost (e.g. entities cut by truncation); recorded per split."""
+        return {}
+
     def text(self, example: Example) -> str:
         """The example's raw text, for objectives that need unlabelled text (masked-LM, ...)."""
         raise NotImplementedError(f"task {self.name} offers no raw text")

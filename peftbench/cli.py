@@ -159,13 +159,15 @@ def report(
         title, sort_by = spec.description, spec.sort_by
         if spec.where is not None and not frame.empty:
             frame = frame[spec.where(frame)]
+            if frame.empty:
+                raise ConfigError(f"no run in {results} fits table {table_name!r} ({spec.description})")
     elif columns:
         cols = [Column(name.rsplit(".", 1)[-1], name.strip()) for name in columns.split(",") if name.strip()]
     else:
         cols = default_columns(frame) if not frame.empty else []
     if include_failed and not table_name and not columns:
         cols = [Column("status", "status"), *cols]
-    table = build_table(frame, cols, sort_by)
+    table = build_table(frame, cols, sort_by, require_fields=not table_name)
     if fmt == "md":
         text = to_markdown(table, provenance(frame), title)
     elif fmt == "csv":
@@ -183,21 +185,41 @@ def report(
 def data_check(
     task: Annotated[str, typer.Argument(help="task name")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="task settings, e.g. data_dir=PATH")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="also encode with this backbone's tokenizer and "
+                                                         "report what encoding loses (truncation)")] = None,
 ) -> None:
     """Load a task's data and print what the loader found, per split."""
     from .config import apply_sets, parse_sets
 
+    _quiet_libraries()
     comps = _components()
     task_obj = comps.tasks.get(task)
     cfg = apply_sets({"task": task_obj.default_config()}, parse_sets(list(set_ or [])))["task"]
     splits = task_obj.load(cfg)
-    table = Table(title=f"{task}: {splits.info.get('source', '')}")
-    table.add_column("split")
-    table.add_column("examples", justify="right")
-    for name, examples in splits.items():
-        table.add_row(name, f"{len(examples):,}")
-    out.print(table)
+    per_split: dict[str, dict[str, object]] = {name: {"examples": len(examples)} for name, examples in splits.items()}
+    other = {}
     for key, value in splits.info.items():
+        if isinstance(value, dict) and set(value) == set(per_split) and all(isinstance(v, dict) for v in value.values()):
+            for split, counts in value.items():
+                per_split[split].update(counts)
+        else:
+            other[key] = value
+    if backbone:
+        tokenizer = comps.resolve_backbone(backbone).load(task_obj.head(cfg)).tokenizer
+        for split, examples in splits.items():
+            encoded = task_obj.encode(examples, tokenizer, cfg)
+            per_split[split].update(task_obj.encoding_report(examples, encoded, cfg))
+            per_split[split]["max tokens"] = max((len(e["input_ids"]) for e in encoded), default=0)
+    table = Table(title=f"{task}: {splits.info.get('source', '')}", title_justify="left")
+    table.add_column("")
+    for split in per_split:
+        table.add_column(split, justify="right")
+    rows = list(dict.fromkeys(k for counts in per_split.values() for k in counts))
+    for row in rows:
+        table.add_row(row, *(f"{per_split[s].get(row, 0):,}" if isinstance(per_split[s].get(row, 0), int)
+                             else str(per_split[s][row]) for s in per_split))
+    out.print(table)
+    for key, value in other.items():
         if key != "source":
             out.print(f"{key}: {value}", highlight=False)
 

@@ -84,7 +84,7 @@ def new_record() -> dict[str, Any]:
         "backbone": {"name": None, "plugin": None, "info": None},
         "seed": None,
         "data": None,
-        "stages": [],
+        "stages": {},  # stage name -> its cost (params, epoch times, memory, artefact bytes), in order
         "scores": {},
         "best_epoch": None,
         "stopped_because": None,

@@ -69,11 +69,16 @@ def _fmt(value: float, digits: int | None) -> str:
     return f"{value:.{digits}f}"
 
 
-def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None = None) -> pd.DataFrame:
-    """Group seeds, aggregate, format and mark the best value per column."""
+def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None = None,
+                require_fields: bool = True) -> pd.DataFrame:
+    """Group seeds, aggregate, format and mark the best value per column.
+
+    With ``require_fields`` (user-chosen columns) a field no record has is an
+    error; a named layout leaves such cells empty instead.
+    """
     if frame.empty:
         raise ConfigError("no successful run records to report", "run `peftbench run ...` first, or pass --all")
-    for column in columns:
+    for column in columns if require_fields else ():
         if column.field not in frame.columns and (column.fallback is None or column.fallback not in frame.columns):
             raise ConfigError(f"column {column.header!r}: no record has the field {column.field!r}",
                               "see `peftbench report --fields` for the fields records have")

@@ -219,6 +219,8 @@ def run(
                                      f"({'cached' if cached else 'encoded'})")
                     marks("data_encoded")
                     data_info["unk_token_rate"] = _unk_rates(encoded, loaded.tokenizer)
+                    data_info["encoding"] = {split: objective.encoding_report(splits_list, encoded[split], cfg.task_config)
+                                             for split, splits_list in splits.items()}
                     collate = objective.collator(loaded.tokenizer, cfg.task_config, train_cfg.padding)
                     model = method.prepare(loaded, cfg.method_config, stage, previous)
                     params = count_parameters(model, method.is_adapter_parameter, loaded.head_modules)
@@ -244,7 +246,6 @@ def run(
                     marks("first_step_done", result.first_step_done_at)
                     unwrapped = accelerator.unwrap_model(model)
                     stage_record = {
-                        "name": stage.name,
                         "objective": objective.name,
                         "train_overrides": dict(stage.train_overrides),
                         "learning_rate": method.learning_rate(cfg.method_config, stage),
@@ -257,11 +258,12 @@ def run(
                         "stopped_because": result.stopped_because,
                         "best_dev": next((h for h in result.history if h["epoch"] == result.best_epoch), None),
                         "model_load_seconds": model_load_seconds,
+                        "backbone": loaded.info,
                         "artifact_tensor_bytes": tensor_bytes(method.artifact_tensors(unwrapped)),
                     }
-                previous = model
+                previous = unwrapped
                 stage_record["memory"] = stage_memory.result
-                record["stages"].append(stage_record)
+                record["stages"][stage.name] = stage_record
                 if index < len(stages) - 1:
                     continue
                 # The last stage is the deployed model: score it, time it, save it.
@@ -286,15 +288,15 @@ def run(
                                               format=sorted({p.suffix.lstrip('.') for p in artifact_dir.rglob('*')
                                                              if p.is_file()}))
         record["memory"] = memory.result
-        last = record["stages"][-1]
+        last = list(record["stages"].values())[-1]
         record["params"] = last["params"]
         record["best_epoch"] = last["best_epoch"]
         record["stopped_because"] = last["stopped_because"]
         record["time"].update(
             epoch_seconds=last["epoch_seconds"],
             epoch_mean_seconds=last["epoch_mean_seconds"],
-            train_seconds=sum(stage["train_seconds"] for stage in record["stages"]),
-            model_load_seconds=sum(stage["model_load_seconds"] for stage in record["stages"]),
+            train_seconds=sum(stage["train_seconds"] for stage in record["stages"].values()),
+            model_load_seconds=sum(stage["model_load_seconds"] for stage in record["stages"].values()),
             process_start_to_first_step_seconds=marks.marks.get("first_step_started"),
         )
         record["status"] = "success"

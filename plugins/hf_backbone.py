@@ -120,11 +120,14 @@ class HuggingFaceBackbone(Backbone):
             return LoadedBackbone(model, None, head_modules(model), info)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
-            model = auto.from_pretrained(source, config=config)
+            model, loading = auto.from_pretrained(source, config=config, output_loading_info=True)
         except OSError as exc:
             raise BackboneError(f"cannot load backbone {self.spec!r} ({str(exc).splitlines()[0]})",
                                 OFFLINE_HINT.format(spec=self.spec)) from None
         info["revision"] = getattr(config, "_commit_hash", None)
+        # Weights the checkpoint did not have (a new task head; an MLM head missing from a
+        # sentence-embedding checkpoint): recorded so nobody mistakes them for pre-trained ones.
+        info["newly_initialized"] = sorted(loading.get("missing_keys", []))
         info["tokenizer"] = type(tokenizer).__name__
         if not getattr(tokenizer, "is_fast", False):
             info["tokenizer_note"] = "slow (Python) tokenizer"

@@ -1,4 +1,8 @@
-"""Report layouts of the published studies peftbench reproduces (../shared/SEEDS.md)."""
+"""Report layouts of the published studies peftbench reproduces (../shared/SEEDS.md).
+
+Each layout keeps the study's columns and units; rows are peftbench runs
+(grouped over seeds). `peftbench report RESULTS --table NAME`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,17 @@ from peftbench.api import Column, TableSpec
 from peftbench.hookspecs import hookimpl
 
 MB = 1e6
+MIB = 2**20
+
+
+def _task(name: str):
+    return lambda frame: frame["task.name"] == name
+
+
+def _has(field: str, task: str):
+    return lambda frame: (frame["task.name"] == task) & (
+        frame[field].notna() if field in frame else False)
+
 
 S2_TABLE_3_2 = TableSpec(
     name="s2",
@@ -18,9 +33,61 @@ S2_TABLE_3_2 = TableSpec(
         Column("train time s", "time.train_seconds", "lower", digits=0),
     ),
     sort_by="r",
+    where=_task("livedoor-news"),
+)
+
+S1_TABLE_5_3 = TableSpec(
+    name="s1",
+    description="S1 Table 5.3: KWDLC NER, test set, entity-level scores",
+    columns=(
+        Column("method", "method.name"),
+        Column("F1", "scores.test.f1", "higher", digits=5),
+        Column("Precision", "scores.test.precision", "higher", digits=5),
+        Column("Recall", "scores.test.recall", "higher", digits=5),
+    ),
+    where=_task("kwdlc-ner"),
+)
+
+S1_TABLE_6_1 = TableSpec(
+    name="s1-tapt-cost",
+    description="S1 Table 6.1: cost of the TAPT (masked-LM) stage",
+    columns=(
+        Column("method", "method.name"),
+        Column("trainable params", "stages.tapt.params.trainable", "lower", digits=0),
+        Column("time / epoch s", "stages.tapt.epoch_mean_seconds", "lower", digits=1),
+        Column("storage MiB", "stages.tapt.artifact_tensor_bytes", "lower", scale=1 / MIB, digits=1),
+    ),
+    where=_has("stages.tapt.params.trainable", "kwdlc-ner"),
+)
+
+S1_TABLE_6_2 = TableSpec(
+    name="s1-finetune-cost",
+    description="S1 Table 6.2: cost of NER fine-tuning",
+    columns=(
+        Column("method", "method.name"),
+        Column("trainable params", "params.trainable", "lower", digits=0),
+        Column("time / epoch s", "time.epoch_mean_seconds", "lower", digits=1),
+        Column("storage MiB", "artifact.tensor_bytes", "lower", scale=1 / MIB, digits=1),
+    ),
+    where=_task("kwdlc-ner"),
+)
+
+S1_TABLE_6_3 = TableSpec(
+    name="s1-inference",
+    description="S1 Table 6.3: inference time over a split (LoRA merged W' = W + BA vs not merged)",
+    columns=(
+        Column("method", "method.name"),
+        Column("split", "inference.split"),
+        Column("merged s", "inference.modes.merged.seconds", "lower", digits=2),
+        Column("not merged s", "inference.modes.unmerged.seconds", "lower", digits=2),
+        Column("plain model s", "inference.modes.default.seconds", "lower", digits=2),
+        Column("max logit diff", "inference.modes.merged.max_abs_logit_diff_vs_first_mode", digits=7),
+    ),
+    where=_task("kwdlc-ner"),
 )
 
 
 @hookimpl
 def register_tables(register) -> None:
-    register(S2_TABLE_3_2)
+    for table in (S2_TABLE_3_2, S1_TABLE_5_3, S1_TABLE_6_1, S1_TABLE_6_2, S1_TABLE_6_3):
+        register(table)
