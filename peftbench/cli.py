@@ -18,6 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Fair, reproducible benchmarks of full fine-tuning vs parameter-efficient methods.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect task data.")
 app.add_typer(data_app, name="data")
+suite_app = typer.Typer(no_args_is_help=True, help="Run suites: grids x seeds from a TOML file.")
+app.add_typer(suite_app, name="suite")
 
 out = Console()
 err = Console(stderr=True)
@@ -135,11 +137,17 @@ def report(
     include_failed: Annotated[bool, typer.Option("--all", help="also failed/cancelled runs")] = False,
     fields: Annotated[bool, typer.Option("--fields", help="list the record fields usable as columns")] = False,
     output: Annotated[Optional[Path], typer.Option("--out", help="write to this file instead of stdout")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="paired comparison against the row where FIELD=VALUE, "
+                                                         "e.g. method.name=full")] = None,
+    alpha: Annotated[float, typer.Option(help="significance level for best marks and paired tests")] = 0.05,
+    show_stats: Annotated[bool, typer.Option("--stats", help="per configuration: n, mean, std, 95% CI of "
+                                                             "every test score")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="also write plots (PNG and SVG) into this folder")] = None,
 ) -> None:
     """Comparison tables (Markdown) from run records."""
     from . import records
     from .api import Column
-    from .report import build_table, default_columns, provenance, to_markdown
+    from .report import build_table, default_columns, provenance, stats_table, to_markdown
 
     if fmt not in ("md", "csv", "json"):
         raise ConfigError(f"--format {fmt!r} is not md, csv or json")
@@ -167,9 +175,18 @@ def report(
         cols = default_columns(frame) if not frame.empty else []
     if include_failed and not table_name and not columns:
         cols = [Column("status", "status"), *cols]
-    table = build_table(frame, cols, sort_by, require_fields=not table_name)
+    if show_stats:
+        table, notes = stats_table(frame), ["t-based 95% confidence intervals over seeds (n = seeds)"]
+    else:
+        table, notes = build_table(frame, cols, sort_by, require_fields=not table_name, alpha=alpha,
+                                   baseline=baseline)
+    if plot:
+        from .plots import write_plots
+
+        for path in write_plots(frame, plot):
+            err.print(f"wrote {path}")
     if fmt == "md":
-        text = to_markdown(table, provenance(frame), title)
+        text = to_markdown(table, [*notes, *provenance(frame)], title)
     elif fmt == "csv":
         text = table.to_csv(index=False)
     else:
@@ -222,6 +239,74 @@ def data_check(
     for key, value in other.items():
         if key != "source":
             out.print(f"{key}: {value}", highlight=False)
+
+
+@suite_app.command("run")
+def suite_run(
+    file: Annotated[Path, typer.Argument(help="suite file (TOML)")],
+    results: Annotated[Path, typer.Option(help="folder for run records")] = DEFAULT_RESULTS,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show the plan (runs, config hashes, state) only")] = False,
+    rerun_failed: Annotated[bool, typer.Option("--rerun-failed", help="run again the runs whose record failed")] = False,
+    executor: Annotated[str, typer.Option(help="how runs are executed (see executors in `peftbench list`)")] = "local",
+    devices: Annotated[Optional[str], typer.Option(help="GPU ids, one run at a time on each, e.g. 0,1")] = None,
+) -> None:
+    """Expand a suite and run what is not done yet; keeps going past failures; safe to re-run."""
+    import fcntl
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+
+    from . import suite
+    from .executor import Job
+
+    comps = _components()
+    description, planned = suite.expand(file, comps)
+    states = suite.run_states(results) if results.exists() else {}
+    table = Table(title=f"{file}: {description}", title_justify="left")
+    for header in ("#", "block", "grid point", "config hash", "state"):
+        table.add_column(header, overflow="fold")
+    todo = []
+    for number, run in enumerate(planned, 1):
+        state = states.get(run.hash, "todo")
+        will_run = state == "todo" or (state == "failed" and rerun_failed)
+        if will_run:
+            todo.append(run)
+        label = {"success": "done", "failed": "failed" + (" (re-run)" if rerun_failed else " (skip)")}.get(state, state)
+        table.add_row(str(number), run.block, " ".join(run.point), run.hash, label)
+    out.print(table)
+    out.print(f"{len(planned)} runs: {sum(s == 'success' for s in map(states.get, (r.hash for r in planned)))} done, "
+              f"{len(todo)} to run", highlight=False)
+    if dry_run or not todo:
+        return
+    from . import records
+
+    records.ensure_writable(results)
+    lock_file = (results / ".suite.lock").open("w")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(f"another suite is running on {results}",
+                          "wait for it, or use another --results folder") from None
+    runner_exec = comps.executors.get(executor)
+    jobs = [Job(run.hash, tuple(run.cli_args(results)), results / "suite-logs" / f"{run.hash}.log") for run in todo]
+    failures: list[str] = []
+    with RichProgress(TextColumn("[bold]suite"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=err) as bar:
+        overall = bar.add_task("", total=len(jobs))
+
+        def on_start(job: Job) -> None:
+            bar.update(overall, description=f"running {job.key}")
+
+        def on_done(job: Job, code: int) -> None:
+            bar.advance(overall)
+            if code != 0:
+                failures.append(job.key)
+                err.print(f"run {job.key} failed (exit {code}); its log: {job.log}", highlight=False)
+
+        runner_exec.execute(jobs, on_start, on_done, devices.split(",") if devices else None)
+    out.print(f"suite finished: {len(jobs) - len(failures)} succeeded, {len(failures)} failed"
+              + (" (re-run with --rerun-failed after fixing)" if failures else ""), highlight=False)
+    if failures:
+        raise typer.Exit(1)
 
 
 def main() -> None:

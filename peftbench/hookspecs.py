@@ -50,3 +50,8 @@ def resolve_backbone(spec: str) -> Backbone | None:
 @hookspec
 def register_tables(register: Callable[[TableSpec], None]) -> None:
     """Call ``register(table)`` for each named report layout (``peftbench report --table NAME``)."""
+
+
+@hookspec
+def register_executors(register: Callable[[object], None]) -> None:
+    """Call ``register(executor)`` for each suite executor (see peftbench.executor.Executor)."""

@@ -22,6 +22,7 @@ class Components:
     tasks: Registry[Task]
     backbones: Registry[Backbone]
     tables: Registry[TableSpec]
+    executors: Registry[Any]
     manager: pluggy.PluginManager
 
     def resolve_backbone(self, spec: str) -> Backbone:
@@ -66,11 +67,16 @@ def load(extra_plugins: tuple[object, ...] = ()) -> Components:
         raise RegistryError(f"a peftbench plugin could not be loaded: {exc}") from exc
     for plugin in extra_plugins:
         manager.register(plugin)
-    components = Components(Registry("method"), Registry("task"), Registry("backbone"), Registry("table"), manager)
+    components = Components(Registry("method"), Registry("task"), Registry("backbone"), Registry("table"),
+                            Registry("executor"), manager)
     _collect(manager, "register_methods", components.methods, Method)
     _collect(manager, "register_tasks", components.tasks, Task)
     _collect(manager, "register_backbones", components.backbones, Backbone)
     _collect(manager, "register_tables", components.tables, TableSpec)
+    from .executor import LocalExecutor
+
+    components.executors.add(LocalExecutor.name, LocalExecutor(), "peftbench")
+    _collect(manager, "register_executors", components.executors, object)
     return components
 
 

@@ -73,6 +73,8 @@ def new_record() -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": None,
+        "pid": None,  # with host: lets a resumed suite tell a live run from a killed one
+        "host": None,
         "status": "running",
         "error": None,
         "started_at": None,

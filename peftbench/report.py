@@ -69,12 +69,25 @@ def _fmt(value: float, digits: int | None) -> str:
     return f"{value:.{digits}f}"
 
 
-def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None = None,
-                require_fields: bool = True) -> pd.DataFrame:
-    """Group seeds, aggregate, format and mark the best value per column.
+def _welch_p(a: list[float], b: list[float]) -> float | None:
+    from scipy import stats
 
-    With ``require_fields`` (user-chosen columns) a field no record has is an
-    error; a named layout leaves such cells empty instead.
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None = None,
+                require_fields: bool = True, alpha: float = 0.05,
+                baseline: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Group seeds, aggregate, format and mark the best value per column. Returns (table, notes).
+
+    With several seeds a best value is bold only when a Welch t-test says it
+    differs from the runner-up at ``alpha``; otherwise it is marked † (best mean,
+    within the noise). ``baseline`` ("field=value", e.g. "method.name=full")
+    adds the paired difference of the main test score against that group over
+    shared seeds (paired t-test). With ``require_fields`` (user-chosen columns) a
+    field no record has is an error; a named layout leaves such cells empty.
     """
     if frame.empty:
         raise ConfigError("no successful run records to report", "run `peftbench run ...` first, or pass --all")
@@ -85,15 +98,18 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
     keys = _group_key(frame)
     frame = frame.copy()
     frame["_group"] = frame[keys].map(repr).agg("|".join, axis=1) if keys else "all"
+    groups = [group for _, group in frame.groupby("_group", sort=False)]
     rows: list[dict[str, Any]] = []
     numeric: dict[str, list[float | None]] = {c.header: [] for c in columns}
-    for _, group in frame.groupby("_group", sort=False):
+    samples: dict[str, list[list[float]]] = {c.header: [] for c in columns}
+    for group in groups:
         row: dict[str, Any] = {}
         for column in columns:
             values = group[column.field] if column.field in group else pd.Series([None] * len(group))
             if values.isna().all() and column.fallback and column.fallback in group:
                 values = group[column.fallback]
             present = values.dropna()
+            samples[column.header].append([])
             if present.empty:
                 row[column.header] = ""
                 numeric[column.header].append(None)
@@ -101,6 +117,7 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
                 scaled = present.astype(float) * column.scale
                 mean = scaled.mean()
                 numeric[column.header].append(mean)
+                samples[column.header][-1] = scaled.tolist()
                 text = _fmt(mean, column.digits)
                 if len(scaled) > 1 and column.digits is not None:
                     text += f" ± {_fmt(scaled.std(ddof=1), column.digits)}"
@@ -110,25 +127,109 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
                                               for v in present))
                 row[column.header] = ", ".join(distinct)
                 numeric[column.header].append(None)
-        seeds = sorted(group["config.train.seed"].dropna().astype(int).tolist()) if "config.train.seed" in group else []
-        row["seeds"] = len(seeds)
+        row["seeds"] = int(group["config.train.seed"].nunique()) if "config.train.seed" in group else 1
         rows.append(row)
     table = pd.DataFrame(rows)
+    notes: list[str] = []
+    within_noise = False
     for column in columns:
         values = numeric[column.header]
-        known = [v for v in values if v is not None and not math.isnan(v)]
-        if column.better is None or len(known) < 2 or len(set(known)) < 2:
+        known = sorted({v for v in values if v is not None and not math.isnan(v)},
+                       reverse=column.better == "higher")
+        if column.better is None or len(known) < 2:
             continue
-        best = max(known) if column.better == "higher" else min(known)
-        for i, value in enumerate(values):
-            if value == best:
-                table.loc[i, column.header] = f"**{table.loc[i, column.header]}**"
+        best_rows = [i for i, v in enumerate(values) if v == known[0]]
+        runner_up = next(i for i, v in enumerate(values) if v == known[1])
+        p = _welch_p(samples[column.header][best_rows[0]], samples[column.header][runner_up])
+        mark = "**{}**" if p is None or p < alpha else "{} †"
+        within_noise |= p is not None and p >= alpha
+        for i in best_rows:
+            table.loc[i, column.header] = mark.format(table.loc[i, column.header])
+    if (table["seeds"] > 1).any():
+        notes.append(f"cells: mean ± std over seeds; bold = best and different from the runner-up "
+                     f"(Welch t-test, alpha={alpha})" + ("; † = best mean but within the noise" if within_noise else ""))
+    else:
+        notes.append("bold = best in column (single runs: no significance test possible; run several seeds)")
+    if baseline:
+        notes.append(_add_paired_columns(frame, groups, table, baseline, alpha))
     if sort_by:
         order = sorted(range(len(rows)), key=lambda i: (numeric[sort_by][i] is None, numeric[sort_by][i] or 0))
         table = table.iloc[order].reset_index(drop=True)
     if (table["seeds"] <= 1).all():
         table = table.drop(columns="seeds")
-    return table
+    return table, notes
+
+
+def _main_metric(frame: pd.DataFrame) -> str:
+    mains = frame["task.main_score"].dropna().unique() if "task.main_score" in frame else []
+    if len(mains) != 1:
+        raise ConfigError("a paired comparison needs runs of tasks with one main score",
+                          "filter with --task")
+    return f"scores.test.{mains[0]}"
+
+
+def _add_paired_columns(frame: pd.DataFrame, groups: list[pd.DataFrame], table: pd.DataFrame,
+                        baseline: str, alpha: float) -> str:
+    """Paired t-test over shared seeds of each group's main test score against the baseline group."""
+    from scipy import stats
+
+    field_name, sep, wanted = baseline.partition("=")
+    if not sep or field_name not in frame:
+        raise ConfigError(f"--baseline {baseline!r} must be FIELD=VALUE with a record field",
+                          "e.g. --baseline method.name=full")
+    matches = [i for i, g in enumerate(groups) if (g[field_name].astype(str) == wanted).all()]
+    if len(matches) != 1:
+        raise ConfigError(f"--baseline {baseline!r} matches {len(matches)} row(s); it must match exactly one")
+    metric = _main_metric(frame)
+    base = groups[matches[0]].set_index("config.train.seed")[metric]
+    deltas, pvalues = [], []
+    for i, group in enumerate(groups):
+        if i == matches[0]:
+            deltas.append("baseline")
+            pvalues.append("")
+            continue
+        other = group.set_index("config.train.seed")[metric]
+        shared = sorted(set(base.index) & set(other.index))
+        diff = [float(other[s] - base[s]) for s in shared]
+        mean = sum(diff) / len(diff) if diff else float("nan")
+        deltas.append(f"{mean:+.4f}" if diff else "no shared seeds")
+        if len(diff) >= 2 and any(d != diff[0] for d in diff):
+            p = float(stats.ttest_rel([other[s] for s in shared], [base[s] for s in shared]).pvalue)
+            pvalues.append(f"{p:.3g} (n={len(diff)})" + (" *" if p < alpha else ""))
+        else:
+            pvalues.append(f"n/a (n={len(diff)})")
+    short = metric.rsplit(".", 1)[-1]
+    table[f"Δ test {short} vs baseline"] = deltas
+    table["p (paired t-test over seeds)"] = pvalues
+    return (f"Δ = mean over shared seeds of (row - baseline) test {short}; p from a paired t-test over those seeds; "
+            f"* = significant at alpha={alpha}")
+
+
+def stats_table(frame: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Long form: per configuration and test score, n, mean, std and the t-based confidence interval."""
+    from scipy import stats
+
+    if frame.empty:
+        raise ConfigError("no successful run records to report")
+    keys = _group_key(frame)
+    label_cols = [c for c in keys if frame[c].dropna().map(repr).nunique() > 1]
+    metrics = sorted(c for c in frame.columns if c.startswith("scores.test."))
+    rows = []
+    for _, group in frame.groupby(frame[keys].map(repr).agg("|".join, axis=1) if keys else "all", sort=False):
+        label = " ".join([str(group["method.name"].iloc[0])] + [
+            f"{c.rsplit('.', 1)[-1]}={group[c].iloc[0]}" for c in label_cols
+            if c != "config.method" and pd.notna(group[c].iloc[0])])
+        for metric in metrics:
+            values = group[metric].dropna().astype(float)
+            n = len(values)
+            mean = values.mean()
+            std = values.std(ddof=1) if n > 1 else float("nan")
+            half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
+            rows.append({"configuration": label, "metric": metric.rsplit(".", 1)[-1], "n": n,
+                         "mean": round(mean, 4), "std": round(std, 4),
+                         f"CI{int(confidence * 100)} low": round(mean - half, 4),
+                         f"CI{int(confidence * 100)} high": round(mean + half, 4)})
+    return pd.DataFrame(rows)
 
 
 def provenance(frame: pd.DataFrame) -> list[str]:
@@ -145,9 +246,7 @@ def provenance(frame: pd.DataFrame) -> list[str]:
         sizes = frame[size_cols].drop_duplicates().astype("Int64").astype(str).agg("/".join, axis=1)
         lines.append(f"examples train/dev/test: {'; '.join(dict.fromkeys(sizes))}")
     lines.append(f"runs: {len(frame)}; size MB = 10^6 bytes of the saved artefact; time/epoch excludes evaluation, "
-                 "train time includes the per-epoch dev evaluation; "
-                 "bold = best in column" + ("" if "config.train.seed" not in frame or frame["config.train.seed"].nunique() < 2
-                                            else " by mean (not a significance test)"))
+                 "train time includes the per-epoch dev evaluation")
     return lines
 
 

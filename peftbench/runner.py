@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import platform
 import uuid
 import statistics
 import time
@@ -168,6 +170,8 @@ def run(
     record = records.new_record()
     record.update(
         run_id=run_id,
+        pid=os.getpid(),
+        host=platform.node(),
         started_at=started.isoformat(),
         config=cfg.to_dict(),
         config_hash=cfg.hash,

@@ -1,0 +1,93 @@
+"""Plots from run records (matplotlib, PNG and SVG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import ConfigError
+
+
+def _label(group: pd.DataFrame) -> str:
+    label = str(group["method.name"].iloc[0])
+    r = group.get("config.method_config.r")
+    if r is not None and pd.notna(r.iloc[0]):
+        label += f" r={int(r.iloc[0])}"
+    return label
+
+
+def _summary(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    keys = [c for c in frame.columns if c.startswith("config.") and c != "config.train.seed"]
+    rows = []
+    for _, group in frame.groupby(frame[keys].map(repr).agg("|".join, axis=1), sort=False):
+        scores = group[metric].astype(float)
+        rows.append({"label": _label(group), "params": float(group["params.trainable"].iloc[0]),
+                     "mean": scores.mean(), "std": scores.std(ddof=1) if len(scores) > 1 else 0.0,
+                     "r": group["config.method_config.r"].iloc[0] if "config.method_config.r" in group else None,
+                     "size_mb": group["artifact.bytes"].astype(float).mean() / 1e6 if "artifact.bytes" in group else None,
+                     "train_s": group["time.train_seconds"].astype(float).mean(), "n": len(scores)})
+    return pd.DataFrame(rows)
+
+
+def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
+    """Rows not dominated by one with fewer (or equal) trainable params and a higher score."""
+    ordered = points.sort_values(["params", "mean"], ascending=[True, False])
+    front, best = [], float("-inf")
+    for _, row in ordered.iterrows():
+        if row["mean"] > best:
+            front.append(row)
+            best = row["mean"]
+    return pd.DataFrame(front)
+
+
+def write_plots(frame: pd.DataFrame, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if frame.empty:
+        raise ConfigError("no successful run records to plot")
+    mains = frame["task.main_score"].dropna().unique()
+    if len(mains) != 1:
+        raise ConfigError("plots need runs of tasks sharing one main score", "filter with --task")
+    metric = f"scores.test.{mains[0]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = _summary(frame, metric)
+    written = []
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.errorbar(summary["params"], summary["mean"], yerr=summary["std"], fmt="o", capsize=3)
+    for _, row in summary.iterrows():
+        ax.annotate(row["label"], (row["params"], row["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    front = pareto_front(summary)
+    ax.plot(front["params"], front["mean"], "--", color="tab:red", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log)")
+    ax.set_ylabel(f"test {mains[0]}" + (" (mean ± std over seeds)" if (summary["n"] > 1).any() else ""))
+    ax.legend()
+    fig.tight_layout()
+    for suffix in ("png", "svg"):
+        path = folder / f"pareto.{suffix}"
+        fig.savefig(path, dpi=150)
+        written.append(path)
+    plt.close(fig)
+
+    ranks = summary.dropna(subset=["r"])
+    if ranks["r"].nunique() >= 2:
+        ranks = ranks.sort_values("r")
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+        for ax, column, label in zip(axes, ("mean", "size_mb", "train_s"),
+                                     (f"test {mains[0]}", "artefact MB", "train time s")):
+            ax.plot(ranks["r"], ranks[column], "o-")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("LoRA rank r")
+            ax.set_ylabel(label)
+        fig.tight_layout()
+        for suffix in ("png", "svg"):
+            path = folder / f"rank-sweep.{suffix}"
+            fig.savefig(path, dpi=150)
+            written.append(path)
+        plt.close(fig)
+    return written

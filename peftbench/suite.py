@@ -1,0 +1,203 @@
+"""Suites: a TOML file that expands into many runs (grids x seeds), executed
+with skip-if-done, keep-going and resume semantics.
+
+File shape::
+
+    description = "..."
+    [defaults]                 # applies to every block
+    task = "livedoor-news"
+    backbone = "cl-tohoku/bert-base-japanese"
+    seeds = [42]
+    [defaults.set]             # --set values
+    batch_size = 8
+
+    [[runs]]                   # a block: one method, a grid over any settings
+    name = "lora-ranks"
+    method = "lora"
+    [runs.set]
+    lr = 5e-4
+    [runs.grid]
+    r = [2, 4, 8]
+    [runs.derive]              # derived settings: alpha takes r's value
+    alpha = "r"
+
+A run is identified by its config hash: a suite skips a run whose record
+already exists with status success, so re-running a suite (after a crash, a
+kill, a reboot) finishes only what is missing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import records
+from .errors import ConfigError
+from .plugins import Components
+from .runner import Resolved, resolve
+
+TOP_KEYS = {"description", "defaults", "runs"}
+BLOCK_KEYS = {"name", "method", "task", "backbone", "seeds", "set", "grid", "derive"}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    block: str
+    method: str
+    task: str
+    backbone: str | None
+    sets: tuple[str, ...]
+    resolved: Resolved = field(compare=False, repr=False)
+    point: tuple[str, ...] = ()  # the grid values and seed that tell this run from its block siblings
+
+    @property
+    def hash(self) -> str:
+        return self.resolved.config.hash
+
+    def cli_args(self, results: Path) -> list[str]:
+        args = ["run", "--method", self.method, "--task", self.task, "--results", str(results), "--quiet"]
+        if self.backbone:
+            args += ["--backbone", self.backbone]
+        for pair in self.sets:
+            args += ["--set", pair]
+        return args
+
+
+def read_suite(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read suite file {path} ({exc.strerror or exc})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:  # its message ends with "(at line L, column C)"
+        raise ConfigError(f"{path}: invalid TOML: {exc}", "fix the syntax at that line and column") from None
+
+
+def _as_cli(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value):
+        return ",".join(str(v) for v in value)
+    raise ConfigError(f"{where}: {value!r} is not a number, string, boolean or list of them")
+
+
+def _check_keys(table: Any, allowed: set[str], where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table, got {type(table).__name__}")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key", f"valid keys there: {', '.join(sorted(allowed))}")
+    return table
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in value):
+        raise ConfigError(f"{where}: seeds must be a non-empty list of integers")
+    return value
+
+
+def expand(path: Path, components: Components) -> tuple[str, list[PlannedRun]]:
+    """The suite's description and its runs, validated (every config resolved and type-checked)."""
+    suite = _check_keys(read_suite(path), TOP_KEYS, path.name)
+    defaults = _check_keys(suite.get("defaults", {}), BLOCK_KEYS - {"name", "grid", "derive"}, "defaults")
+    blocks = suite.get("runs")
+    if not isinstance(blocks, list) or not blocks:
+        raise ConfigError(f"{path}: no [[runs]] blocks", "add at least one [[runs]] table with a method")
+    planned: list[PlannedRun] = []
+    seen: dict[str, str] = {}
+    for index, raw in enumerate(blocks):
+        where = f"runs[{index}]"
+        block = _check_keys(raw, BLOCK_KEYS, where)
+        name = str(block.get("name", f"runs[{index}]"))
+        merged = {k: block.get(k, defaults.get(k)) for k in ("method", "task", "backbone")}
+        for key in ("method", "task"):
+            if not isinstance(merged[key], str):
+                raise ConfigError(f"{where} ({name}): no {key}", f"set {key} = \"...\" in the block or in [defaults]")
+        seeds = _seeds(block.get("seeds", defaults.get("seeds")), f"{where}.seeds") or [None]
+        base = {**_check_keys(defaults.get("set", {}), set(defaults.get("set", {})), "defaults.set"),
+                **_check_keys(block.get("set", {}), set(block.get("set", {})), f"{where}.set")}
+        grid = _check_keys(block.get("grid", {}), set(block.get("grid", {})), f"{where}.grid")
+        for key, values in grid.items():
+            if not isinstance(values, list):
+                raise ConfigError(f"{where}.grid.{key}: must be a list of values")
+            if not values:
+                raise ConfigError(f"{where}.grid.{key} is empty: the grid produces zero runs")
+        derive = _check_keys(block.get("derive", {}), set(block.get("derive", {})), f"{where}.derive")
+        keys = list(grid)
+        for point_values in itertools.product(*(grid[k] for k in keys)):
+            values = {**base, **dict(zip(keys, point_values))}
+            for target, source in derive.items():
+                if source not in values:
+                    raise ConfigError(f"{where}.derive.{target} = {source!r}: no setting {source!r} to copy",
+                                      f"settings in this block: {', '.join(values) or 'none'}")
+                values[target] = values[source]
+            for seed in seeds:
+                pairs = [f"{k}={_as_cli(v, f'{where}: {k}')}" for k, v in values.items()]
+                if seed is not None:
+                    pairs.append(f"seed={seed}")
+                try:
+                    resolved = resolve(components, merged["method"], merged["task"], merged["backbone"], pairs)
+                except ConfigError as exc:
+                    raise ConfigError(f"{where} ({name}): {exc.what}", exc.fix) from None
+                point = tuple(f"{k}={_as_cli(v, where)}" for k, v in zip(keys, point_values)) + (
+                    (f"seed={seed}",) if seed is not None else ())
+                run = PlannedRun(name, merged["method"], merged["task"], merged["backbone"], tuple(pairs), resolved,
+                                 point)
+                if run.hash in seen:
+                    raise ConfigError(f"{where} ({name}) repeats a run of {seen[run.hash]} (config hash {run.hash})",
+                                      "remove the duplicate grid value or block")
+                seen[run.hash] = f"{where} ({name})"
+                planned.append(run)
+    if not planned:
+        raise ConfigError(f"{path} expands to zero runs")
+    return str(suite.get("description", "")), planned
+
+
+# ------------------------------------------------------------------ state of a results folder
+
+
+def _alive(pid: int | None, hostname: str | None) -> bool:
+    import platform
+
+    if pid is None or hostname != platform.node():
+        return hostname is not None and hostname != platform.node()  # another machine: assume alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_states(results: Path) -> dict[str, str]:
+    """config hash -> "success" | "failed" | "running" (best status wins).
+
+    A record left "running" by a process that no longer exists (killed, machine
+    rebooted) is rewritten as failed, so it is neither counted nor left ambiguous.
+    """
+    order = {"success": 3, "running": 2, "failed": 1, "cancelled": 1}
+    states: dict[str, str] = {}
+    if not results.exists():
+        return states
+    for path, record in records.iter_records(results):
+        status = record.get("status")
+        if status == "running" and not _alive(record.get("pid"), record.get("host")):
+            record["status"] = "failed"
+            record["error"] = "the run's process ended without finishing (killed or crashed)"
+            records.write_json_atomic(path, record)
+            status = "failed"
+        key = record.get("config_hash")
+        if key and order.get(status, 0) > order.get(states.get(key, ""), 0):
+            states[key] = status
+    return states
