@@ -267,10 +267,11 @@ def suite_run(
     todo = []
     for number, run in enumerate(planned, 1):
         state = states.get(run.hash, "todo")
-        will_run = state == "todo" or (state == "failed" and rerun_failed)
+        will_run = state in ("todo", "cancelled") or (state == "failed" and rerun_failed)
         if will_run:
             todo.append(run)
-        label = {"success": "done", "failed": "failed" + (" (re-run)" if rerun_failed else " (skip)")}.get(state, state)
+        label = {"success": "done", "cancelled": "interrupted (re-run)",
+                 "failed": "failed" + (" (re-run)" if rerun_failed else " (skip; --rerun-failed)")}.get(state, state)
         table.add_row(str(number), run.block, " ".join(run.point), run.hash, label)
     out.print(table)
     out.print(f"{len(planned)} runs: {sum(s == 'success' for s in map(states.get, (r.hash for r in planned)))} done, "

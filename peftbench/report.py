@@ -74,6 +74,8 @@ def _welch_p(a: list[float], b: list[float]) -> float | None:
 
     if len(a) < 2 or len(b) < 2:
         return None
+    if len(set(a)) == 1 and len(set(b)) == 1:  # no spread at all: the test is undefined
+        return 0.0 if a[0] != b[0] else 1.0
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 

@@ -181,22 +181,23 @@ def _alive(pid: int | None, hostname: str | None) -> bool:
 
 
 def run_states(results: Path) -> dict[str, str]:
-    """config hash -> "success" | "failed" | "running" (best status wins).
+    """config hash -> "success" | "running" | "failed" | "cancelled" (best status wins).
 
     A record left "running" by a process that no longer exists (killed, machine
-    rebooted) is rewritten as failed, so it is neither counted nor left ambiguous.
+    rebooted) is rewritten as cancelled: a suite runs such configs again, while a
+    "failed" one (an error in the run itself) waits for --rerun-failed.
     """
-    order = {"success": 3, "running": 2, "failed": 1, "cancelled": 1}
+    order = {"success": 4, "running": 3, "failed": 2, "cancelled": 1}
     states: dict[str, str] = {}
     if not results.exists():
         return states
     for path, record in records.iter_records(results):
         status = record.get("status")
         if status == "running" and not _alive(record.get("pid"), record.get("host")):
-            record["status"] = "failed"
-            record["error"] = "the run's process ended without finishing (killed or crashed)"
+            record["status"] = "cancelled"
+            record["error"] = "the run's process ended without finishing (killed, or the machine stopped)"
             records.write_json_atomic(path, record)
-            status = "failed"
+            status = "cancelled"
         key = record.get("config_hash")
         if key and order.get(status, 0) > order.get(states.get(key, ""), 0):
             states[key] = status

@@ -1,0 +1,146 @@
+"""Suites: expansion, validation, skip/resume (SIGKILL), and the statistics in reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from peftbench import plugins, records, suite
+from peftbench.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "suite.toml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def test_s2_suite_expands_to_8_7_8_runs():
+    description, runs = suite.expand(REPO / "benchmarks" / "s2-livedoor-lora-rank.toml", plugins.load())
+    blocks = [r.block for r in runs]
+    assert len(runs) == 23
+    assert blocks.count("table-3.2 lora") + blocks.count("table-3.2 full") == 8
+    assert blocks.count("extra-1 lora lr 5e-5") == 7
+    assert blocks.count("extra-2 lora early stopping") + blocks.count("extra-2 full early stopping") == 8
+    lora = next(r for r in runs if r.point == ("r=64", "seed=42"))
+    cfg = lora.resolved.config
+    assert cfg.method_config.alpha == 64 and cfg.method_config.target == ("query", "value")
+    assert len({r.hash for r in runs}) == 23
+
+
+def test_derived_values_and_seeds(tmp_path):
+    path = write(tmp_path, """
+        [defaults]
+        task = "livedoor-news"
+        seeds = [1, 2]
+        [[runs]]
+        method = "lora"
+        [runs.grid]
+        r = [2, 4]
+        [runs.derive]
+        alpha = "r"
+    """)
+    _, runs = suite.expand(path, plugins.load())
+    assert [(r.resolved.config.method_config.r, r.resolved.config.method_config.alpha,
+             r.resolved.config.train.seed) for r in runs] == [(2, 2, 1), (2, 2, 2), (4, 4, 1), (4, 4, 2)]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[[runs]\nmethod = 'lora'\n", "line 1"),  # malformed TOML: line and column
+    ("[[runs]]\nmethod = 'lora'\ntask = 'livedoor-news'\n[runs.gird]\nr = [2]\n", "runs[0].gird: unknown key"),
+    ("[[runs]]\nmethod = 'lora'\ntask = 'livedoor-news'\n[runs.grid]\nr = []\n", "zero runs"),
+    ("[[runs]]\nmethod = 'lora'\ntask = 'livedoor-news'\n[runs.set]\nr = 'eight'\n", "r='eight' is not an int"),
+    ("[[runs]]\nmethod = 'lora'\n", "no task"),
+    ("[[runs]]\nmethod = 'lora'\ntask = 'livedoor-news'\n[[runs]]\nmethod = 'lora'\ntask = 'livedoor-news'\n",
+     "repeats a run"),
+    ("description = 'x'\n", "no [[runs]]"),
+])
+def test_bad_suites_are_one_clear_error(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        suite.expand(write(tmp_path, text), plugins.load())
+
+
+def test_dry_run_lists_plan(cli):
+    result = cli("suite", "run", str(REPO / "benchmarks" / "s2-livedoor-lora-rank.toml"), "--dry-run")
+    assert result.code == 0, result.stderr
+    assert "23 runs: 0 done, 23 to run" in result.stdout
+
+
+def suite_file(tmp_path: Path, tiny_bert: Path) -> Path:
+    return write(tmp_path, f"""
+        description = "2 methods x 3 seeds"
+        [defaults]
+        task = "livedoor-news"
+        backbone = "{tiny_bert}"
+        seeds = [1, 2, 3]
+        [defaults.set]
+        data_dir = "{REPO / 'examples' / 'livedoor-sample'}"
+        per_category = 10
+        max_length = 32
+        epochs = 1
+        inference_repeats = 0
+        save_artifact = false
+        [[runs]]
+        method = "full"
+        [runs.set]
+        lr = 1e-3
+        [[runs]]
+        method = "lora"
+        [runs.set]
+        lr = 5e-3
+    """)
+
+
+def test_suite_survives_sigkill_and_resumes_to_one_record_per_run(tiny_bert, tmp_path):
+    path, results = suite_file(tmp_path, tiny_bert), tmp_path / "results"
+    command = [sys.executable, "-m", "peftbench.cli", "suite", "run", str(path), "--results", str(results)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill it once the first run finished and a later one is under way
+        done = [r for _, r in records.iter_records(results)] if results.exists() else []
+        if any(r["status"] == "success" for r in done) and any(r["status"] == "running" for r in done):
+            break
+        time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("the suite did not get going in time")
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(1)  # the child dies with its parent (PR_SET_PDEATHSIG)
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    found = [r for _, r in records.iter_records(results)]
+    success = [r["config_hash"] for r in found if r["status"] == "success"]
+    assert len(success) == len(set(success)) == 6
+    stale = [r for r in found if r["status"] != "success"]
+    assert stale and all(r["status"] == "cancelled" and "ended without finishing" in r["error"] for r in stale)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert "6 done, 0 to run" in again.stdout
+
+
+def test_report_statistics_on_seeds(tiny_bert, tmp_path, cli):
+    results = tmp_path / "results"
+    result = cli("suite", "run", str(suite_file(tmp_path, tiny_bert)), "--results", str(results))
+    assert result.code == 0, result.stderr
+    report = cli("report", str(results), "--baseline", "method.name=full", "--plot", str(tmp_path / "plots"))
+    assert report.code == 0, report.stderr
+    assert "±" in report.stdout and "seeds" in report.stdout
+    assert "p (paired t-test over seeds)" in report.stdout and "(n=3)" in report.stdout
+    assert "Welch t-test" in report.stdout
+    stats = cli("report", str(results), "--stats", "--format", "json")
+    rows = json.loads(stats.stdout)
+    accuracy = [r for r in rows if r["metric"] == "accuracy"]
+    assert len(accuracy) == 2 and all(r["n"] == 3 for r in accuracy)
+    assert all(r["CI95 low"] <= r["mean"] <= r["CI95 high"] for r in accuracy)
+    for name in ("pareto.png", "pareto.svg"):
+        assert (tmp_path / "plots" / name).stat().st_size > 1000
