@@ -9,6 +9,7 @@ marked in bold.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pandas as pd
@@ -76,7 +77,9 @@ def _welch_p(a: list[float], b: list[float]) -> float | None:
         return None
     if len(set(a)) == 1 and len(set(b)) == 1:  # no spread at all: the test is undefined
         return 0.0 if a[0] != b[0] else 1.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # near-identical samples: scipy warns, the p value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None = None,
@@ -196,7 +199,9 @@ def _add_paired_columns(frame: pd.DataFrame, groups: list[pd.DataFrame], table: 
         mean = sum(diff) / len(diff) if diff else float("nan")
         deltas.append(f"{mean:+.4f}" if diff else "no shared seeds")
         if len(diff) >= 2 and any(d != diff[0] for d in diff):
-            p = float(stats.ttest_rel([other[s] for s in shared], [base[s] for s in shared]).pvalue)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p = float(stats.ttest_rel([other[s] for s in shared], [base[s] for s in shared]).pvalue)
             pvalues.append(f"{p:.3g} (n={len(diff)})" + (" *" if p < alpha else ""))
         else:
             pvalues.append(f"n/a (n={len(diff)})")
