@@ -143,6 +143,8 @@ def report(
     show_stats: Annotated[bool, typer.Option("--stats", help="per configuration: n, mean, std, 95% CI of "
                                                              "every test score")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="also write plots (PNG and SVG) into this folder")] = None,
+    sweep: Annotated[Optional[str], typer.Option(help="with --plot: also plot scores, size and time against "
+                                                     "this setting, e.g. r")] = None,
 ) -> None:
     """Comparison tables (Markdown) from run records."""
     from . import records
@@ -183,7 +185,7 @@ def report(
     if plot:
         from .plots import write_plots
 
-        for path in write_plots(frame, plot):
+        for path in write_plots(frame, plot, sweep):
             err.print(f"wrote {path}")
     if fmt == "md":
         text = to_markdown(table, [*notes, *provenance(frame)], title)

@@ -9,22 +9,25 @@ import pandas as pd
 from .errors import ConfigError
 
 
-def _label(group: pd.DataFrame) -> str:
-    label = str(group["method.name"].iloc[0])
-    r = group.get("config.method_config.r")
-    if r is not None and pd.notna(r.iloc[0]):
-        label += f" r={int(r.iloc[0])}"
-    return label
+def _label(group: pd.DataFrame, varying: list[str]) -> str:
+    parts = [str(group["method.name"].iloc[0])]
+    for column in varying:
+        value = group[column].iloc[0]
+        if column != "config.method" and not (isinstance(value, float) and pd.isna(value)):
+            parts.append(f"{column.rsplit('.', 1)[-1]}={value:g}" if isinstance(value, float)
+                         else f"{column.rsplit('.', 1)[-1]}={value}")
+    return " ".join(parts)
 
 
-def _summary(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+def _summary(frame: pd.DataFrame, metric: str, sweep: str | None) -> pd.DataFrame:
     keys = [c for c in frame.columns if c.startswith("config.") and c != "config.train.seed"]
+    varying = [c for c in keys if frame[c].dropna().map(repr).nunique() > 1]
     rows = []
     for _, group in frame.groupby(frame[keys].map(repr).agg("|".join, axis=1), sort=False):
         scores = group[metric].astype(float)
-        rows.append({"label": _label(group), "params": float(group["params.trainable"].iloc[0]),
+        rows.append({"label": _label(group, varying), "params": float(group["params.trainable"].iloc[0]),
                      "mean": scores.mean(), "std": scores.std(ddof=1) if len(scores) > 1 else 0.0,
-                     "r": group["config.method_config.r"].iloc[0] if "config.method_config.r" in group else None,
+                     "sweep": group[sweep].iloc[0] if sweep else None,
                      "size_mb": group["artifact.bytes"].astype(float).mean() / 1e6 if "artifact.bytes" in group else None,
                      "train_s": group["time.train_seconds"].astype(float).mean(), "n": len(scores)})
     return pd.DataFrame(rows)
@@ -41,7 +44,9 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(front)
 
 
-def write_plots(frame: pd.DataFrame, folder: Path) -> list[Path]:
+def write_plots(frame: pd.DataFrame, folder: Path, sweep: str | None = None) -> list[Path]:
+    """pareto.{png,svg}; with ``sweep`` (a method/task setting, e.g. "r") also sweep.{png,svg}:
+    score, artefact size and training time against that setting."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +59,13 @@ def write_plots(frame: pd.DataFrame, folder: Path) -> list[Path]:
         raise ConfigError("plots need runs of tasks sharing one main score", "filter with --task")
     metric = f"scores.test.{mains[0]}"
     folder.mkdir(parents=True, exist_ok=True)
-    summary = _summary(frame, metric)
+    sweep_column = None
+    if sweep:
+        candidates = [f"config.method_config.{sweep}", f"config.task_config.{sweep}", f"config.train.{sweep}"]
+        sweep_column = next((c for c in candidates if c in frame), None)
+        if sweep_column is None:
+            raise ConfigError(f"--sweep {sweep}: no record has that setting")
+    summary = _summary(frame, metric, sweep_column)
     written = []
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -74,19 +85,22 @@ def write_plots(frame: pd.DataFrame, folder: Path) -> list[Path]:
         written.append(path)
     plt.close(fig)
 
-    ranks = summary.dropna(subset=["r"])
-    if ranks["r"].nunique() >= 2:
-        ranks = ranks.sort_values("r")
+    points = summary.dropna(subset=["sweep"]) if sweep_column else summary.iloc[0:0]
+    if sweep_column and points["sweep"].nunique() < 2:
+        raise ConfigError(f"--sweep {sweep}: fewer than two values of it among the runs")
+    if sweep_column:
+        points = points.sort_values("sweep")
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
         for ax, column, label in zip(axes, ("mean", "size_mb", "train_s"),
                                      (f"test {mains[0]}", "artefact MB", "train time s")):
-            ax.plot(ranks["r"], ranks[column], "o-")
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("LoRA rank r")
+            ax.plot(points["sweep"], points[column], "o-")
+            if points["sweep"].min() > 0 and points["sweep"].max() / points["sweep"].min() >= 8:
+                ax.set_xscale("log", base=2)
+            ax.set_xlabel(sweep)
             ax.set_ylabel(label)
         fig.tight_layout()
         for suffix in ("png", "svg"):
-            path = folder / f"rank-sweep.{suffix}"
+            path = folder / f"sweep-{sweep}.{suffix}"
             fig.savefig(path, dpi=150)
             written.append(path)
         plt.close(fig)

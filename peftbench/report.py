@@ -59,7 +59,9 @@ def default_columns(frame: pd.DataFrame) -> list[Column]:
 
 
 def _group_key(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c.startswith("config.") and c != "config.train.seed"]
+    # Runs differing only in seed form one row; a failed run never joins a successful one.
+    return [c for c in frame.columns if c.startswith("config.") and c != "config.train.seed"] + (
+        ["status"] if "status" in frame else [])
 
 
 def _fmt(value: float, digits: int | None) -> str:
@@ -124,7 +126,7 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
                 numeric[column.header].append(mean)
                 samples[column.header][-1] = scaled.tolist()
                 text = _fmt(mean, column.digits)
-                if len(scaled) > 1 and column.digits is not None:
+                if len(scaled) > 1 and column.digits is not None and scaled.nunique() > 1:
                     text += f" ± {_fmt(scaled.std(ddof=1), column.digits)}"
                 row[column.header] = text
             else:
@@ -250,7 +252,8 @@ def provenance(frame: pd.DataFrame) -> list[str]:
                 lines.append(f"{label}: {'; '.join(values)}")
     size_cols = [c for c in ("data.sizes.train", "data.sizes.dev", "data.sizes.test") if c in frame]
     if size_cols:
-        sizes = frame[size_cols].drop_duplicates().astype("Int64").astype(str).agg("/".join, axis=1)
+        sizes = frame[size_cols].drop_duplicates().map(lambda v: "?" if pd.isna(v) else str(int(v))).agg(
+            "/".join, axis=1)
         lines.append(f"examples train/dev/test: {'; '.join(dict.fromkeys(sizes))}")
     lines.append(f"runs: {len(frame)}; size MB = 10^6 bytes of the saved artefact; time/epoch excludes evaluation, "
                  "train time includes the per-epoch dev evaluation")

@@ -22,18 +22,52 @@ def _has(field: str, task: str):
         frame[field].notna() if field in frame else False)
 
 
+def _setting(frame, column: str):
+    return frame[column] if column in frame else frame["method.name"].map(lambda _: None)
+
+
+def _s2(frame, lora_lr: float, early_stopping: bool):
+    """S2's blocks: LoRA at one learning rate (+ full FT at 5e-5), with or without early stopping."""
+    lr = _setting(frame, "config.method_config.lr")
+    patience = _setting(frame, "config.train.patience")
+    stopped_early = patience.notna()
+    is_lora = frame["method.name"] == "lora"
+    is_full = frame["method.name"] == "full"
+    return (frame["task.name"] == "livedoor-news") & (stopped_early == early_stopping) & (
+        (is_lora & (lr == lora_lr)) | (is_full & (lr == 5e-5)))
+
+
+_S2_COLUMNS = (
+    # Rows are ranks; a method without a rank (full fine-tuning) shows its name.
+    Column("r", "config.method_config.r", fallback="method.name", digits=0),
+    Column("accuracy %", "scores.test.accuracy", "higher", scale=100, digits=2),
+    Column("size MB", "artifact.bytes", "lower", scale=1 / MB, digits=2),
+    Column("train time s", "time.train_seconds", "lower", digits=0),
+)
+
 S2_TABLE_3_2 = TableSpec(
     name="s2",
     description="S2 Table 3.2: LoRA rank vs accuracy, saved size and training time (livedoor news)",
-    columns=(
-        # Rows are ranks; a method without a rank (full fine-tuning) shows its name.
-        Column("r", "config.method_config.r", fallback="method.name", digits=0),
-        Column("accuracy %", "scores.test.accuracy", "higher", scale=100, digits=2),
-        Column("size MB", "artifact.bytes", "lower", scale=1 / MB, digits=2),
-        Column("train time s", "time.train_seconds", "lower", digits=0),
-    ),
+    columns=_S2_COLUMNS,
     sort_by="r",
-    where=_task("livedoor-news"),
+    where=lambda frame: _s2(frame, 5e-4, early_stopping=False),
+)
+
+S2_EXTRA_1 = TableSpec(
+    name="s2-extra-1",
+    description="S2 extra 1: LoRA with full fine-tuning's lr 5e-5, 5 epochs",
+    columns=_S2_COLUMNS,
+    sort_by="r",
+    where=lambda frame: _s2(frame, 5e-5, early_stopping=False),
+)
+
+S2_EXTRA_2 = TableSpec(
+    name="s2-extra-2",
+    description="S2 extra 2: lr 5e-5, early stopping on dev loss (patience 5, threshold 0.005, max 100 epochs)",
+    columns=(*_S2_COLUMNS, Column("best epoch", "best_epoch", digits=0),
+             Column("stopped because", "stopped_because")),
+    sort_by="r",
+    where=lambda frame: _s2(frame, 5e-5, early_stopping=True),
 )
 
 S1_TABLE_5_3 = TableSpec(
@@ -89,5 +123,5 @@ S1_TABLE_6_3 = TableSpec(
 
 @hookimpl
 def register_tables(register) -> None:
-    for table in (S2_TABLE_3_2, S1_TABLE_5_3, S1_TABLE_6_1, S1_TABLE_6_2, S1_TABLE_6_3):
+    for table in (S2_TABLE_3_2, S2_EXTRA_1, S2_EXTRA_2, S1_TABLE_5_3, S1_TABLE_6_1, S1_TABLE_6_2, S1_TABLE_6_3):
         register(table)

@@ -35,7 +35,8 @@ def two_runs(tiny_bert, tmp_path_factory):
 
     results = tmp_path_factory.mktemp("results")
     sample = REPO / "examples" / "livedoor-sample"
-    for method, extra in (("full", ["--set", "lr=1e-3"]), ("lora", ["--set", "r=4", "--set", "lr=5e-3"])):
+    # S2's learning rates, so the runs also fill the S2 table layout.
+    for method, extra in (("full", ["--set", "lr=5e-5"]), ("lora", ["--set", "r=4", "--set", "lr=5e-4"])):
         sys.argv = ["peftbench", *run_args(method, tiny_bert, sample, results, *extra)]
         with pytest.raises(SystemExit) as exit_info:
             main()
@@ -128,6 +129,8 @@ def test_report_markdown_csv_json(two_runs, cli):
     header = next(line for line in s2.stdout.splitlines() if line.startswith("| r"))
     assert [c.strip() for c in header.strip("|").split("|")] == ["r", "accuracy %", "size MB", "train time s"]
     assert "| 4 " in s2.stdout and "| full" in s2.stdout
+    extra = cli("report", str(two_runs), "--table", "s2-extra-2")  # no early-stopping runs here
+    assert extra.code == 1 and "no run in" in extra.stderr
     csv = cli("report", str(two_runs), "--format", "csv")
     assert csv.code == 0 and csv.stdout.splitlines()[0].startswith("method,")
     as_json = cli("report", str(two_runs), "--format", "json", "--columns", "method.name,scores.test.accuracy")

@@ -144,3 +144,8 @@ def test_report_statistics_on_seeds(tiny_bert, tmp_path, cli):
     assert all(r["CI95 low"] <= r["mean"] <= r["CI95 high"] for r in accuracy)
     for name in ("pareto.png", "pareto.svg"):
         assert (tmp_path / "plots" / name).stat().st_size > 1000
+    swept = cli("report", str(results), "--plot", str(tmp_path / "plots"), "--sweep", "lr")
+    assert swept.code == 0, swept.stderr
+    assert (tmp_path / "plots" / "sweep-lr.png").exists()
+    missing = cli("report", str(results), "--plot", str(tmp_path / "plots"), "--sweep", "nope")
+    assert missing.code == 1 and "no record has that setting" in missing.stderr
