@@ -145,6 +145,14 @@ class Task(Component):
 class Method(Component):
     """How a backbone is adapted: what trains, what is saved."""
 
+    mergeable: ClassVar[bool | None] = None
+    """Whether the method's weights can be folded into the backbone for inference
+    (LoRA: yes; adapters: no; None: nothing to merge). Recorded with inference times."""
+
+    capacity: ClassVar[tuple[str, Sequence[int]] | None] = None
+    """The setting that sizes the method and its allowed values (e.g. ("r", range(1, 1025))),
+    so a parameter budget can be matched (`--match-params`)."""
+
     def stages(self, task: Task, task_config: Any, config: Any) -> list[Stage]:
         return [Stage("finetune", task.head(task_config))]
 

@@ -43,6 +43,7 @@ def _quiet_libraries() -> None:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    logging.getLogger("adapters").setLevel(logging.ERROR)
 
 
 @app.command("list")
@@ -90,6 +91,9 @@ def run(
     results: Annotated[Path, typer.Option(help="folder for run records")] = DEFAULT_RESULTS,
     mixed_precision: Annotated[Optional[str], typer.Option(help="no, fp16 or bf16 (same as --set mixed_precision=)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or logs")] = False,
+    match_params: Annotated[Optional[int], typer.Option(help="choose the method's size setting (LoRA r, adapter "
+                                                             "bottleneck) closest to this many method params "
+                                                             "(head excluded)")] = None,
 ) -> None:
     """Train, evaluate and measure one configuration; write its run record."""
     from . import runner
@@ -100,7 +104,13 @@ def run(
     if mixed_precision:
         sets.append(f"mixed_precision={mixed_precision}")
     comps = _components()
-    resolved = runner.resolve(comps, method, task, backbone, sets)
+    if match_params is not None:
+        resolved = runner.match_params(comps, method, task, backbone, sets, match_params)
+        b = resolved.budget
+        out.print(f"budget {b['target']:,}: {b['setting']}={b['value']} gives {b['achieved']:,} method params "
+                  f"({100 * b['deviation']:+.2f}%)", highlight=False)
+    else:
+        resolved = runner.resolve(comps, method, task, backbone, sets)
     if dry_run:
         _print_dry_run(resolved, runner.dry_run(resolved))
         return

@@ -85,6 +85,7 @@ def new_record() -> dict[str, Any]:
         "task": {"name": None, "plugin": None, "main_score": None, "greater_is_better": {}},
         "backbone": {"name": None, "plugin": None, "info": None},
         "seed": None,
+        "budget": None,  # --match-params: target, setting, value chosen, achieved, deviation
         "data": None,
         "stages": {},  # stage name -> its cost (params, epoch times, memory, artefact bytes), in order
         "scores": {},

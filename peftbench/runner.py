@@ -22,7 +22,7 @@ from . import records
 from .api import Backbone, Method, Task
 from .config import RunConfig, TrainConfig, apply_sets, parse_sets
 from .datacache import encode_cached, tokenizer_fingerprint
-from .errors import PeftbenchError
+from .errors import ConfigError, PeftbenchError
 from .measure import PeakMemory, Stopwatch, count_parameters, directory_bytes, environment, tensor_bytes
 from .plugins import Components, distributions
 from .progress import Progress
@@ -35,6 +35,60 @@ class Resolved:
     method: Method
     task: Task
     backbone: Backbone
+    budget: dict[str, Any] | None = None  # set by match_params: target, setting, value, achieved
+
+
+def match_params(components: Components, method: str, task: str, backbone: str | None, sets: list[str],
+                 target: int) -> Resolved:
+    """Resolve with the method's size setting chosen so the deployed stage's own parameters
+    (``params.adapter``: the task head is the same for every method, so it is left out) come
+    closest to ``target``. Binary search over the monotone counts; dry-run, no weights."""
+    method_obj = components.methods.get(method)
+    if method_obj.capacity is None:
+        raise ConfigError(f"method {method!r} has no size setting to match a parameter budget",
+                          "--match-params works with methods that declare one (e.g. lora: r, adapter: bottleneck)")
+    key, allowed = method_obj.capacity
+    allowed = list(allowed)
+    counted: dict[int, tuple[int, Resolved]] = {}
+
+    def count(index: int) -> int:
+        if index not in counted:
+            resolved = resolve(components, method, task, backbone, [*sets, f"{key}={allowed[index]}"])
+            counted[index] = (dry_run(resolved)[-1]["params"]["adapter"], resolved)
+        return counted[index][0]
+
+    def valid(index: int) -> bool:
+        try:
+            count(index)
+            return True
+        except ConfigError:  # too large for this model (e.g. a bottleneck above the hidden size)
+            return False
+
+    low, high = 0, len(allowed) - 1
+    if not valid(low):
+        count(low)  # re-raise: even the smallest value does not fit
+    if not valid(high):
+        good, bad = low, high
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            good, bad = (middle, bad) if valid(middle) else (good, middle)
+        high = good
+    for edge, words in ((low, "smallest"), (high, "largest")):
+        if (edge == low and target < count(low)) or (edge == high and target > count(high)):
+            raise ConfigError(
+                f"no {key} reaches {target:,} method parameters: the {words} ({key}={allowed[edge]}) gives "
+                f"{count(edge):,}", f"the nearest reachable budget is {count(edge):,}")
+    while high - low > 1:
+        middle = (low + high) // 2
+        if count(middle) < target:
+            low = middle
+        else:
+            high = middle
+    best = min((low, high), key=lambda i: abs(count(i) - target))
+    achieved, resolved = counted[best]
+    resolved.budget = {"target": target, "setting": key, "value": allowed[best], "achieved": achieved,
+                       "deviation": (achieved - target) / target}
+    return resolved
 
 
 def resolve(
@@ -107,7 +161,7 @@ def _time_inference(model, method: Method, task: Task, loader: DataLoader, accel
     model.eval()
     batches = [model_inputs(task, batch) for batch in loader]
     result: dict[str, Any] = {"split": split, "examples": sum(b["input_ids"].shape[0] for b in batches),
-                              "repeats": repeats, "modes": {}}
+                              "repeats": repeats, "mergeable": method.mergeable, "modes": {}}
     reference_logits = None
     with torch.no_grad(), method.inference_modes(model) as modes:
         for mode in modes:
@@ -180,6 +234,7 @@ def run(
         task={"name": cfg.task, "plugin": _source(components.tasks, cfg.task),
               "main_score": task.metadata.main_score, "greater_is_better": dict(task.metadata.greater_is_better)},
         backbone={"name": cfg.backbone, "plugin": _source(components.backbones, cfg.backbone), "info": None},
+        budget=resolved.budget,
     )
     records.write_json_atomic(record_path, record)
     run_start = time.perf_counter()

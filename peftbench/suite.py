@@ -21,6 +21,10 @@ File shape::
     [runs.derive]              # derived settings: alpha takes r's value
     alpha = "r"
 
+    [[runs]]                   # or: size the method to a parameter budget
+    method = "adapter"
+    match_params = 300000      # picks the bottleneck (LoRA: r) closest to 300k method params
+
 A run is identified by its config hash: a suite skips a run whose record
 already exists with status success, so re-running a suite (after a crash, a
 kill, a reboot) finishes only what is missing.
@@ -38,10 +42,10 @@ from typing import Any
 from . import records
 from .errors import ConfigError
 from .plugins import Components
-from .runner import Resolved, resolve
+from .runner import Resolved, match_params, resolve
 
 TOP_KEYS = {"description", "defaults", "runs"}
-BLOCK_KEYS = {"name", "method", "task", "backbone", "seeds", "set", "grid", "derive"}
+BLOCK_KEYS = {"name", "method", "task", "backbone", "seeds", "set", "grid", "derive", "match_params"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,9 @@ def expand(path: Path, components: Components) -> tuple[str, list[PlannedRun]]:
             if not values:
                 raise ConfigError(f"{where}.grid.{key} is empty: the grid produces zero runs")
         derive = _check_keys(block.get("derive", {}), set(block.get("derive", {})), f"{where}.derive")
+        budget = block.get("match_params", defaults.get("match_params"))
+        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
+            raise ConfigError(f"{where}.match_params must be a positive integer (a parameter budget)")
         keys = list(grid)
         for point_values in itertools.product(*(grid[k] for k in keys)):
             values = {**base, **dict(zip(keys, point_values))}
@@ -146,11 +153,17 @@ def expand(path: Path, components: Components) -> tuple[str, list[PlannedRun]]:
                 if seed is not None:
                     pairs.append(f"seed={seed}")
                 try:
-                    resolved = resolve(components, merged["method"], merged["task"], merged["backbone"], pairs)
+                    if budget is None:
+                        resolved = resolve(components, merged["method"], merged["task"], merged["backbone"], pairs)
+                    else:  # the method's size setting is chosen to meet the parameter budget
+                        resolved = match_params(components, merged["method"], merged["task"], merged["backbone"],
+                                                pairs, budget)
+                        pairs.append(f"{resolved.budget['setting']}={resolved.budget['value']}")
                 except ConfigError as exc:
                     raise ConfigError(f"{where} ({name}): {exc.what}", exc.fix) from None
                 point = tuple(f"{k}={_as_cli(v, where)}" for k, v in zip(keys, point_values)) + (
-                    (f"seed={seed}",) if seed is not None else ())
+                    (f"seed={seed}",) if seed is not None else ()) + (
+                    (f"{pairs[-1]} (budget {budget:,})",) if budget is not None else ())
                 run = PlannedRun(name, merged["method"], merged["task"], merged["backbone"], tuple(pairs), resolved,
                                  point)
                 if run.hash in seen:

@@ -50,6 +50,8 @@ class Lora(Method):
     name = "lora"
     description = "LoRA low-rank adapters (peft) on chosen linear layers + trainable task head"
     Config = LoraSettings
+    mergeable = True
+    capacity = ("r", range(1, 1025))
 
     def prepare(self, loaded: LoadedBackbone, config: LoraSettings, stage: Stage, previous=None) -> torch.nn.Module:
         from peft import LoraConfig, get_peft_model

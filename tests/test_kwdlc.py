@@ -89,12 +89,10 @@ def test_s1_dry_run_counts():
 
 
 def test_tapt_lora_weights_carry_over_exactly(tiny_bert):
-    from peftbench_plugins.tapt_lora import TaptLora, TaptLoraSettings
-
     comps = plugins.load()
     backbone = comps.resolve_backbone(str(tiny_bert))
-    method, task = TaptLora(), KwdlcNer()
-    config = TaptLoraSettings(r=4, target=("query", "key", "value"))
+    method, task = comps.methods.get("tapt-lora"), KwdlcNer()
+    config = method.Config(r=4, target=("query", "key", "value"))
     tapt_stage, ner_stage = method.stages(task, KwdlcConfig(), config)
     tapt = method.prepare(backbone.load(tapt_stage.head), config, tapt_stage)
     with torch.no_grad():  # make the LoRA weights distinctive, as training would
@@ -117,14 +115,14 @@ def test_tapt_lora_weights_carry_over_exactly(tiny_bert):
 
 
 def test_mismatched_lora_shapes_are_refused(tiny_bert):
-    from peftbench_plugins.tapt_lora import TaptLora, TaptLoraSettings
-
-    backbone = plugins.load().resolve_backbone(str(tiny_bert))
-    method, task = TaptLora(), KwdlcNer()
-    tapt_stage, ner_stage = method.stages(task, KwdlcConfig(), TaptLoraSettings())
-    tapt = method.prepare(backbone.load(tapt_stage.head), TaptLoraSettings(target=("query",)), tapt_stage)
+    comps = plugins.load()
+    backbone = comps.resolve_backbone(str(tiny_bert))
+    method, task = comps.methods.get("tapt-lora"), KwdlcNer()
+    settings = method.Config
+    tapt_stage, ner_stage = method.stages(task, KwdlcConfig(), settings())
+    tapt = method.prepare(backbone.load(tapt_stage.head), settings(target=("query",)), tapt_stage)
     with pytest.raises(ConfigError, match="do not match"):
-        method.prepare(backbone.load(ner_stage.head), TaptLoraSettings(target=("query", "value")), ner_stage, tapt)
+        method.prepare(backbone.load(ner_stage.head), settings(target=("query", "value")), ner_stage, tapt)
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "tapt-lora"])
