@@ -182,7 +182,8 @@ def report(
             if frame.empty:
                 raise ConfigError(f"no run in {results} fits table {table_name!r} ({spec.description})")
     elif columns:
-        cols = [Column(name.rsplit(".", 1)[-1], name.strip()) for name in columns.split(",") if name.strip()]
+        cols = [Column(name.strip().rsplit(".", 1)[-1], name.strip(), digits=None)
+                for name in columns.split(",") if name.strip()]
     else:
         cols = default_columns(frame) if not frame.empty else []
     if include_failed and not table_name and not columns:

@@ -66,7 +66,8 @@ def _group_key(frame: pd.DataFrame) -> list[str]:
 
 def _fmt(value: float, digits: int | None) -> str:
     if digits is None:  # a setting: show it as written
-        return str(int(value)) if float(value).is_integer() else f"{value:g}"
+        return f"{int(value):,}" if float(value).is_integer() and abs(value) >= 1e4 else (
+            str(int(value)) if float(value).is_integer() else f"{value:.6g}")
     if digits == 0:
         return f"{value:,.0f}"
     return f"{value:.{digits}f}"
@@ -126,7 +127,7 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
                 numeric[column.header].append(mean)
                 samples[column.header][-1] = scaled.tolist()
                 text = _fmt(mean, column.digits)
-                if len(scaled) > 1 and column.digits is not None and scaled.nunique() > 1:
+                if len(scaled) > 1 and scaled.nunique() > 1:
                     text += f" ± {_fmt(scaled.std(ddof=1), column.digits)}"
                 row[column.header] = text
             else:
