@@ -44,6 +44,17 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(front)
 
 
+def _save(fig, folder: Path, stem: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    paths = [folder / f"{stem}.{suffix}" for suffix in ("png", "svg")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths
+
+
 def write_plots(frame: pd.DataFrame, folder: Path, sweep: str | None = None) -> list[Path]:
     """pareto.{png,svg}; with ``sweep`` (a method/task setting, e.g. "r") also sweep.{png,svg}:
     score, artefact size and training time against that setting."""
@@ -78,18 +89,12 @@ def write_plots(frame: pd.DataFrame, folder: Path, sweep: str | None = None) -> 
     ax.set_xlabel("trainable parameters (log)")
     ax.set_ylabel(f"test {mains[0]}" + (" (mean ± std over seeds)" if (summary["n"] > 1).any() else ""))
     ax.legend()
-    fig.tight_layout()
-    for suffix in ("png", "svg"):
-        path = folder / f"pareto.{suffix}"
-        fig.savefig(path, dpi=150)
-        written.append(path)
-    plt.close(fig)
+    written += _save(fig, folder, "pareto")
 
-    points = summary.dropna(subset=["sweep"]) if sweep_column else summary.iloc[0:0]
-    if sweep_column and points["sweep"].nunique() < 2:
-        raise ConfigError(f"--sweep {sweep}: fewer than two values of it among the runs")
     if sweep_column:
-        points = points.sort_values("sweep")
+        points = summary.dropna(subset=["sweep"]).sort_values("sweep")
+        if points["sweep"].nunique() < 2:
+            raise ConfigError(f"--sweep {sweep}: fewer than two values of it among the runs")
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
         for ax, column, label in zip(axes, ("mean", "size_mb", "train_s"),
                                      (f"test {mains[0]}", "artefact MB", "train time s")):
@@ -98,10 +103,5 @@ def write_plots(frame: pd.DataFrame, folder: Path, sweep: str | None = None) -> 
                 ax.set_xscale("log", base=2)
             ax.set_xlabel(sweep)
             ax.set_ylabel(label)
-        fig.tight_layout()
-        for suffix in ("png", "svg"):
-            path = folder / f"sweep-{sweep}.{suffix}"
-            fig.savefig(path, dpi=150)
-            written.append(path)
-        plt.close(fig)
+        written += _save(fig, folder, f"sweep-{sweep}")
     return written

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-from peftbench.api import Example, Splits, Task, TaskMetadata
+from peftbench.api import Example, Splits, Task
 from peftbench.errors import BackboneError
 
 

@@ -11,7 +11,6 @@ import torch
 
 from peftbench import plugins, records, runner
 from peftbench.errors import ConfigError, DataError
-from peftbench.progress import Progress
 from peftbench_plugins.kwdlc import KwdlcConfig, KwdlcNer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kwdlc"
