@@ -326,6 +326,7 @@ def suite_run(
 def main() -> None:
     # Typer handles usage errors itself; expected failures become one line + exit 1.
     try:
+        _components().manager.hook.register_commands(app=app)
         app()
     except PeftbenchError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)

@@ -55,3 +55,8 @@ def register_tables(register: Callable[[TableSpec], None]) -> None:
 @hookspec
 def register_executors(register: Callable[[object], None]) -> None:
     """Call ``register(executor)`` for each suite executor (see peftbench.executor.Executor)."""
+
+
+@hookspec
+def register_commands(app: object) -> None:
+    """Add sub-commands to the `peftbench` Typer app (e.g. `peftbench backbone build`)."""

@@ -1,0 +1,95 @@
+"""`peftbench backbone build`: vocabulary + MLM/NSP pre-training from scratch, resume, use as a backbone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from peftbench import records
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "examples" / "livedoor-sample"
+
+
+def build_args(out: Path, *extra: str) -> list[str]:
+    return ["backbone", "build", "--corpus", "livedoor-news", "--set", f"data_dir={SAMPLE}", "--out", str(out),
+            "--preset", "tiny", "--set", "epochs=2", "--set", "hidden=32", "--set", "heads=2", "--set", "layers=1",
+            "--set", "max_documents=120", *extra]
+
+
+def test_build_then_use_as_backbone(tmp_path, cli):
+    out = tmp_path / "bb"
+    built = cli(*build_args(out, "--name", "test-ja"))
+    assert built.code == 0, built.stderr
+    info = json.loads((out / "build_info.json").read_text())
+    assert [h["epoch"] for h in info["history"]] == [1, 2]
+    assert info["history"][-1]["held_out"]["mlm_accuracy"] > info["held_out_before_training"]["mlm_accuracy"]
+    assert (out / "model.safetensors").exists() and (out / "vocab.txt").exists()
+    assert not (out / ".checkpoint").exists()
+    # Registered by name; records carry the build config and corpus hash. (A new process reads
+    # the registry at start; in-process, the cached plugin load must be dropped.)
+    from peftbench import plugins
+
+    plugins.default.cache_clear()
+    ran = cli("run", "--method", "lora", "--task", "livedoor-news", "--backbone", "test-ja", "--results",
+              str(tmp_path / "r"), "--quiet", "--set", f"data_dir={SAMPLE}", "--set", "per_category=10",
+              "--set", "max_length=32", "--set", "epochs=1")
+    assert ran.code == 0, ran.stderr
+    (_, record), = list(records.iter_records(tmp_path / "r"))
+    assert record["backbone"]["info"]["build"]["corpus_sha256_16"] == info["corpus_sha256_16"]
+    assert record["data"]["unk_token_rate"]["train"] < 0.05  # its own vocabulary covers the text
+
+
+def test_existing_output_needs_overwrite_and_resume_continues(tmp_path, cli):
+    out = tmp_path / "bb"
+    assert cli(*build_args(out)).code == 0
+    again = cli(*build_args(out))
+    assert again.code == 1 and "--overwrite" in again.stderr
+    # A build interrupted during epoch 2 leaves epoch 1's checkpoint; the next call resumes from it.
+    from peftbench import plugins
+    from peftbench_plugins import scratch_backbone
+
+    shutil.rmtree(out)
+    real_evaluate, calls = scratch_backbone.evaluate, []
+
+    def interrupted(model, loader):
+        calls.append(1)
+        if len(calls) == 3:  # before training, after epoch 1, after epoch 2
+            raise KeyboardInterrupt
+        return real_evaluate(model, loader)
+
+    settings = dict(epochs=2, hidden=32, heads=2, layers=1, max_documents=120)
+    logs: list[str] = []
+    scratch_backbone.evaluate = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            scratch_backbone.build(["livedoor-news"], [f"data_dir={SAMPLE}"], out, "tiny", settings, None, False,
+                                   plugins.load(), log=logs.append)
+    finally:
+        scratch_backbone.evaluate = real_evaluate
+    assert (out / ".checkpoint" / "state.pt").exists()
+    info = scratch_backbone.build(["livedoor-news"], [f"data_dir={SAMPLE}"], out, "tiny", settings, None, False,
+                                  plugins.load(), log=logs.append)
+    assert "resuming after epoch 1" in logs
+    assert [h["epoch"] for h in info["history"]] == [1, 2]
+
+
+def test_bad_corpora(tmp_path, cli):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.txt").write_text("   \n", encoding="utf-8")
+    result = cli("backbone", "build", "--corpus", str(empty), "--out", str(tmp_path / "o"))
+    assert result.code == 1 and "holds no text" in result.stderr
+    binary = tmp_path / "bin"
+    binary.mkdir()
+    (binary / "b.txt").write_bytes(b"\xff\xfe\x00\x81")
+    result = cli("backbone", "build", "--corpus", str(binary), "--out", str(tmp_path / "o2"))
+    assert result.code == 1 and "not UTF-8" in result.stderr
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    (tiny / "t.txt").write_text("これはペンです。あれは本です。", encoding="utf-8")
+    result = cli("backbone", "build", "--corpus", str(tiny), "--out", str(tmp_path / "o3"))
+    assert result.code == 1 and ("min_frequency" in result.stderr or "too small" in result.stderr)
