@@ -61,19 +61,21 @@ def list_components(
              "settings": [dict(zip(("name", "type", "default"), row)) for row in describe_fields(e.component.Config)]}
             for e in registry
         ]
-    listing["tables"] = [{"name": e.name, "plugin": e.source, "description": e.component.description}
-                         for e in comps.tables]
+    for kind, registry in (("tables", comps.tables), ("executors", comps.executors)):
+        listing[kind] = [{"name": e.name, "plugin": e.source, "description": e.component.description}
+                         for e in registry]
     listing["train settings"] = [dict(zip(("name", "type", "default"), row)) for row in describe_fields(TrainConfig)]
     if as_json:
         out.print_json(json.dumps(listing))
         return
-    for kind in ("methods", "tasks", "backbones", "tables"):
+    for kind in ("methods", "tasks", "backbones", "tables", "executors"):
         table = Table(title=kind, title_justify="left", show_lines=False)
-        for header in ("name", "plugin", "description", "settings (--set key=value)"):
+        with_settings = kind in ("methods", "tasks")
+        for header in ("name", "plugin", "description", *(["settings (--set key=value)"] if with_settings else [])):
             table.add_column(header, overflow="fold")
         for item in listing[kind]:
             settings = ", ".join(f"{s['name']}={s['default']}" for s in item.get("settings", []))
-            table.add_row(item["name"], item["plugin"], item["description"], settings)
+            table.add_row(item["name"], item["plugin"], item["description"], *([settings] if with_settings else []))
         out.print(table)
         if kind == "backbones":
             out.print("Any other --backbone value goes to the plugins' resolve_backbone hook "

@@ -125,7 +125,7 @@ def documents_from(corpus: str, sets: list[str], components) -> tuple[list[str],
     return texts, f"task {corpus} train split ({splits.info.get('source')})"
 
 
-def train_vocabulary(words_per_line: list[list[str]], config: BuildConfig, out: Path) -> Path:
+def train_vocabulary(words_per_line: list[list[str]], config: BuildConfig, out: Path, log=print) -> Path:
     from tokenizers import BertWordPieceTokenizer
 
     tokenizer = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=False, strip_accents=False,
@@ -137,6 +137,9 @@ def train_vocabulary(words_per_line: list[list[str]], config: BuildConfig, out: 
     if size < 100:
         raise DataError(f"the corpus gives a vocabulary of only {size} entries at min_frequency "
                         f"{config.min_frequency}", "use more text or a lower --set min_frequency=N")
+    if size < config.vocab_size:
+        log(f"note: the corpus gives {size:,} vocabulary entries, fewer than the requested {config.vocab_size:,}, "
+            f"at min_frequency {config.min_frequency} (lower it for more)")
     tokenizer.save_model(str(out))
     return out / "vocab.txt"
 
@@ -205,7 +208,7 @@ def build(corpora: list[str], sets: list[str], out: Path, preset: str, overrides
     docs = [sentences(t) for t in texts]
     if not (out / "vocab.txt").exists():
         log(f"training the vocabulary on {len(texts):,} documents")
-        train_vocabulary([split(s) for d in docs for s in d], config, out)
+        train_vocabulary([split(s) for d in docs for s in d], config, out, log)
     tokenizer = BertJapaneseTokenizer(str(out / "vocab.txt"), do_lower_case=False, word_tokenizer_type="mecab",
                                       mecab_kwargs={"mecab_dic": "unidic_lite"}, model_max_length=config.seq_len)
     tokenizer.save_pretrained(out)
