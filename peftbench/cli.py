@@ -184,8 +184,11 @@ def report(
             if frame.empty:
                 raise ConfigError(f"no run in {results} fits table {table_name!r} ({spec.description})")
     elif columns:
-        cols = [Column(name.strip().rsplit(".", 1)[-1], name.strip(), digits=None)
-                for name in columns.split(",") if name.strip()]
+        fields = [name.strip() for name in columns.split(",") if name.strip()]
+        short = [name.rsplit(".", 1)[-1] for name in fields]
+        # The last part of the path as header, unless two columns would share it.
+        cols = [Column(head if short.count(head) == 1 else name, name, digits=None)
+                for head, name in zip(short, fields)]
     else:
         cols = default_columns(frame) if not frame.empty else []
     if include_failed and not table_name and not columns:

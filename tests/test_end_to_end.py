@@ -135,6 +135,9 @@ def test_report_markdown_csv_json(two_runs, cli):
     as_json = cli("report", str(two_runs), "--format", "json", "--columns", "method.name,scores.test.accuracy")
     rows = json.loads(as_json.stdout)
     assert {row["name"] for row in rows} == {"full", "lora"}
+    both = json.loads(cli("report", str(two_runs), "--format", "json", "--columns",
+                          "method.name,backbone.name").stdout)
+    assert {row["method.name"] for row in both} == {"full", "lora"} and all(row["backbone.name"] for row in both)
 
 
 def test_report_errors_are_one_line(tmp_path, cli):
