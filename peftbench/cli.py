@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -328,10 +329,16 @@ def suite_run(
         raise typer.Exit(1)
 
 
+@functools.cache
+def _add_plugin_commands() -> None:
+    # Once per process: main() may run several times in one process (tests).
+    _components().manager.hook.register_commands(app=app)
+
+
 def main() -> None:
     # Typer handles usage errors itself; expected failures become one line + exit 1.
     try:
-        _components().manager.hook.register_commands(app=app)
+        _add_plugin_commands()
         app()
     except PeftbenchError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
