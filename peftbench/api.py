@@ -90,10 +90,6 @@ class Component(ABC):
     def default_config(self) -> Any:
         return self.Config()
 
-    @classmethod
-    def config_fields(cls) -> list[dataclasses.Field]:
-        return list(dataclasses.fields(cls.Config)) if cls.Config else []
-
 
 class Task(Component):
     """A dataset + how to encode, decode and score it."""

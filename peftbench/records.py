@@ -21,8 +21,6 @@ RECORD_FILE = "record.json"
 EPOCHS_FILE = "epochs.jsonl"
 PREDICTIONS_FILE = "predictions.json"
 
-STATUSES = ("running", "success", "failed", "cancelled")
-
 
 def _clean(value: Any) -> Any:
     """JSON has no NaN/inf: a non-finite float is an unknown value (null)."""

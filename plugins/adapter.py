@@ -10,7 +10,6 @@ Adapters cannot be merged into the weights: inference always pays for them.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -104,8 +103,6 @@ class BottleneckAdapter(Method):
         for name in os.listdir(directory):
             if name.endswith(".bin"):
                 os.remove(os.path.join(directory, name))
-        with open(os.path.join(directory, "peftbench_head.json"), "w", encoding="utf-8") as handle:
-            json.dump(sorted(head), handle)
 
 
 @hookimpl

@@ -34,7 +34,7 @@ import torch
 import typer
 
 from peftbench.datacache import cache_root
-from peftbench.errors import ConfigError, DataError
+from peftbench.errors import ConfigError, DataError, TrainingError
 from peftbench.hookspecs import hookimpl
 
 from .hf_backbone import HuggingFaceBackbone
@@ -152,9 +152,10 @@ def make_pairs(docs: list[list[str]], rng: random.Random) -> list[tuple[str, str
         for position in range(0, len(doc) - 1, 2):  # documents cut to an even number of sentences
             first, second, label = doc[position], doc[position + 1], 0
             if rng.random() < 0.5 and len(multi) > 1:
-                other = rng.choice([i for i in rng.sample(multi, min(len(multi), 4)) if i != index] or [index])
-                if other != index:
-                    second, label = rng.choice(docs[other]), 1
+                other = rng.choice(multi)
+                while other == index:
+                    other = rng.choice(multi)
+                second, label = rng.choice(docs[other]), 1
             pairs.append((first, second, label))
     return pairs
 
@@ -259,7 +260,8 @@ def build(corpora: list[str], sets: list[str], out: Path, preset: str, overrides
             for batch in loader:
                 loss = model(**batch).loss
                 if not math.isfinite(loss.item()):
-                    raise DataError(f"pre-training loss became {loss.item()} in epoch {epoch}", "lower --set lr=")
+                    raise TrainingError(f"pre-training loss became {loss.item()} in epoch {epoch}",
+                                        "lower --set lr=")
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
