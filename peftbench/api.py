@@ -149,7 +149,9 @@ class Method(Component):
     """The setting that sizes the method and its allowed values (e.g. ("r", range(1, 1025))),
     so a parameter budget can be matched (`--match-params`)."""
 
-    def stages(self, task: Task, task_config: Any, config: Any) -> list[Stage]:
+    def stages(self, task: Task, task_config: Any, config: Any, backbone: "Backbone | None" = None) -> list[Stage]:
+        """The training phases. ``backbone`` is the run's backbone, for stage objectives that
+        need a model of their own before training (e.g. scoring tokens with the vanilla MLM)."""
         return [Stage("finetune", task.head(task_config))]
 
     @abstractmethod
@@ -171,9 +173,18 @@ class Method(Component):
         """True for parameters the method added (counted as 'adapter')."""
         return False
 
+    def is_auxiliary_parameter(self, name: str) -> bool:
+        """True for parameters that train but are not deployed (e.g. auxiliary-task heads);
+        counted as 'auxiliary', never part of the artefact."""
+        return False
+
     @abstractmethod
     def artifact_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """Exactly the tensors `save` stores: defines the per-task storage size."""
+
+    def auxiliary_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Tensors that train but are thrown away after training (recorded as their own size)."""
+        return {}
 
     @abstractmethod
     def save(self, model: torch.nn.Module, directory: str) -> None:

@@ -1,7 +1,8 @@
 """On-disk cache of tokenised splits, so a second run starts training at once.
 
-Encoded examples are dicts of ints / int lists; each field is stored as one
-flat int64 array plus offsets in a .npz (no pickles).
+Encoded examples are dicts of numbers / number lists (ints, or floats such as
+per-token masking probabilities); each field is stored as one flat array
+(int64 or float64) plus offsets in a .npz (no pickles).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def examples_fingerprint(examples: Sequence[Example]) -> str:
     return digest.hexdigest()[:16]
 
 
+def _dtype(values) -> type:
+    return np.float64 if any(isinstance(x, float) for x in values) else np.int64
+
+
 def _save(path: Path, encoded: list[Encoded]) -> None:
     arrays: dict[str, np.ndarray] = {}
     fields = list(encoded[0]) if encoded else []
@@ -49,10 +54,11 @@ def _save(path: Path, encoded: list[Encoded]) -> None:
         values = [example[name] for example in encoded]
         if isinstance(values[0], (list, tuple)):
             lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
-            arrays[f"{name}.flat"] = np.fromiter((x for v in values for x in v), dtype=np.int64)
+            dtype = _dtype(x for v in values for x in v)
+            arrays[f"{name}.flat"] = np.fromiter((x for v in values for x in v), dtype=dtype)
             arrays[f"{name}.offsets"] = np.concatenate([[0], np.cumsum(lengths)])
         else:
-            arrays[f"{name}.scalar"] = np.asarray(values, dtype=np.int64)
+            arrays[f"{name}.scalar"] = np.asarray(values, dtype=_dtype(values))
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
     with os.fdopen(fd, "wb") as handle:
         np.savez(handle, **arrays)

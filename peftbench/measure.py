@@ -23,16 +23,19 @@ def count_parameters(
     model: torch.nn.Module,
     is_adapter: Callable[[str], bool],
     head_modules: Iterable[str],
+    is_auxiliary: Callable[[str], bool] = lambda name: False,
 ) -> dict[str, int]:
-    """Trainable parameters split into adapter / head / backbone, and the model total.
+    """Trainable parameters split into adapter / head / backbone / auxiliary, and the model total.
 
-    A parameter is *head* when a component of its dotted name is one of the
-    task-head modules the backbone declared (e.g. ``classifier``), *adapter*
-    when the method says it added it, else *backbone*. Shared (tied) tensors
-    are counted once.
+    A parameter is *auxiliary* when the method trains but does not deploy it
+    (auxiliary-task heads), *head* when a component of its dotted name is one
+    of the task-head modules the backbone declared (e.g. ``classifier``),
+    *adapter* when the method says it added it, else *backbone*. Shared (tied)
+    tensors are counted once. ``trainable`` is what deploys (auxiliary excluded).
     """
     heads = set(head_modules)
     split = {"adapter": 0, "head": 0, "backbone": 0}
+    auxiliary = 0
     total = 0
     seen: set[int] = set()
     for name, param in model.named_parameters(remove_duplicate=False):
@@ -42,7 +45,9 @@ def count_parameters(
         total += param.numel()
         if not param.requires_grad:
             continue
-        if is_adapter(name):
+        if is_auxiliary(name):
+            auxiliary += param.numel()
+        elif is_adapter(name):
             split["adapter"] += param.numel()
         elif heads.intersection(name.split(".")):
             split["head"] += param.numel()
@@ -53,6 +58,7 @@ def count_parameters(
         "head": split["head"],
         "backbone_trainable": split["backbone"],
         "trainable": sum(split.values()),
+        "auxiliary": auxiliary,
         "total": total,
     }
 

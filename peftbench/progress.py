@@ -10,6 +10,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 
 
+_active: list["Progress"] = []
+
+
+def current() -> "Progress":
+    """The progress display of the work under way (a silent one when none is): plugins doing long
+    work inside a run (e.g. scoring data with a model while encoding) draw their bars on it."""
+    return _active[-1] if _active else Progress(enabled=False, quiet=True)
+
+
 class Progress:
     def __init__(self, console: Console | None = None, enabled: bool = True, quiet: bool = False) -> None:
         self.console = console or Console(stderr=True)
@@ -29,21 +38,25 @@ class Progress:
                 transient=True,
             )
             self._bars.__enter__()
+        _active.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self in _active:
+            _active.remove(self)
         if self._bars is not None:
             self._bars.__exit__(*exc)
             self._bars = None
 
     @contextlib.contextmanager
-    def steps(self, label: str, total: int) -> Iterator[Callable[[], None]]:
+    def steps(self, label: str, total: int) -> Iterator[Callable[..., None]]:
+        """Yield ``advance(n=1)``."""
         if self._bars is None:
-            yield lambda: None
+            yield lambda n=1: None
             return
         task_id = self._bars.add_task(label, total=total)
         try:
-            yield lambda: self._bars.advance(task_id)
+            yield lambda n=1: self._bars.advance(task_id, n)
         finally:
             self._bars.remove_task(task_id)
 

@@ -119,10 +119,12 @@ def dry_run(resolved: Resolved) -> list[dict[str, Any]]:
     cfg = resolved.config
     rows = []
     previous = None
-    for stage in resolved.method.stages(resolved.task, cfg.task_config, cfg.method_config):
+    method = resolved.method
+    for stage in method.stages(resolved.task, cfg.task_config, cfg.method_config, resolved.backbone):
         loaded = resolved.backbone.load(stage.head, weights=False)
-        model = resolved.method.prepare(loaded, cfg.method_config, stage, previous)
-        params = count_parameters(model, resolved.method.is_adapter_parameter, loaded.head_modules)
+        model = method.prepare(loaded, cfg.method_config, stage, previous)
+        params = count_parameters(model, method.is_adapter_parameter, loaded.head_modules,
+                                  method.is_auxiliary_parameter)
         artifact = tensor_bytes(resolved.method.artifact_tensors(model))
         rows.append({"stage": stage.name, "params": params, "artifact_tensor_bytes": artifact, "backbone": loaded.info})
         previous = model
@@ -246,7 +248,7 @@ def run(
     try:
         set_seed(cfg.train.seed)
         previous = None
-        stages = method.stages(task, cfg.task_config, cfg.method_config)
+        stages = method.stages(task, cfg.task_config, cfg.method_config, backbone)
         loaded_splits: dict[int, Any] = {}
         with PeakMemory(accelerator.device) as memory:
             for index, stage in enumerate(stages):
@@ -257,7 +259,7 @@ def run(
                         loaded_splits[id(objective)] = objective.load(cfg.task_config)
                     splits = loaded_splits[id(objective)]
                     data_info = {"sizes": {name: len(examples) for name, examples in splits.items()}, **splits.info}
-                    if objective is task:
+                    if index == len(stages) - 1:  # the deployed stage's data is the run's data
                         record["data"] = data_info
                     marks("data_loaded")
                     progress.log(f"[{stage.name}] loading backbone {cfg.backbone}")
@@ -282,7 +284,8 @@ def run(
                                              for split, splits_list in splits.items()}
                     collate = objective.collator(loaded.tokenizer, cfg.task_config, train_cfg.padding)
                     model = method.prepare(loaded, cfg.method_config, stage, previous)
-                    params = count_parameters(model, method.is_adapter_parameter, loaded.head_modules)
+                    params = count_parameters(model, method.is_adapter_parameter, loaded.head_modules,
+                                              method.is_auxiliary_parameter)
                     loaders = {
                         "train": _loader(encoded["train"], collate, train_cfg.batch_size, True, train_cfg.seed,
                                          train_cfg.group_by_length),
@@ -319,6 +322,7 @@ def run(
                         "model_load_seconds": model_load_seconds,
                         "backbone": loaded.info,
                         "artifact_tensor_bytes": tensor_bytes(method.artifact_tensors(unwrapped)),
+                        "auxiliary_tensor_bytes": tensor_bytes(method.auxiliary_tensors(unwrapped)),
                     }
                 previous = unwrapped
                 stage_record["memory"] = stage_memory.result
@@ -340,6 +344,8 @@ def run(
                     record["inference"] = _time_inference(model, method, task, loader, accelerator,
                                                           cfg.train.inference_repeats, split, progress)
                 record["artifact"]["tensor_bytes"] = stage_record["artifact_tensor_bytes"]
+                # Trained, then thrown away: not part of what a user stores per task.
+                record["artifact"]["auxiliary_tensor_bytes"] = stage_record["auxiliary_tensor_bytes"]
                 if cfg.train.save_artifact:
                     artifact_dir = run_dir / "artifact"
                     method.save(unwrapped, str(artifact_dir))

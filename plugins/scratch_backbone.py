@@ -189,10 +189,10 @@ def build(corpora: list[str], sets: list[str], out: Path, preset: str, overrides
     except TypeError as exc:
         raise ConfigError(f"bad build setting: {exc}") from None
     checkpoint = out / ".checkpoint"
-    if out.exists() and any(out.iterdir()) and not checkpoint.exists():
+    if out.exists() and any(out.iterdir()) and (overwrite or not checkpoint.exists()):
         if not overwrite:
             raise ConfigError(f"output folder {out} exists", "pass --overwrite to replace it, or another --out")
-        shutil.rmtree(out)
+        shutil.rmtree(out)  # --overwrite starts afresh, an interrupted build's checkpoint included
     out.mkdir(parents=True, exist_ok=True)
 
     texts, sources = [], []
@@ -243,6 +243,11 @@ def build(corpora: list[str], sets: list[str], out: Path, preset: str, overrides
     start_epoch = 1
     if (checkpoint / "state.pt").exists():
         state = torch.load(checkpoint / "state.pt", weights_only=False)
+        # Only more epochs may differ from the interrupted build; anything else would mix two builds.
+        same = {k: v for k, v in asdict(config).items() if k != "epochs"}
+        if state.get("settings", same) != same or state.get("corpus", corpus_hash) != corpus_hash:
+            raise ConfigError(f"{out} holds an interrupted build with other settings or another corpus",
+                              "pass --overwrite to start afresh, or the same settings to resume it")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch = state["history"], state["epoch"] + 1
@@ -277,7 +282,8 @@ def build(corpora: list[str], sets: list[str], out: Path, preset: str, overrides
             checkpoint.mkdir(exist_ok=True)
             tmp = checkpoint / "state.pt.tmp"
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
-                        "epoch": epoch}, tmp)
+                        "epoch": epoch, "corpus": corpus_hash,
+                        "settings": {k: v for k, v in asdict(config).items() if k != "epochs"}}, tmp)
             tmp.replace(checkpoint / "state.pt")
     model.save_pretrained(out, safe_serialization=True)
     info = {"preset": preset, "config": asdict(config), "corpus": source, "corpus_sha256_16": corpus_hash,

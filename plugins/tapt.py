@@ -78,7 +78,7 @@ class Tapt(Method):
         self.mergeable = inner.mergeable
         self.capacity = inner.capacity
 
-    def stages(self, task, task_config, config: Any) -> list[Stage]:
+    def stages(self, task, task_config, config: Any, backbone=None) -> list[Stage]:
         tapt = Stage(
             "tapt", HeadSpec("masked-lm"), objective=MaskedLMObjective(task, config.mlm_probability),
             train_overrides={"epochs": config.tapt_epochs, "batch_size": config.tapt_batch_size,

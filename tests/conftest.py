@@ -52,6 +52,40 @@ def tiny_bert(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def tiny_bert_mlm(tmp_path_factory, tiny_bert) -> Path:
+    """The same tiny BERT saved with a (random) masked-LM head, as a checkpoint that has one."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    directory = tmp_path_factory.mktemp("tiny-bert-mlm")
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+        if (tiny_bert / name).exists():
+            shutil.copy(tiny_bert / name, directory / name)
+    torch.manual_seed(1)
+    config = BertConfig.from_pretrained(tiny_bert)
+    BertForMaskedLM(config).save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def sample_tsv(tmp_path_factory) -> Path:
+    """A label<TAB>text dataset (train.tsv / test.tsv, no dev) made from the livedoor sample's titles."""
+    directory = tmp_path_factory.mktemp("tsv-classification")
+    rows: dict[str, list[str]] = {"train": [], "test": []}
+    for category in ("it-life-hack", "sports-watch", "movie-enter"):
+        files = sorted(p for p in (SAMPLE / category).glob("*.txt") if p.name != "LICENSE.txt")[:30]
+        for number, path in enumerate(files):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            text = (lines[2] + " " + "".join(lines[3:6])).replace("\t", " ")[:200]
+            rows["test" if number % 3 == 0 else "train"].append(f"{category}\t{text}")
+    for split, lines in rows.items():
+        (directory / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return directory
+
+
 @pytest.fixture
 def sample_dir() -> Path:
     return SAMPLE

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from peftbench.errors import ConfigError
+
 from peftbench import records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +73,9 @@ def test_existing_output_needs_overwrite_and_resume_continues(tmp_path, cli):
     finally:
         scratch_backbone.evaluate = real_evaluate
     assert (out / ".checkpoint" / "state.pt").exists()
+    with pytest.raises(ConfigError, match="interrupted build with other settings"):  # never mix two builds
+        scratch_backbone.build(["livedoor-news"], [f"data_dir={SAMPLE}"], out, "tiny", dict(settings, hidden=64),
+                               None, False, plugins.load(), log=logs.append)
     info = scratch_backbone.build(["livedoor-news"], [f"data_dir={SAMPLE}"], out, "tiny", settings, None, False,
                                   plugins.load(), log=logs.append)
     assert "resuming after epoch 1" in logs
