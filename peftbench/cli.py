@@ -136,7 +136,8 @@ def _print_dry_run(resolved, stages: list[dict]) -> None:
             f"+ head {p['head']:,} + backbone {p['backbone_trainable']:,}; model total {p['total']:,} "
             f"({100 * p['trainable'] / p['total']:.3f}% trainable)\n"
             f"  saved artefact: {row['artifact_tensor_bytes']:,} bytes of tensors "
-            f"= {row['artifact_tensor_bytes'] / 1e6:.2f} MB (10^6 B) = {row['artifact_tensor_bytes'] / 2**20:.2f} MiB",
+            f"= {row['artifact_tensor_bytes'] / 1e6:.2f} MB (10^6 B) = {row['artifact_tensor_bytes'] / 2**20:.2f} MiB"
+            + (f"\n  auxiliary (trained, not saved): {p['auxiliary']:,} params" if p.get("auxiliary") else ""),
             highlight=False)
 
 

@@ -37,6 +37,8 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
     "cl-tohoku/bert-base-japanese-char": dict(_BERT_BASE, vocab_size=4000),
     "cl-tohoku/bert-base-japanese-v2": dict(_BERT_BASE, vocab_size=32768),
     "cl-tohoku/bert-base-japanese-v3": dict(_BERT_BASE, vocab_size=32768),
+    "roberta-base": dict(_BERT_BASE, model_type="roberta", vocab_size=50265, max_position_embeddings=514,
+                         type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2),
 }
 
 OFFLINE_HINT = (

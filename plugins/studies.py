@@ -121,7 +121,31 @@ S1_TABLE_6_3 = TableSpec(
 )
 
 
+def _s5(frame):
+    """Runs scored with micro-F1 (document classification): STL (a plain method) and multi-task ones."""
+    if "scores.test.micro_f1" not in frame:
+        return frame["task.name"].map(lambda _: False)
+    return frame["scores.test.micro_f1"].notna()
+
+
+S5 = TableSpec(
+    name="s5",
+    description="S5: STL vs multi-task with auxiliary tasks (RTM, L3Masking, token n-grams per scheme), "
+                "micro-F1 / macro-F1 mean +- std over seeds",
+    columns=(
+        Column("task", "task.name"),
+        Column("method", "method.name"),
+        Column("scheme", "config.method_config.scheme", digits=None),
+        Column("micro-F1 %", "scores.test.micro_f1", "higher", scale=100, digits=2),
+        Column("macro-F1 %", "scores.test.macro_f1", "higher", scale=100, digits=2),
+        Column("aux params", "params.auxiliary", digits=0),
+        Column("time/epoch s", "time.epoch_mean_seconds", "lower", digits=1),
+    ),
+    where=_s5,
+)
+
+
 @hookimpl
 def register_tables(register) -> None:
-    for table in (S2_TABLE_3_2, S2_EXTRA_1, S2_EXTRA_2, S1_TABLE_5_3, S1_TABLE_6_1, S1_TABLE_6_2, S1_TABLE_6_3):
+    for table in (S2_TABLE_3_2, S2_EXTRA_1, S2_EXTRA_2, S1_TABLE_5_3, S1_TABLE_6_1, S1_TABLE_6_2, S1_TABLE_6_3, S5):
         register(table)
