@@ -121,6 +121,18 @@ class Task(Component):
     def decode(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], config: Any) -> tuple[list, list]:
         """Turn one batch of logits into (predictions, references)."""
 
+    def predict(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor], logits: torch.Tensor,
+                config: Any) -> tuple[list, list] | None:
+        """Predictions that need the model itself (e.g. generated text), for the final dev/test
+        scoring only; None (the default) means `decode` of the forward pass is enough. A task that
+        generates reports ``generated_tokens`` in its scores, so the run records tokens/s."""
+        return None
+
+    def for_backbone(self, loaded: "LoadedBackbone") -> "Task":
+        """The task as it must encode/decode for this backbone (e.g. seq2seq vs causal LM).
+        Called after the backbone is loaded, before encoding; the default is the task itself."""
+        return self
+
     @abstractmethod
     def score(self, predictions: list, references: list, config: Any) -> dict[str, float]:
         """Scores for one split; must contain ``metadata.main_score``."""

@@ -266,6 +266,7 @@ def run(
                     load_start = time.perf_counter()
                     loaded = backbone.load(stage.head)
                     model_load_seconds = time.perf_counter() - load_start
+                    objective = objective.for_backbone(loaded)
                     marks("model_loaded")
                     record["backbone"]["info"] = loaded.info
                     key = {"objective": objective.name, "task": cfg.task,
@@ -332,16 +333,26 @@ def run(
                 # The last stage is the deployed model: score it, time it, save it.
                 predictions = {}
                 for split in ("dev", "test"):
-                    scored = evaluate(model, loaders[split], task, cfg.task_config, accelerator, progress, split)
+                    scored = evaluate(model, loaders[split], objective, cfg.task_config, accelerator, progress, split,
+                                      final=True)
                     record["scores"][split] = scored.scores
                     predictions[split] = {"predictions": scored.predictions, "references": scored.references}
-                # Per-example outputs make paired significance tests possible later.
+                    if scored.predicted and split == cfg.train.inference_split:
+                        # Predicting (generating) is the inference: its own pass over the split is timed.
+                        tokens = scored.scores.get("generated_tokens")
+                        record["inference"] = {
+                            "split": split, "examples": len(scored.predictions), "mode": "predict",
+                            "mergeable": method.mergeable, "seconds": scored.seconds,
+                            "examples_per_second": len(scored.predictions) / scored.seconds,
+                            "generated_tokens": tokens,
+                            "tokens_per_second": tokens / scored.seconds if tokens is not None else None}
+                # Per-example outputs make paired significance tests (and human evaluation) possible later.
                 records.write_json_atomic(run_dir / records.PREDICTIONS_FILE, predictions)
-                if cfg.train.inference_repeats > 0:
+                if cfg.train.inference_repeats > 0 and not record.get("inference"):
                     split = cfg.train.inference_split
                     loader = loaders[split] if split != "train" else accelerator.prepare(
                         _loader(encoded["train"], collate, train_cfg.eval_batch_size, False, train_cfg.seed))
-                    record["inference"] = _time_inference(model, method, task, loader, accelerator,
+                    record["inference"] = _time_inference(model, method, objective, loader, accelerator,
                                                           cfg.train.inference_repeats, split, progress)
                 record["artifact"]["tensor_bytes"] = stage_record["artifact_tensor_bytes"]
                 # Trained, then thrown away: not part of what a user stores per task.

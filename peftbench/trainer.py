@@ -36,6 +36,8 @@ class EvalResult:
     scores: dict[str, float]
     predictions: list = field(default_factory=list)
     references: list = field(default_factory=list)
+    seconds: float = 0.0  # the whole pass, forward and any prediction (generation)
+    predicted: bool = False  # the task's `predict` made the predictions
 
 
 @dataclass
@@ -50,12 +52,17 @@ class FitResult:
 
 def evaluate(
     model: torch.nn.Module, loader: DataLoader, task: Task, task_config: Any,
-    accelerator: Accelerator, progress: Progress, label: str,
+    accelerator: Accelerator, progress: Progress, label: str, final: bool = False,
 ) -> EvalResult:
+    """Loss, predictions and scores over a split. ``final``: the last scoring, where a task may
+    predict with the model itself (generation) instead of decoding the forward pass."""
     model.eval()
     predictions: list = []
     references: list = []
     loss_sum, loss_count = 0.0, 0
+    predicted = False
+    synchronize(accelerator.device)
+    start = time.perf_counter()
     with torch.no_grad(), progress.steps(label, len(loader)) as advance:
         for batch in loader:
             with accelerator.autocast():
@@ -64,12 +71,20 @@ def evaluate(
                 n = batch["input_ids"].shape[0]
                 loss_sum += outputs.loss.float().item() * n
                 loss_count += n
-            preds, refs = task.decode(outputs.logits.float(), batch, task_config)
+            made = None
+            if final:
+                with accelerator.autocast():
+                    made = task.predict(accelerator.unwrap_model(model), batch, outputs.logits, task_config)
+            preds, refs = made if made is not None else task.decode(outputs.logits.float(), batch, task_config)
+            predicted = predicted or made is not None
             predictions.extend(preds)
             references.extend(refs)
             advance()
+    synchronize(accelerator.device)
+    seconds = time.perf_counter() - start
     scores = task.score(predictions, references, task_config)
-    return EvalResult(loss_sum / loss_count if loss_count else None, scores, predictions, references)
+    return EvalResult(loss_sum / loss_count if loss_count else None, scores, predictions, references, seconds,
+                      predicted)
 
 
 def _is_better(value: float, best: float | None, greater_is_better: bool, min_delta: float) -> bool:

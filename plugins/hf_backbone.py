@@ -24,6 +24,7 @@ HEAD_CLASSES = {
     "causal-lm": "AutoModelForCausalLM",
     "seq2seq-lm": "AutoModelForSeq2SeqLM",
 }
+GENERATION = "text-generation"  # seq2seq or causal, whichever the checkpoint is
 
 _BERT_BASE = dict(
     model_type="bert", vocab_size=32000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -47,14 +48,32 @@ OFFLINE_HINT = (
 )
 
 
-def _auto_class(head: HeadSpec):
+def _auto_class(head: HeadSpec, config=None):
     import transformers
 
+    if head.kind == GENERATION:
+        return getattr(transformers, _generation_class(config))
     try:
         return getattr(transformers, HEAD_CLASSES[head.kind])
     except KeyError:
         raise BackboneError(f"Hugging Face backbones cannot build a {head.kind!r} head",
                             f"supported heads: {', '.join(HEAD_CLASSES)}") from None
+
+
+def _generation_class(config) -> str:
+    """Encoder-decoder checkpoints (T5) generate as seq2seq, decoders (GPT-2, RWKV) as causal LMs."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    if getattr(config, "is_encoder_decoder", False):
+        return HEAD_CLASSES["seq2seq-lm"]
+    kind = config.model_type
+    if (kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)) or \
+            kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise BackboneError(f"a {kind} model cannot generate text (it is neither an encoder-decoder nor a "
+                            "decoder-only language model)",
+                            "use a seq2seq (T5) or causal (GPT-2, RWKV, Llama...) checkpoint for generation tasks")
+    return HEAD_CLASSES["causal-lm"]
 
 
 def _label_kwargs(head: HeadSpec) -> dict[str, Any]:
@@ -111,15 +130,19 @@ class HuggingFaceBackbone(Backbone):
     def load(self, head: HeadSpec, *, weights: bool = True) -> LoadedBackbone:
         from transformers import AutoTokenizer
 
-        auto = _auto_class(head)
         config = self._config(head, weights)
+        auto = _auto_class(head, config)
         source = str(Path(self.spec).expanduser()) if Path(self.spec).expanduser().exists() else self.spec
         info: dict[str, Any] = {"spec": self.spec, "source": source, "model_type": config.model_type,
                                 "architecture": auto.__name__, "weights": weights}
+        if head.kind == GENERATION:
+            info["generation_format"] = "seq2seq" if config.is_encoder_decoder else "causal"
+        # A language model's output layer is part of the pre-trained model, not a new task head.
+        heads = (lambda model: ()) if head.kind == GENERATION else head_modules
         if not weights:
             with torch.device("meta"):
                 model = auto.from_config(config)
-            return LoadedBackbone(model, None, head_modules(model), info)
+            return LoadedBackbone(model, None, heads(model), info)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
             model, loading = auto.from_pretrained(source, config=config, output_loading_info=True)
@@ -133,7 +156,10 @@ class HuggingFaceBackbone(Backbone):
         info["tokenizer"] = type(tokenizer).__name__
         if not getattr(tokenizer, "is_fast", False):
             info["tokenizer_note"] = "slow (Python) tokenizer"
-        return LoadedBackbone(model, tokenizer, head_modules(model), info)
+        if head.kind == GENERATION and tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token  # GPT-2 style tokenizers have none; padding is masked anyway
+            info["pad_token"] = "eos (the tokenizer has no pad token)"
+        return LoadedBackbone(model, tokenizer, heads(model), info)
 
 
 def _minilm_path() -> str:

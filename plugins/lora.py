@@ -23,7 +23,9 @@ class LoraSettings:
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.1
-    target: tuple[str, ...] = ("query", "value")
+    # "auto": peft's default for the architecture (BERT/RoBERTa query,value; T5 q,v; GPT-2 c_attn;
+    # RWKV key,value,receptance,output; ...).
+    target: tuple[str, ...] = ("auto",)
     lr: float = 5e-4
     train_head: bool = True
     bias: str = "none"
@@ -42,8 +44,24 @@ class LoraSettings:
 
 
 def _linear_names(model: torch.nn.Module) -> list[str]:
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
+
     return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                   if isinstance(module, torch.nn.Linear)})
+                   if isinstance(module, (torch.nn.Linear, Conv1D))})
+
+
+def resolve_target(model: torch.nn.Module, target: tuple[str, ...]) -> list[str]:
+    """The module names LoRA wraps: as given, or for "auto" peft's default for the model type."""
+    if tuple(target) != ("auto",):
+        return list(target)
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if kind not in DEFAULTS:
+        raise ConfigError(f"no default LoRA target for model type {kind!r}",
+                          f"name the layers with --set target=a,b (linear layers there: "
+                          f"{', '.join(_linear_names(model))})")
+    return list(DEFAULTS[kind])
 
 
 class Lora(Method):
@@ -58,15 +76,22 @@ class Lora(Method):
 
         model = loaded.model
         available = _linear_names(model)
-        missing = [t for t in config.target if t not in available]
+        target = resolve_target(model, config.target)
+        loaded.info["lora_target"] = target  # recorded with the backbone: what "auto" became
+        missing = [t for t in target if t not in available]
         if missing:
             raise ConfigError(f"LoRA target {', '.join(missing)} not found in {type(model).__name__}",
                               f"linear layers there: {', '.join(available)}")
+        from transformers.pytorch_utils import Conv1D
+
+        # GPT-2's Conv1D stores its weight transposed; peft must be told.
+        transposed = any(isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in target for n, m in model.named_modules())
         peft_config = LoraConfig(
+            fan_in_fan_out=transposed,
             r=config.r,
             lora_alpha=config.alpha,
             lora_dropout=config.dropout,
-            target_modules=list(config.target),
+            target_modules=target,
             bias=config.bias,
             modules_to_save=list(loaded.head_modules) if config.train_head else None,
         )

@@ -122,3 +122,36 @@ def cli(capsys, monkeypatch):
         return CliResult(code, captured.out, captured.err)
 
     return invoke
+
+
+def _tiny_generator(directory: Path, tiny_bert: Path, kind: str) -> Path:
+    """A tiny seq2seq (T5) or causal (GPT-2) model from a config, with the tiny BERT's char tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+        if (tiny_bert / name).exists():
+            shutil.copy(tiny_bert / name, directory / name)
+    vocab = len((tiny_bert / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    torch.manual_seed(0)
+    if kind == "t5":
+        model = T5ForConditionalGeneration(T5Config(vocab_size=vocab, d_model=32, d_ff=64, d_kv=16, num_layers=1,
+                                                    num_heads=2, pad_token_id=0, eos_token_id=3,
+                                                    decoder_start_token_id=0))
+    else:
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=256,
+                                           bos_token_id=3, eos_token_id=3, pad_token_id=0))
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory, tiny_bert) -> Path:
+    return _tiny_generator(tmp_path_factory.mktemp("tiny-t5"), tiny_bert, "t5")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory, tiny_bert) -> Path:
+    return _tiny_generator(tmp_path_factory.mktemp("tiny-gpt2"), tiny_bert, "gpt2")
