@@ -70,20 +70,45 @@ def _generated_runs(results: Path) -> dict[str, tuple[dict, dict]]:
     return systems
 
 
+SPLIT_SETTINGS = ("data_dir", "limit", "split_seed", "train_fraction", "dev_fraction", "normalize")
+
+
+def _raw_titles(record: dict) -> list[str] | None:
+    """The test split's titles as written (not as a tokenizer decodes them), when the data is here."""
+    from peftbench.config import apply_sets
+    from peftbench.plugins import default
+
+    try:
+        task = default().tasks.get(record["task"]["name"])
+        config = apply_sets({"task": task.default_config()}, {k: str(v) if not isinstance(v, (list, tuple)) else
+                                                              ",".join(map(str, v))
+                                                              for k, v in record["config"]["task_config"].items()
+                                                              if v is not None})["task"]
+        return [example["title"] for example in task.load(config).test]
+    except Exception:  # data moved or gone: the decoded inputs are shown instead
+        return None
+
+
 def export_sheet(results: Path, out: Path, per_system: int, seed: int) -> dict[str, Any]:
     systems = _generated_runs(results)
     if not systems:
         raise DataError(f"no successful generation runs with saved test outputs under {results}",
                         "run a generation task (e.g. livedoor-title2article) first")
-    references = {s: test["references"] for s, (_, test) in systems.items()}
-    first = next(iter(references.values()))
-    if any(refs != first for refs in references.values()):
-        raise DataError("the systems were tested on different items (their references differ)",
+    # Outputs are in test-split order, so systems are comparable item by item when their splits agree.
+    splits = {s: (r["task"]["name"], {k: r["config"]["task_config"].get(k) for k in SPLIT_SETTINGS},
+                  len(test["predictions"])) for s, (r, test) in systems.items()}
+    if len(set(map(repr, splits.values()))) > 1:
+        raise DataError("the systems were tested on different items (their task or split settings differ: "
+                        f"{'; '.join(f'{s}: {v}' for s, v in splits.items())})",
                         "rate runs that used the same data and split settings")
-    if per_system > len(first):
-        raise ConfigError(f"--per-system {per_system} is more than the {len(first)} test items")
+    count = next(iter(splits.values()))[2]
+    if per_system > count:
+        raise ConfigError(f"--per-system {per_system} is more than the {count} test items")
+    titles = _raw_titles(next(iter(systems.values()))[0])
+    if titles is not None and len(titles) != count:
+        titles = None
     rng = random.Random(seed)
-    items = sorted(rng.sample(range(len(first)), per_system))
+    items = sorted(rng.sample(range(count), per_system))
     rows, key = [], {}
     for system, (record, test) in systems.items():
         for item in items:
@@ -92,7 +117,8 @@ def export_sheet(results: Path, out: Path, per_system: int, seed: int) -> dict[s
                 blind = f"{rng.getrandbits(40):010x}"
             prediction = test["predictions"][item]
             key[blind] = {"system": system, "run_id": record["run_id"], "item": item}
-            rows.append({"id": blind, "title": prediction["input"], "output": prediction["output"]})
+            rows.append({"id": blind, "title": titles[item] if titles else prediction["input"],
+                         "output": prediction["output"]})
     rng.shuffle(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as handle:
