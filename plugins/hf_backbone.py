@@ -38,6 +38,10 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
     "cl-tohoku/bert-base-japanese-char": dict(_BERT_BASE, vocab_size=4000),
     "cl-tohoku/bert-base-japanese-v2": dict(_BERT_BASE, vocab_size=32768),
     "cl-tohoku/bert-base-japanese-v3": dict(_BERT_BASE, vocab_size=32768),
+    # T5 v1.0-style base with a 32k Japanese SentencePiece vocabulary (222M parameters, S4).
+    "sonoisa/t5-base-japanese": dict(model_type="t5", vocab_size=32128, d_model=768, d_ff=3072, d_kv=64,
+                                     num_layers=12, num_heads=12, decoder_start_token_id=0, pad_token_id=0,
+                                     eos_token_id=1),
     "roberta-base": dict(_BERT_BASE, model_type="roberta", vocab_size=50265, max_position_embeddings=514,
                          type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2),
 }
@@ -143,8 +147,10 @@ class HuggingFaceBackbone(Backbone):
             with torch.device("meta"):
                 model = auto.from_config(config)
             return LoadedBackbone(model, None, heads(model), info)
+        # Hub code runs only when the user says so (e.g. RWKV-4 World's tokenizer).
+        remote = os.environ.get("PEFTBENCH_TRUST_REMOTE_CODE") == "1"
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
             model, loading = auto.from_pretrained(source, config=config, output_loading_info=True)
         except OSError as exc:
             raise BackboneError(f"cannot load backbone {self.spec!r} ({str(exc).splitlines()[0]})",

@@ -11,14 +11,15 @@ import random
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Iterator, Literal
 
-import torch
 
-from peftbench.api import Example, HeadSpec, Splits, Task, TaskMetadata
+from peftbench.api import Example, HeadSpec, Splits, TaskMetadata
 from peftbench.data import locate
 from peftbench.errors import DataError
 from peftbench.hookspecs import hookimpl
+
+from .doc_classification import DocumentClassification
 
 CATEGORIES = (
     "dokujo-tsushin", "it-life-hack", "kaden-channel", "livedoor-homme", "movie-enter",
@@ -112,7 +113,7 @@ def stratified_split(items: list, train: float, dev: float, seed: int) -> tuple[
     return train_part, dev_part, test
 
 
-class LivedoorNews(Task):
+class LivedoorNews(DocumentClassification):
     name = "livedoor-news"
     description = "livedoor news corpus, 9 categories (ldcc-20140209), accuracy / macro-F1 / micro-F1"
     Config = LivedoorConfig
@@ -170,32 +171,8 @@ class LivedoorNews(Task):
         }
         return Splits(splits["train"], splits["dev"], splits["test"], info)
 
-    def encode(self, examples: Sequence[Example], tokenizer: Any, config: LivedoorConfig) -> list[dict]:
-        if not examples:
-            return []
-        encoded = tokenizer([ex["text"] for ex in examples], truncation=True, max_length=config.max_length,
-                            return_attention_mask=False, return_token_type_ids=False)
-        return [{"input_ids": ids, "labels": ex["label"]} for ids, ex in zip(encoded["input_ids"], examples)]
-
-    def decode(self, logits: torch.Tensor, batch, config: LivedoorConfig) -> tuple[list, list]:
-        return logits.argmax(-1).tolist(), batch["labels"].tolist()
-
-    def score(self, predictions: list, references: list, config: LivedoorConfig) -> dict[str, float]:
-        from sklearn.metrics import accuracy_score, f1_score
-
-        labels = list(range(len(CATEGORIES)))
-        return {
-            "accuracy": float(accuracy_score(references, predictions)),
-            "macro_f1": float(f1_score(references, predictions, labels=labels, average="macro", zero_division=0)),
-            "micro_f1": float(f1_score(references, predictions, labels=labels, average="micro", zero_division=0)),
-        }
-
-    def text(self, example) -> str:
-        return example["text"]
-
-    def cache_key(self, config: LivedoorConfig) -> dict[str, Any]:
-        # Only what changes token ids; the examples themselves are fingerprinted by the core.
-        return {"max_length": config.max_length}
+    def label_count(self, config) -> int:
+        return len(CATEGORIES)
 
 
 @hookimpl

@@ -32,7 +32,6 @@ import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 from peftbench.datacache import cache_root

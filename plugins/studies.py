@@ -145,7 +145,34 @@ S5 = TableSpec(
 )
 
 
+def _s4(frame):
+    if "scores.test.chrf" not in frame:
+        return frame["task.name"].map(lambda _: False)
+    return frame["scores.test.chrf"].notna()
+
+
+S4 = TableSpec(
+    name="s4",
+    description="S4: title -> article generation, costs (fine-tuning time, memory, inference over the test split) "
+                "and automatic scores; the human ratings table comes from `peftbench human report`",
+    columns=(
+        Column("backbone", "backbone.name"),
+        Column("method", "method.name"),
+        Column("fine-tune s", "time.train_seconds", "lower", digits=0),
+        Column("time/epoch s", "time.epoch_mean_seconds", "lower", digits=1),
+        Column("peak GPU MiB (torch)", "memory.cuda_max_reserved_bytes", "lower", scale=1 / MIB, digits=0),
+        Column("peak RSS MiB", "memory.cpu_peak_rss_bytes", "lower", scale=1 / MIB, digits=0),
+        Column("inference s (test)", "inference.seconds", "lower", digits=1),
+        Column("tokens/s", "inference.tokens_per_second", "higher", digits=1),
+        Column("chrF", "scores.test.chrf", "higher", scale=100, digits=2),
+        Column("ROUGE-L", "scores.test.rouge_l", "higher", scale=100, digits=2),
+        Column("BLEU", "scores.test.bleu", "higher", scale=100, digits=2),
+    ),
+    where=_s4,
+)
+
+
 @hookimpl
 def register_tables(register) -> None:
-    for table in (S2_TABLE_3_2, S2_EXTRA_1, S2_EXTRA_2, S1_TABLE_5_3, S1_TABLE_6_1, S1_TABLE_6_2, S1_TABLE_6_3, S5):
+    for table in (S2_TABLE_3_2, S2_EXTRA_1, S2_EXTRA_2, S1_TABLE_5_3, S1_TABLE_6_1, S1_TABLE_6_2, S1_TABLE_6_3, S5, S4):
         register(table)

@@ -27,14 +27,15 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import torch
 
-from peftbench.api import Example, HeadSpec, Splits, Task, TaskMetadata
+from peftbench.api import Example, HeadSpec, Splits, TaskMetadata
 from peftbench.data import locate
 from peftbench.errors import DataError
 from peftbench.hookspecs import hookimpl
+
+from .doc_classification import DocumentClassification
 
 TEXTGCN = "https://github.com/yao8839836/text_gcn (data/)"
 SUFFIXES = (".tsv", ".txt", ".csv", ".jsonl")
@@ -207,7 +208,7 @@ def carve_dev(rows: Raw, fraction: float, seed: int) -> tuple[Raw, Raw]:
     return train, dev
 
 
-class TextClassification(Task):
+class TextClassification(DocumentClassification):
     Config = TextClassificationConfig
 
     def __init__(self, name: str, description: str, corpus: str, source: str, license: str,
@@ -274,31 +275,8 @@ class TextClassification(Task):
                 "train_per_class": {label: sum(1 for _, l, _ in train if l == label) for label in labels}}
         return Splits(examples(train), examples(dev), examples(test), info)
 
-    def encode(self, examples: Sequence[Example], tokenizer: Any, config: TextClassificationConfig) -> list[dict]:
-        if not examples:
-            return []
-        encoded = tokenizer([ex["text"] for ex in examples], truncation=True, max_length=config.max_length,
-                            return_attention_mask=False, return_token_type_ids=False)
-        return [{"input_ids": ids, "labels": ex["label"]} for ids, ex in zip(encoded["input_ids"], examples)]
-
-    def decode(self, logits: torch.Tensor, batch, config: TextClassificationConfig) -> tuple[list, list]:
-        return logits.argmax(-1).tolist(), batch["labels"].tolist()
-
-    def score(self, predictions: list, references: list, config: TextClassificationConfig) -> dict[str, float]:
-        from sklearn.metrics import accuracy_score, f1_score
-
-        labels = list(range(len(self.labels(config))))
-        return {
-            "micro_f1": float(f1_score(references, predictions, labels=labels, average="micro", zero_division=0)),
-            "macro_f1": float(f1_score(references, predictions, labels=labels, average="macro", zero_division=0)),
-            "accuracy": float(accuracy_score(references, predictions)),
-        }
-
-    def text(self, example: Example) -> str:
-        return example["text"]
-
-    def cache_key(self, config: TextClassificationConfig) -> dict[str, Any]:
-        return {"max_length": config.max_length}
+    def label_count(self, config) -> int:
+        return len(self.labels(config))
 
 
 TASKS = (
