@@ -36,6 +36,9 @@ from peftbench.hookspecs import hookimpl
 from .livedoor import CATEGORIES, SOURCE, _articles
 
 IGNORE = -100
+# Recurrent models ignore attention masks: padding in front of a prompt would enter their state, so
+# they generate one prompt at a time (training is unaffected: padding follows the text there).
+UNMASKED_FAMILIES = ("rwkv", "mamba")
 
 
 @dataclass(frozen=True)
@@ -288,6 +291,14 @@ class Title2Article(Task):
         if self.format == "seq2seq":
             output = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
             new = output[:, 1:]  # drop the decoder start token
+        elif getattr(model.config, "model_type", None) in UNMASKED_FAMILIES:
+            rows = []
+            for ids, mask in zip(batch["prompt_ids"], batch["prompt_attention_mask"]):
+                prompt = ids[mask.bool()].unsqueeze(0)
+                rows.append(model.generate(input_ids=prompt, pad_token_id=pad, eos_token_id=eos,
+                                           **kwargs)[0, prompt.shape[1]:].tolist())
+            width = max(map(len, rows))
+            new = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
         else:
             prompt = batch["prompt_ids"]
             output = model.generate(input_ids=prompt, attention_mask=batch["prompt_attention_mask"],

@@ -125,11 +125,12 @@ def cli(capsys, monkeypatch):
 
 
 def _tiny_generator(directory: Path, tiny_bert: Path, kind: str) -> Path:
-    """A tiny seq2seq (T5) or causal (GPT-2) model from a config, with the tiny BERT's char tokenizer."""
+    """A tiny seq2seq (T5) or causal (GPT-2, RWKV) model from a config, with the tiny BERT's char tokenizer."""
     import shutil
 
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+    from transformers import (GPT2Config, GPT2LMHeadModel, RwkvConfig, RwkvForCausalLM, T5Config,
+                              T5ForConditionalGeneration)
 
     for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
         if (tiny_bert / name).exists():
@@ -140,6 +141,10 @@ def _tiny_generator(directory: Path, tiny_bert: Path, kind: str) -> Path:
         model = T5ForConditionalGeneration(T5Config(vocab_size=vocab, d_model=32, d_ff=64, d_kv=16, num_layers=1,
                                                     num_heads=2, pad_token_id=0, eos_token_id=3,
                                                     decoder_start_token_id=0))
+    elif kind == "rwkv":
+        model = RwkvForCausalLM(RwkvConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2,
+                                           attention_hidden_size=32, intermediate_size=64, context_length=256,
+                                           bos_token_id=3, eos_token_id=3, pad_token_id=0))
     else:
         model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=256,
                                            bos_token_id=3, eos_token_id=3, pad_token_id=0))
@@ -155,3 +160,8 @@ def tiny_t5(tmp_path_factory, tiny_bert) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory, tiny_bert) -> Path:
     return _tiny_generator(tmp_path_factory.mktemp("tiny-gpt2"), tiny_bert, "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_rwkv(tmp_path_factory, tiny_bert) -> Path:
+    return _tiny_generator(tmp_path_factory.mktemp("tiny-rwkv"), tiny_bert, "rwkv")

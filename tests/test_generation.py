@@ -111,6 +111,20 @@ def test_full_and_lora_on_t5_and_gpt2_record_text_scores_and_speed(generated):
     assert runs[("causal", "lora")]["params"]["trainable"] < runs[("causal", "full")]["params"]["trainable"]
 
 
+def test_rwkv_trains_with_lora_and_generates_prompt_by_prompt(cli, tiny_rwkv, sample_dir, tmp_path):
+    result = cli(*_args(tiny_rwkv, sample_dir, tmp_path, "lora", "--set", "lr=1e-3"))
+    assert result.code == 0, result.stderr
+    (_, record), = list(records.iter_records(tmp_path))
+    assert record["backbone"]["info"]["generation_format"] == "causal"
+    assert record["backbone"]["info"]["lora_target"] == ["key", "value", "receptance", "output"]
+    assert record["inference"]["generated_tokens"] > 0 and "chrf" in record["scores"]["test"]
+
+
+def test_lora_target_missing_in_t5_lists_the_layers(cli, tiny_t5, sample_dir, tmp_path):
+    result = cli(*_args(tiny_t5, sample_dir, tmp_path, "lora", "--set", "target=query,value", "--dry-run"))
+    assert result.code == 1 and "LoRA target query, value not found" in result.stderr and " q, " in result.stderr
+
+
 def test_a_backbone_that_cannot_generate_is_one_line(cli, tiny_bert, sample_dir, tmp_path):
     result = cli(*_args(tiny_bert, sample_dir, tmp_path))
     assert result.code == 1 and "cannot generate text" in result.stderr

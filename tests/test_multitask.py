@@ -155,3 +155,29 @@ def test_inspect_ngrams_prints_the_top_ngrams_per_class(cli, tiny_bert, sample_t
     assert "training documents" in result.stdout and "scheme disregard" in result.stdout
     for name in ("it-life-hack", "movie-enter", "sports-watch"):
         assert f"class {name}" in result.stdout
+
+
+def test_livedoor_news_works_as_the_main_task(cli, tiny_bert, sample_dir, tmp_path):
+    result = cli("run", "--method", "mtl-ngram-lora", "--task", "livedoor-news", "--backbone", str(tiny_bert),
+                 "--results", str(tmp_path), "--set", f"data_dir={sample_dir}", "--set", "max_length=48",
+                 "--set", "epochs=1", "--set", "scheme=common-label", "--set", "min_frequency=3",
+                 "--set", "inference_repeats=0")
+    assert result.code == 0, result.stderr
+    (_, record), = list(records.iter_records(tmp_path))
+    assert record["params"]["auxiliary"] > 0 and "accuracy" in record["scores"]["test"]
+
+
+def test_class_schemes_need_one_class_per_document(tiny_bert):
+    from pathlib import Path
+
+    from peftbench.errors import ConfigError
+
+    fixtures = Path(__file__).parent / "fixtures" / "kwdlc"
+    resolved = resolve(default(), "mtl-ngram", "kwdlc-ner", str(tiny_bert),
+                       [f"data_dir={fixtures}", "scheme=bit-label", "min_frequency=2"])
+    cfg = resolved.config
+    (stage,) = resolved.method.stages(resolved.task, cfg.task_config, cfg.method_config, resolved.backbone)
+    splits = stage.objective.load(cfg.task_config)
+    loaded = resolved.backbone.load(stage.head)
+    with pytest.raises(ConfigError, match="needs one class per document"):
+        stage.objective.encode(splits.train, loaded.tokenizer, cfg.task_config)
