@@ -78,6 +78,14 @@ def test_the_auxiliary_loss_trains_the_shared_encoder(method, tiny_bert, sample_
     torch.manual_seed(0)
     main_only = model.main(**{k: v for k, v in batch.items() if not k.startswith("mlm_")}).loss
     assert total.item() > main_only.item() + 1e-3  # the auxiliary loss is added
+    # The loss computed at the chosen positions only equals the MLM model's own loss.
+    model.eval()
+    inputs = dict(input_ids=batch["mlm_input_ids"], attention_mask=batch["attention_mask"])
+    own = model.aux["rtm"](**inputs, labels=batch["mlm_labels"]).loss
+    cheap = model.auxiliary.loss(model.aux["rtm"], model.main(**{k: v for k, v in batch.items()
+                                                                 if not k.startswith("mlm_")}), batch)
+    assert cheap.item() == pytest.approx(own.item(), rel=1e-5)
+    model.train()
     model.zero_grad()
     head = model.aux["rtm"]
     head(input_ids=batch["mlm_input_ids"], attention_mask=batch["attention_mask"], labels=batch["mlm_labels"]).loss.backward()
