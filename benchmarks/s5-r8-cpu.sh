@@ -2,7 +2,7 @@
 # S5 at CPU scale on R8, end to end (about 40 minutes on 2 cores):
 #  1. write R8's training split as text (benchmarks/s5_corpus.py; dev/test never reach pre-training),
 #  2. pre-train a tiny BERT on it (`peftbench backbone build`, 10 epochs) and register it as r8-tiny-bert,
-#  3. run benchmarks/s5-r8-cpu.toml (STL, RTM, L3Masking, 4 n-gram schemes x 2 seeds),
+#  3. run benchmarks/s5-r8-cpu.toml (STL, RTM, L3Masking, 4 n-gram schemes x 3 seeds),
 #  4. print the S5 table and the paired comparison against STL.
 # Needs ../shared/data/textgcn (or DATA=path/to/textgcn). Outputs under OUT (default results/s5-cpu).
 set -euo pipefail
