@@ -61,6 +61,17 @@ def test_csv_jsonl_parallel_lines_and_class_folders(tmp_path):
     assert folder_splits.test[0]["text"].endswith("café")  # Latin-1 files (20 Newsgroups) are read
 
 
+def test_20_newsgroups_by_date_folders(tmp_path):
+    for split, count in (("20news-bydate-train", 4), ("20news-bydate-test", 2)):
+        for group in ("rec.autos", "sci.space"):
+            (tmp_path / split / group).mkdir(parents=True)
+            for number in range(count):
+                (tmp_path / split / group / f"{5000 + number}").write_bytes(b"From: a@b\nSubject: x\n\nbody \xe9")
+    splits = _load(tmp_path)
+    assert splits.info["layout"] == "class-folders" and splits.info["labels"] == ["rec.autos", "sci.space"]
+    assert (len(splits.train), len(splits.dev), len(splits.test)) == (6, 2, 4)
+
+
 def test_bad_input_is_one_clear_error(tmp_path):
     (tmp_path / "train.tsv").write_text("a\tone\na\ttwo\nb\tthree\n")
     (tmp_path / "test.tsv").write_text("a\tone\nc\tnever trained\n")
