@@ -332,23 +332,27 @@ def run(
                     continue
                 # The last stage is the deployed model: score it, time it, save it.
                 predictions = {}
+                predicting = False
                 for split in ("dev", "test"):
                     scored = evaluate(model, loaders[split], objective, cfg.task_config, accelerator, progress, split,
                                       final=True)
                     record["scores"][split] = scored.scores
                     predictions[split] = {"predictions": scored.predictions, "references": scored.references}
-                    if scored.predicted and split == cfg.train.inference_split:
-                        # Predicting (generating) is the inference: its own pass over the split is timed.
-                        tokens = scored.scores.get("generated_tokens")
+                    predicting = scored.predict_seconds is not None
+                    if predicting and split == cfg.train.inference_split:
+                        # Predicting (generating) is the inference: the time inside the task's predict is it.
+                        seconds, tokens = scored.predict_seconds, scored.scores.get("generated_tokens")
                         record["inference"] = {
                             "split": split, "examples": len(scored.predictions), "mode": "predict",
-                            "mergeable": method.mergeable, "seconds": scored.seconds,
-                            "examples_per_second": len(scored.predictions) / scored.seconds,
+                            "mergeable": method.mergeable, "seconds": seconds,
+                            "examples_per_second": len(scored.predictions) / seconds,
                             "generated_tokens": tokens,
-                            "tokens_per_second": tokens / scored.seconds if tokens is not None else None}
+                            "tokens_per_second": tokens / seconds if tokens is not None else None}
                 # Per-example outputs make paired significance tests (and human evaluation) possible later.
                 records.write_json_atomic(run_dir / records.PREDICTIONS_FILE, predictions)
-                if cfg.train.inference_repeats > 0 and not record.get("inference"):
+                # A task that predicts is timed while predicting (above); timing its forward passes
+                # (teacher-forced, with labels) would be mislabelled as inference.
+                if cfg.train.inference_repeats > 0 and not predicting:
                     split = cfg.train.inference_split
                     loader = loaders[split] if split != "train" else accelerator.prepare(
                         _loader(encoded["train"], collate, train_cfg.eval_batch_size, False, train_cfg.seed))

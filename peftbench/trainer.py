@@ -36,8 +36,7 @@ class EvalResult:
     scores: dict[str, float]
     predictions: list = field(default_factory=list)
     references: list = field(default_factory=list)
-    seconds: float = 0.0  # the whole pass, forward and any prediction (generation)
-    predicted: bool = False  # the task's `predict` made the predictions
+    predict_seconds: float | None = None  # time inside the task's `predict` (generation); None: decode was used
 
 
 @dataclass
@@ -60,9 +59,7 @@ def evaluate(
     predictions: list = []
     references: list = []
     loss_sum, loss_count = 0.0, 0
-    predicted = False
-    synchronize(accelerator.device)
-    start = time.perf_counter()
+    predict_seconds: float | None = None
     with torch.no_grad(), progress.steps(label, len(loader)) as advance:
         for batch in loader:
             with accelerator.autocast():
@@ -73,18 +70,20 @@ def evaluate(
                 loss_count += n
             made = None
             if final:
+                synchronize(accelerator.device)
+                start = time.perf_counter()
                 with accelerator.autocast():
                     made = task.predict(accelerator.unwrap_model(model), batch, outputs.logits, task_config)
+                synchronize(accelerator.device)
+                if made is not None:
+                    predict_seconds = (predict_seconds or 0.0) + time.perf_counter() - start
             preds, refs = made if made is not None else task.decode(outputs.logits.float(), batch, task_config)
-            predicted = predicted or made is not None
             predictions.extend(preds)
             references.extend(refs)
             advance()
-    synchronize(accelerator.device)
-    seconds = time.perf_counter() - start
     scores = task.score(predictions, references, task_config)
-    return EvalResult(loss_sum / loss_count if loss_count else None, scores, predictions, references, seconds,
-                      predicted)
+    return EvalResult(loss_sum / loss_count if loss_count else None, scores, predictions, references,
+                      predict_seconds)
 
 
 def _is_better(value: float, best: float | None, greater_is_better: bool, min_delta: float) -> bool:

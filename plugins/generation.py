@@ -286,8 +286,6 @@ class Title2Article(Task):
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
         pad = tokenizer.pad_token_id
         kwargs = self.generation_kwargs(config)
-        if not hasattr(model, "generate"):
-            raise ConfigError(f"{type(model).__name__} cannot generate", "use a seq2seq or causal LM backbone")
         if self.format == "seq2seq":
             output = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
             new = output[:, 1:]  # drop the decoder start token

@@ -12,8 +12,10 @@
 
 A system is a (backbone, method) pair; with several runs (seeds) of one
 system the first run is rated. Every system is rated on the same test items,
-drawn with the seed; rows are shuffled and ids are random, so nothing in the
-sheet tells the systems apart.
+drawn with the seed (export reloads each run's test data to check that the
+systems saw the same items, and shows raters the titles as written); rows
+are shuffled and ids are random, so nothing in the sheet tells the systems
+apart.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from peftbench import records
-from peftbench.errors import ConfigError, DataError
+from peftbench.errors import ConfigError, DataError, PeftbenchError
 from peftbench.hookspecs import hookimpl
 
 SCALES = {
@@ -70,23 +72,13 @@ def _generated_runs(results: Path) -> dict[str, tuple[dict, dict]]:
     return systems
 
 
-SPLIT_SETTINGS = ("data_dir", "limit", "split_seed", "train_fraction", "dev_fraction", "normalize")
-
-
-def _raw_titles(record: dict) -> list[str] | None:
-    """The test split's titles as written (not as a tokenizer decodes them), when the data is here."""
-    from peftbench.config import apply_sets
+def _test_titles(record: dict) -> list[str]:
+    """The run's test split, as titles written in the data (not as a tokenizer decodes them)."""
     from peftbench.plugins import default
 
-    try:
-        task = default().tasks.get(record["task"]["name"])
-        config = apply_sets({"task": task.default_config()}, {k: str(v) if not isinstance(v, (list, tuple)) else
-                                                              ",".join(map(str, v))
-                                                              for k, v in record["config"]["task_config"].items()
-                                                              if v is not None})["task"]
-        return [example["title"] for example in task.load(config).test]
-    except Exception:  # data moved or gone: the decoded inputs are shown instead
-        return None
+    task = default().tasks.get(record["task"]["name"])
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in record["config"]["task_config"].items()}
+    return [example["title"] for example in task.load(task.Config(**saved)).test]
 
 
 def export_sheet(results: Path, out: Path, per_system: int, seed: int) -> dict[str, Any]:
@@ -94,19 +86,21 @@ def export_sheet(results: Path, out: Path, per_system: int, seed: int) -> dict[s
     if not systems:
         raise DataError(f"no successful generation runs with saved test outputs under {results}",
                         "run a generation task (e.g. livedoor-title2article) first")
-    # Outputs are in test-split order, so systems are comparable item by item when their splits agree.
-    splits = {s: (r["task"]["name"], {k: r["config"]["task_config"].get(k) for k in SPLIT_SETTINGS},
-                  len(test["predictions"])) for s, (r, test) in systems.items()}
-    if len(set(map(repr, splits.values()))) > 1:
-        raise DataError("the systems were tested on different items (their task or split settings differ: "
-                        f"{'; '.join(f'{s}: {v}' for s, v in splits.items())})",
-                        "rate runs that used the same data and split settings")
-    count = next(iter(splits.values()))[2]
+    # Outputs are in test-split order: systems are comparable item by item when their test splits agree.
+    try:
+        split_titles = {s: _test_titles(record) for s, (record, _) in systems.items()}
+    except PeftbenchError as exc:
+        raise DataError(f"cannot reload the runs' test data to line their outputs up ({exc})",
+                        "make the data available where the runs found it (their data_dir)") from None
+    titles = next(iter(split_titles.values()))
+    differing = [s for s, t in split_titles.items() if t != titles] + \
+        [s for s, (_, test) in systems.items() if len(test["predictions"]) != len(titles)]
+    if differing:
+        raise DataError(f"the systems were tested on different items ({', '.join(sorted(set(differing)))} differ "
+                        f"from {next(iter(systems))})", "rate runs that used the same data and split settings")
+    count = len(titles)
     if per_system > count:
         raise ConfigError(f"--per-system {per_system} is more than the {count} test items")
-    titles = _raw_titles(next(iter(systems.values()))[0])
-    if titles is not None and len(titles) != count:
-        titles = None
     rng = random.Random(seed)
     items = sorted(rng.sample(range(count), per_system))
     rows, key = [], {}
@@ -117,8 +111,7 @@ def export_sheet(results: Path, out: Path, per_system: int, seed: int) -> dict[s
                 blind = f"{rng.getrandbits(40):010x}"
             prediction = test["predictions"][item]
             key[blind] = {"system": system, "run_id": record["run_id"], "item": item}
-            rows.append({"id": blind, "title": titles[item] if titles else prediction["input"],
-                         "output": prediction["output"]})
+            rows.append({"id": blind, "title": titles[item], "output": prediction["output"]})
     rng.shuffle(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as handle:
@@ -231,8 +224,9 @@ def register_commands(app) -> None:
 
     @human_app.command("import")
     def import_command(
-        key: Annotated[Path, typer.Argument(help="the .key.json written by export")],
-        sheets: Annotated[list[Path], typer.Argument(help="filled sheets, one per rater (rater = file name)")],
+        key: Annotated[Path, typer.Argument(help="the .key.json written by export", exists=True, dir_okay=False)],
+        sheets: Annotated[list[Path], typer.Argument(help="filled sheets, one per rater (rater = file name)",
+                                                     exists=True, dir_okay=False)],
         out: Annotated[Optional[Path], typer.Option(help="ratings JSON to write")] = None,
     ) -> None:
         """Check and un-blind filled sheets; print S4's table."""
@@ -247,8 +241,14 @@ def register_commands(app) -> None:
         typer.echo(f"\nratings written to {target}")
 
     @human_app.command("report")
-    def report_command(ratings: Annotated[Path, typer.Argument(help="ratings JSON written by import")]) -> None:
+    def report_command(ratings: Annotated[Path, typer.Argument(help="ratings JSON written by import", exists=True,
+                                                               dir_okay=False)]) -> None:
         """S4's table from imported ratings."""
-        typer.echo(markdown(*summary(json.loads(ratings.read_text(encoding="utf-8")))))
+        try:
+            loaded = json.loads(ratings.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{ratings} is not a ratings file ({exc})", "pass the JSON written by `human import`") \
+                from None
+        typer.echo(markdown(*summary(loaded)))
 
     app.add_typer(human_app, name="human")

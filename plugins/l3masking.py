@@ -24,32 +24,34 @@ import numpy as np
 import torch
 
 
-def word_spans(ids: Sequence[int], tokenizer: Any) -> list[tuple[int, int]]:
-    """(start, end) of each word over the non-special tokens, from the tokenizer's sub-word marks:
-    WordPiece continues with "##", SentencePiece starts with "▁", byte-level BPE with "Ġ"."""
+def word_spans(documents: Sequence[Sequence[int]], tokenizer: Any) -> list[list[tuple[int, int]]]:
+    """Per document, (start, end) of each word over the non-special tokens, from the tokenizer's
+    sub-word marks: WordPiece continues with "##", SentencePiece starts with "▁", byte-level BPE
+    with "Ġ" (the vocabulary tells which); without marks every token is a word."""
     special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}  # [UNK] stands for text
-    tokens = tokenizer.convert_ids_to_tokens(list(ids))
-    vocab_sample = list(tokenizer.get_vocab())[:5000]
-    if any(t.startswith("##") for t in vocab_sample):
+    vocab = tokenizer.get_vocab()
+    mark = next((m for m in ("##", "▁", "Ġ") if any(t.startswith(m) for t in vocab)), None)
+    if mark == "##":
         starts_word = lambda tok: not tok.startswith("##")  # noqa: E731
-    elif any(t.startswith("▁") for t in vocab_sample):
-        starts_word = lambda tok: tok.startswith("▁")  # noqa: E731
-    elif any(t.startswith("Ġ") for t in vocab_sample):
-        starts_word = lambda tok: tok.startswith("Ġ")  # noqa: E731
+    elif mark:
+        starts_word = lambda tok: tok.startswith(mark)  # noqa: E731
     else:
         starts_word = lambda tok: True  # noqa: E731
-    spans: list[tuple[int, int]] = []
-    previous_special = True
-    for position, (token_id, token) in enumerate(zip(ids, tokens)):
-        if token_id in special:
-            previous_special = True
-            continue
-        if previous_special or starts_word(token) or not spans:
-            spans.append((position, position + 1))
-        else:
-            spans[-1] = (spans[-1][0], position + 1)
-        previous_special = False
-    return spans
+    result = []
+    for ids in documents:
+        spans: list[tuple[int, int]] = []
+        previous_special = True
+        for position, (token_id, token) in enumerate(zip(ids, tokenizer.convert_ids_to_tokens(list(ids)))):
+            if token_id in special:
+                previous_special = True
+                continue
+            if previous_special or starts_word(token):
+                spans.append((position, position + 1))
+            else:
+                spans[-1] = (spans[-1][0], position + 1)
+            previous_special = False
+        result.append(spans)
+    return result
 
 
 def pll_word_l2r(model: torch.nn.Module, documents: Sequence[Sequence[int]], spans: Sequence[Sequence[tuple[int, int]]],

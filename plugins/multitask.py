@@ -60,6 +60,12 @@ def encoder_of(model: nn.Module) -> nn.Module:
     return getattr(base, base.base_model_prefix)
 
 
+def fresh_head_weights(loaded: LoadedBackbone) -> list[str]:
+    """Weights outside the encoder that the checkpoint did not have (initialised at random)."""
+    prefix = loaded.model.base_model_prefix
+    return [k for k in loaded.info.get("newly_initialized", []) if not k.startswith(prefix)]
+
+
 def backbone_fingerprint(backbone: Any) -> str:
     """Names the backbone's weights for caches: a local folder by its files' sizes and times."""
     spec = getattr(backbone, "spec", backbone.name)
@@ -177,7 +183,6 @@ class MaskedLanguageModelling(Auxiliary):
     def __init__(self, config: Any, backbone: Any, policy: Literal["rtm", "l3masking"]) -> None:
         super().__init__(config, backbone)
         self.name = policy
-        self.mlm_newly_initialized: list[str] = []
 
     def cache_key(self) -> dict[str, Any]:
         key = {"aux": self.name, "mask_rate": self.config.mask_rate}
@@ -189,8 +194,7 @@ class MaskedLanguageModelling(Auxiliary):
         """PLL-word-l2r per token under the vanilla MLM, cached on disk (scoring is the expensive part)."""
         def score(examples: Sequence[dict]) -> list[dict]:
             loaded = self.backbone.load(HeadSpec("masked-lm"))
-            prefix = loaded.model.base_model_prefix
-            fresh = [k for k in loaded.info.get("newly_initialized", []) if not k.startswith(prefix)]
+            fresh = fresh_head_weights(loaded)
             if fresh:
                 raise BackboneError(
                     f"backbone {self.backbone.name} has no pre-trained MLM head ({', '.join(fresh[:2])}... are newly "
@@ -199,7 +203,7 @@ class MaskedLanguageModelling(Auxiliary):
                     "or mtl-rtm")
             model = loaded.model.to("cuda" if torch.cuda.is_available() else "cpu")
             docs = [ex["input_ids"] for ex in examples]
-            spans = [l3masking.word_spans(doc, tokenizer) for doc in docs]
+            spans = l3masking.word_spans(docs, tokenizer)
             total = sum(end - start for doc_spans in spans for start, end in doc_spans)
             with current_progress().steps("L3Masking: scoring tokens (PLL-word-l2r)", total) as advance:
                 probabilities = l3masking.pll_word_l2r(model, docs, spans, tokenizer.mask_token_id,
@@ -234,10 +238,11 @@ class MaskedLanguageModelling(Auxiliary):
     def head(self, main: nn.Module, loaded: LoadedBackbone) -> nn.Module:
         """The backbone's own MLM head (pre-trained where the checkpoint has one) on the shared encoder."""
         mlm = self.backbone.load(HeadSpec("masked-lm"), weights=loaded.tokenizer is not None)
+        if fresh_head_weights(mlm):
+            # Recorded with the backbone: this MLM head starts from random weights, not pre-trained ones.
+            loaded.info["auxiliary_mlm_head_newly_initialized"] = fresh_head_weights(mlm)
         model = mlm.model
-        prefix = model.base_model_prefix
-        self.mlm_newly_initialized = [k for k in mlm.info.get("newly_initialized", []) if not k.startswith(prefix)]
-        setattr(model, prefix, encoder_of(main))  # share, do not copy
+        setattr(model, model.base_model_prefix, encoder_of(main))  # share, do not copy
         base = main.get_base_model() if hasattr(main, "get_base_model") else main
         if getattr(model.config, "tie_word_embeddings", True) and model.get_output_embeddings() is not None:
             model.get_output_embeddings().weight = base.get_input_embeddings().weight
@@ -408,6 +413,10 @@ class MultiTask(Method):
     def stages(self, task: Task, task_config: Any, config: Any, backbone=None) -> list[Stage]:
         if backbone is None:
             raise ConfigError(f"{self.name} needs the run's backbone", "call stages(..., backbone=...)")
+        kind = task.head(task_config).kind
+        if kind not in ("sequence-classification", "token-classification"):
+            raise ConfigError(f"{self.name} trains an encoder for classification or tagging; task {task.name} "
+                              f"needs a {kind} model", "use a plain method (full, lora, adapter) for this task")
         auxiliary = NgramRecognition(config, backbone) if self.aux == "ngram" else \
             MaskedLanguageModelling(config, backbone, self.aux)
         objective = MultiTaskObjective(task, auxiliary)
@@ -417,9 +426,6 @@ class MultiTask(Method):
         main = self.inner.prepare(loaded, config, stage)
         auxiliary = stage.objective.auxiliary
         head = auxiliary.head(main, loaded)
-        if getattr(auxiliary, "mlm_newly_initialized", None):
-            # Recorded with the backbone: this MLM head starts from random weights, not pre-trained ones.
-            loaded.info["auxiliary_mlm_head_newly_initialized"] = auxiliary.mlm_newly_initialized
         return MultiTaskModel(main, auxiliary, head, config.aux_weight)
 
     def learning_rate(self, config: Any, stage: Stage) -> float:

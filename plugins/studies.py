@@ -121,11 +121,9 @@ S1_TABLE_6_3 = TableSpec(
 )
 
 
-def _s5(frame):
-    """Runs scored with micro-F1 (document classification): STL (a plain method) and multi-task ones."""
-    if "scores.test.micro_f1" not in frame:
-        return frame["task.name"].map(lambda _: False)
-    return frame["scores.test.micro_f1"].notna()
+def _scored(field: str):
+    """Runs that have this score (e.g. micro-F1: document classification, STL and multi-task alike)."""
+    return lambda frame: frame[field].notna() if field in frame else frame["task.name"].map(lambda _: False)
 
 
 S5 = TableSpec(
@@ -141,14 +139,8 @@ S5 = TableSpec(
         Column("aux params", "params.auxiliary", digits=0),
         Column("time/epoch s", "time.epoch_mean_seconds", "lower", digits=1),
     ),
-    where=_s5,
+    where=_scored("scores.test.micro_f1"),
 )
-
-
-def _s4(frame):
-    if "scores.test.chrf" not in frame:
-        return frame["task.name"].map(lambda _: False)
-    return frame["scores.test.chrf"].notna()
 
 
 S4 = TableSpec(
@@ -168,7 +160,7 @@ S4 = TableSpec(
         Column("ROUGE-L", "scores.test.rouge_l", "higher", scale=100, digits=2),
         Column("BLEU", "scores.test.bleu", "higher", scale=100, digits=2),
     ),
-    where=_s4,
+    where=_scored("scores.test.chrf"),
 )
 
 

@@ -99,8 +99,11 @@ def _read_table(path: Path) -> Raw:
         if not reader.fieldnames or not {"label", "text"} <= set(reader.fieldnames):
             raise DataError(f"{path} has columns {reader.fieldnames}, not `label` and `text`",
                             "the first row must be a header naming a `label` and a `text` column")
-        for number, row in enumerate(reader, 2):
-            rows.append((where(number), row["label"], row["text"]))
+        for row in reader:
+            if row["label"] is None or row["text"] is None:
+                raise DataError(f"{where(reader.line_num)} has fewer cells than the header",
+                                "each row needs a label and a text cell (quote texts with commas)")
+            rows.append((where(reader.line_num), row["label"], row["text"]))
     else:
         for number, line in enumerate(_lines(path), 1):
             if not line.strip():

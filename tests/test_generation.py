@@ -183,3 +183,17 @@ def test_bad_rating_sheets_name_the_line(generated, cli, tmp_path, break_it, mes
     _fill(sheet, tmp_path / "alice.csv", random.Random(0), bad=break_it)
     result = cli("human", "import", str(tmp_path / "sheet.key.json"), str(tmp_path / "alice.csv"))
     assert result.code == 1 and re.search(message, result.stderr), result.stderr
+
+
+def test_human_export_refuses_systems_tested_on_different_items(generated, cli, tiny_t5, sample_dir, tmp_path):
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(generated, results)
+    other = tmp_path / "other-t5"
+    shutil.copytree(tiny_t5, other)
+    args = _args(other, sample_dir, results)
+    args[args.index("limit=100")] = "limit=80"  # another split: other test items
+    assert cli(*args).code == 0
+    result = cli("human", "export", str(results), "--out", str(tmp_path / "sheet.csv"), "--per-system", "2")
+    assert result.code == 1 and "tested on different items" in result.stderr and "other-t5" in result.stderr

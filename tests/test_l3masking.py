@@ -54,7 +54,7 @@ def test_word_spans_follow_wordpiece_continuations(tmp_path):
     tokenizer = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
     ids = tokenizer("playing go unknown xyz played")["input_ids"]
     tokens = tokenizer.convert_ids_to_tokens(ids)
-    spans = word_spans(ids, tokenizer)
+    (spans,) = word_spans([ids], tokenizer)
     assert [tokens[a:b] for a, b in spans] == [["play", "##ing"], ["go"], ["un", "##known"], ["[UNK]"],
                                                ["play", "##ed"]]  # [UNK] stands for a word; [CLS]/[SEP] do not
 

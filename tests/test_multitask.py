@@ -189,3 +189,9 @@ def test_class_schemes_need_one_class_per_document(tiny_bert):
     loaded = resolved.backbone.load(stage.head)
     with pytest.raises(ConfigError, match="needs one class per document"):
         stage.objective.encode(splits.train, loaded.tokenizer, cfg.task_config)
+
+
+def test_multi_task_on_a_generation_task_is_one_line(cli, tiny_t5, sample_dir, tmp_path):
+    result = cli("run", "--method", "mtl-rtm", "--task", "livedoor-title2article", "--backbone", str(tiny_t5),
+                 "--results", str(tmp_path), "--set", f"data_dir={sample_dir}", "--dry-run")
+    assert result.code == 1 and "trains an encoder for classification or tagging" in result.stderr

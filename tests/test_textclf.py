@@ -83,6 +83,14 @@ def test_bad_input_is_one_clear_error(tmp_path):
     (tmp_path / "train.tsv").unlink()
     with pytest.raises(DataError, match="no training file"):
         _load(tmp_path)
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    (csv_dir / "train.csv").write_text("label,text\na,one\nb\n")
+    (csv_dir / "test.csv").write_text("label,text\na,one\n")
+    with pytest.raises(DataError, match=r"train.csv:3 has fewer cells than the header"):
+        _load(csv_dir)
+    with pytest.raises(DataError, match="no training file"):
+        _load(tmp_path)
     with pytest.raises(DataError, match="needs --set data_dir"):
         GENERIC.load(TextClassificationConfig())
 
