@@ -16,14 +16,14 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from peftbench import plugins, runner
+from peftbench import plugins, runner, spec
 from peftbench.progress import Progress
 
 
 def run(comps, method: str, backbone: str, sets: list[str], results: Path) -> dict:
-    resolved = runner.resolve(comps, method, "kwdlc-ner", backbone, sets)
+    resolved = spec.resolve(comps, method, "kwdlc-ner", backbone, sets)
     record, _ = runner.run(comps, resolved, results, Progress(quiet=True))
-    return record
+    return record.to_dict()
 
 
 def main() -> None:

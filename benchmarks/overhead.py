@@ -21,9 +21,9 @@ from accelerate import Accelerator
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from peftbench import plugins, runner
+from peftbench import plugins, runner, spec
 from peftbench.progress import Progress
-from peftbench.trainer import fit
+from peftbench.trainer import FitContext, fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,10 +45,10 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
     comps = plugins.load()
-    resolved = runner.resolve(comps, args.method, "livedoor-news", args.backbone, [
+    resolved = spec.resolve(comps, args.method, "livedoor-news", args.backbone, [
         f"data_dir={args.data}", f"max_length={args.max_length}", f"batch_size={args.batch_size}",
         "epochs=1", *args.sets])
-    cfg, task, method = resolved.config, resolved.task, resolved.method
+    cfg, task, method = resolved.spec, resolved.task, resolved.method
     splits = task.load(cfg.task_config)
     stage = method.stages(task, cfg.task_config, cfg.method_config)[0]
     loaded = resolved.backbone.load(stage.head)
@@ -56,7 +56,7 @@ def main() -> None:
     train = task.encode(splits.train[:n], loaded.tokenizer, cfg.task_config)
     assert len(train) == n, f"need {n} training examples, the data has {len(train)}"
     dev = task.encode(splits.dev[:1], loaded.tokenizer, cfg.task_config)
-    collate = task.collator(loaded.tokenizer)
+    collate = task.collator(loaded.tokenizer, cfg.task_config)
     model = method.prepare(loaded, cfg.method_config, stage)
     accelerator = Accelerator()
 
@@ -67,7 +67,7 @@ def main() -> None:
     def plain_loop() -> float:
         train_loader = loader(train, True)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=method.learning_rate(cfg.method_config))
+        optimizer = torch.optim.AdamW(params, lr=method.learning_rate(cfg.method_config, stage))
         scheduler = transformers.get_linear_schedule_with_warmup(optimizer, 0, len(train_loader))
         model.train()
         start = time.perf_counter()
@@ -87,8 +87,8 @@ def main() -> None:
         console = Console(file=io.StringIO(), force_terminal=True)
         with Progress(console, quiet=False) as progress:
             progress.log = lambda message: None
-            result = fit(prepared, method, cfg.method_config, task, train_loader, dev_loader, cfg.train,
-                         accelerator, progress, on_epoch=lambda entry: None)
+            result = fit(FitContext(prepared, method, cfg.method_config, stage, task, cfg.task_config, train_loader,
+                                    dev_loader, cfg.train, accelerator, progress, on_epoch=lambda entry: None))
         return result.epoch_seconds[0]  # training only; the dev evaluation is excluded
 
     plain_loop()  # warm-up (allocator, kernels)

@@ -17,7 +17,7 @@ common=(--task livedoor-news --backbone minilm-l6 --results "$RESULTS"
 
 echo
 echo "Backbone: English MiniLM-L6 (the only pre-trained encoder installable offline here);"
-echo "its tokenizer maps ~20% of the Japanese tokens to [UNK] (column '[UNK] % (train)'). The numbers are"
-echo "real, but far below what a Japanese BERT reaches on the full corpus."
+echo "its tokenizer maps ~20% of the Japanese tokens to [UNK] (\`peftbench report $RESULTS --all-columns\`,"
+echo "column '[UNK] % (train)'). The numbers are real, but far below what a Japanese BERT reaches on the full corpus."
 echo
 "$PEFTBENCH" report "$RESULTS"

@@ -86,6 +86,8 @@ class Component(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Config: ClassVar[type] = None  # a frozen dataclass; fields are `--set` keys
+    libraries: ClassVar[tuple[str, ...]] = ()
+    """Distributions this component runs on (e.g. ("peft",)): each run records their versions."""
 
     def default_config(self) -> Any:
         return self.Config()

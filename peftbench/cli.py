@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import ConfigError, PeftbenchError
@@ -22,8 +23,9 @@ app.add_typer(data_app, name="data")
 suite_app = typer.Typer(no_args_is_help=True, help="Run suites: grids x seeds from a TOML file.")
 app.add_typer(suite_app, name="suite")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a long line stays one line when output is not a terminal (CI logs, `| tee`).
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_RESULTS = Path("results")
 
@@ -44,7 +46,27 @@ def _quiet_libraries() -> None:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    logging.getLogger("adapters").setLevel(logging.ERROR)
+
+
+def _settings_text(settings: list[dict]) -> str:
+    return ", ".join(f"{s['name']}={s['default']}" for s in settings)
+
+
+def _listing(comps) -> dict[str, list[dict]]:
+    from .config import TrainConfig, describe_fields
+
+    def settings(config_cls) -> list[dict]:
+        return [dict(zip(("name", "type", "default"), row)) for row in describe_fields(config_cls)]
+
+    listing: dict[str, list[dict]] = {}
+    for kind, registry in (("methods", comps.methods), ("tasks", comps.tasks), ("backbones", comps.backbones)):
+        listing[kind] = [{"name": e.name, "plugin": e.source, "description": e.component.description,
+                          "settings": settings(e.component.Config)} for e in registry]
+    for kind, registry in (("tables", comps.tables), ("executors", comps.executors)):
+        listing[kind] = [{"name": e.name, "plugin": e.source, "description": e.component.description}
+                         for e in registry]
+    listing["train settings"] = settings(TrainConfig)
+    return listing
 
 
 @app.command("list")
@@ -52,42 +74,53 @@ def list_components(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Methods, tasks, backbones and report tables, with their plugin and settings."""
-    from .config import TrainConfig, describe_fields
-
-    comps = _components()
-    listing = {}
-    for kind, registry in (("methods", comps.methods), ("tasks", comps.tasks), ("backbones", comps.backbones)):
-        listing[kind] = [
-            {"name": e.name, "plugin": e.source, "description": e.component.description,
-             "settings": [dict(zip(("name", "type", "default"), row)) for row in describe_fields(e.component.Config)]}
-            for e in registry
-        ]
-    for kind, registry in (("tables", comps.tables), ("executors", comps.executors)):
-        listing[kind] = [{"name": e.name, "plugin": e.source, "description": e.component.description}
-                         for e in registry]
-    listing["train settings"] = [dict(zip(("name", "type", "default"), row)) for row in describe_fields(TrainConfig)]
+    listing = _listing(_components())
     if as_json:
         out.print_json(json.dumps(listing))
         return
     for kind in ("methods", "tasks", "backbones", "tables", "executors"):
-        table = Table(title=kind, title_justify="left", show_lines=False)
-        with_settings = kind in ("methods", "tasks")
-        for header in ("name", "plugin", "description", *(["settings (--set key=value)"] if with_settings else [])):
-            table.add_column(header, overflow="fold")
+        table = Table(title=kind, title_justify="left", show_lines=kind in ("methods", "tasks"))
+        # A name is never cut (it is what users type); descriptions and settings wrap instead.
+        table.add_column("name", no_wrap=True, style="bold")
+        table.add_column("description (plugin)", overflow="fold", ratio=2)
+        if kind in ("methods", "tasks"):
+            table.add_column("settings (--set key=value)", overflow="fold", ratio=3)
         for item in listing[kind]:
-            settings = ", ".join(f"{s['name']}={s['default']}" for s in item.get("settings", []))
-            table.add_row(item["name"], item["plugin"], item["description"], *([settings] if with_settings else []))
+            about = f"{item['description']} [dim]({escape(item['plugin'])})[/]"
+            extra = [escape(_settings_text(item["settings"]))] if kind in ("methods", "tasks") else []
+            table.add_row(item["name"], about, *extra)
         out.print(table)
         if kind == "backbones":
             out.print("Any other --backbone value goes to the plugins' resolve_backbone hook "
-                      "(built in: a Hugging Face hub id or a local model directory).")
-    out.print("train settings (any run): " + ", ".join(f"{s['name']}={s['default']}" for s in listing["train settings"]))
+                      "(built in: a Hugging Face hub id or a local model directory).", soft_wrap=False)
+    out.print("train settings (any run): " + escape(_settings_text(listing["train settings"])), highlight=False,
+              soft_wrap=False)
+
+
+def _resolve_for_run(comps, method: str | None, task: str | None, backbone: str | None, sets: list[str],
+                     spec: Path | None, match_params: int | None):
+    from . import spec as specs
+
+    if spec is not None:
+        if method or task or backbone or sets or match_params is not None:
+            raise ConfigError("--spec holds the whole run; it cannot be combined with --method, --task, "
+                              "--backbone, --set or --match-params")
+        return specs.load_spec(comps, spec)
+    if not method or not task:
+        raise ConfigError("a run needs --method and --task (or --spec FILE)", "see `peftbench list` for names")
+    if match_params is None:
+        return specs.resolve(comps, method, task, backbone, sets)
+    resolved = specs.match_params(comps, method, task, backbone, sets, match_params)
+    b = resolved.spec.budget
+    out.print(f"budget {b.target:,}: {b.setting}={b.value} gives {b.achieved:,} method params "
+              f"({100 * b.deviation:+.2f}%)", highlight=False)
+    return resolved
 
 
 @app.command()
 def run(
-    method: Annotated[str, typer.Option("--method", "-m", help="method name (see `peftbench list`)")],
-    task: Annotated[str, typer.Option("--task", "-t", help="task name (see `peftbench list`)")],
+    method: Annotated[Optional[str], typer.Option("--method", "-m", help="method name (see `peftbench list`)")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="task name (see `peftbench list`)")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="backbone name, hub id or local dir; default: the task's")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="key=value, e.g. r=8, lr=5e-4, epochs=3")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count params and artefact size; no data, no weights")] = False,
@@ -97,42 +130,36 @@ def run(
     match_params: Annotated[Optional[int], typer.Option(help="choose the method's size setting (LoRA r, adapter "
                                                              "bottleneck) closest to this many method params "
                                                              "(head excluded)")] = None,
+    spec: Annotated[Optional[Path], typer.Option(help="a run spec (JSON) instead of --method/--task/--set; "
+                                                      "what suites hand their child runs")] = None,
 ) -> None:
     """Train, evaluate and measure one configuration; write its run record."""
     from . import runner
     from .progress import Progress
 
     _quiet_libraries()
-    sets = list(set_ or [])
-    if mixed_precision:
-        sets.append(f"mixed_precision={mixed_precision}")
+    sets = list(set_ or []) + ([f"mixed_precision={mixed_precision}"] if mixed_precision else [])
     comps = _components()
-    if match_params is not None:
-        resolved = runner.match_params(comps, method, task, backbone, sets, match_params)
-        b = resolved.budget
-        out.print(f"budget {b['target']:,}: {b['setting']}={b['value']} gives {b['achieved']:,} method params "
-                  f"({100 * b['deviation']:+.2f}%)", highlight=False)
-    else:
-        resolved = runner.resolve(comps, method, task, backbone, sets)
+    resolved = _resolve_for_run(comps, method, task, backbone, sets, spec, match_params)
     if dry_run:
         _print_dry_run(resolved, runner.dry_run(resolved))
         return
     with Progress(err, quiet=quiet) as progress:
         record, path = runner.run(comps, resolved, results, progress)
-    main = record["task"]["main_score"]
-    test = record["scores"].get("test", {})
-    out.print(f"run {record['run_id']}: test {main} {test.get(main, float('nan')):.4f}, "
-              f"trainable params {record['params']['trainable']:,}, record {path}")
+    main = record.task.main_score
+    test = record.scores.get("test", {})
+    out.print(f"run {record.run_id}: test {main} {test.get(main, float('nan')):.4f}, "
+              f"trainable params {record.params.trainable:,}, record {path}", highlight=False)
 
 
 def _print_dry_run(resolved, stages: list[dict]) -> None:
-    cfg = resolved.config
-    out.print(f"dry run: method {cfg.method}, task {cfg.task}, backbone {cfg.backbone} "
-              f"(architecture built from its config, no weights, no data); config hash {cfg.hash}", highlight=False)
+    spec = resolved.spec
+    out.print(f"dry run: method {spec.method}, task {spec.task}, backbone {spec.backbone} "
+              f"(architecture built from its config, no weights, no data); config hash {spec.hash}", highlight=False)
     for row in stages:
         p = row["params"]
         out.print(
-            f"[bold]{row['stage']}[/]: trainable params {p['trainable']:,} = adapter {p['adapter']:,} "
+            f"[bold]{escape(row['stage'])}[/]: trainable params {p['trainable']:,} = adapter {p['adapter']:,} "
             f"+ head {p['head']:,} + backbone {p['backbone_trainable']:,}; model total {p['total']:,} "
             f"({100 * p['trainable'] / p['total']:.3f}% trainable)\n"
             f"  saved artefact: {row['artifact_tensor_bytes']:,} bytes of tensors "
@@ -141,12 +168,37 @@ def _print_dry_run(resolved, stages: list[dict]) -> None:
             highlight=False)
 
 
+def _report_columns(frame, results: Path, table_name: str | None, columns: str | None, all_columns: bool):
+    """(columns, title, sort_by, frame): a named layout, the user's fields, every column, or the compact default."""
+    from .api import Column
+    from .report import compact_columns, default_columns
+
+    if table_name:
+        spec = _components().tables.get(table_name)
+        if spec.where is not None and not frame.empty:
+            frame = frame[spec.where(frame)]
+            if frame.empty:
+                raise ConfigError(f"no run in {results} fits table {table_name!r} ({spec.description})")
+        return list(spec.columns), spec.description, spec.sort_by, frame
+    if columns:
+        fields = [name.strip() for name in columns.split(",") if name.strip()]
+        short = [name.rsplit(".", 1)[-1] for name in fields]
+        # The last part of the path as header, unless two columns would share it.
+        return [Column(head if short.count(head) == 1 else name, name, digits=None)
+                for head, name in zip(short, fields)], None, None, frame
+    if frame.empty:
+        return [], None, None, frame
+    return (default_columns(frame) if all_columns else compact_columns(frame)), None, None, frame
+
+
 @app.command()
 def report(
     results: Annotated[Path, typer.Argument(help="folder of run records")] = DEFAULT_RESULTS,
     fmt: Annotated[str, typer.Option("--format", help="md, csv or json")] = "md",
     table_name: Annotated[Optional[str], typer.Option("--table", help="a named layout (see `peftbench list`)")] = None,
     columns: Annotated[Optional[str], typer.Option(help="comma-separated record fields to show")] = None,
+    all_columns: Annotated[bool, typer.Option("--all-columns", help="every varying setting, score, cost and "
+                                                                    "memory column (default: a compact table)")] = False,
     task: Annotated[Optional[str], typer.Option(help="only runs of this task")] = None,
     include_failed: Annotated[bool, typer.Option("--all", help="also failed/cancelled runs")] = False,
     fields: Annotated[bool, typer.Option("--fields", help="list the record fields usable as columns")] = False,
@@ -163,36 +215,18 @@ def report(
     """Comparison tables (Markdown) from run records."""
     from . import records
     from .api import Column
-    from .report import build_table, default_columns, provenance, stats_table, to_markdown
+    from .report import build_table, provenance, render, stats_table
 
     if fmt not in ("md", "csv", "json"):
         raise ConfigError(f"--format {fmt!r} is not md, csv or json")
-    statuses = ("success", "failed", "cancelled") if include_failed else ("success",)
-    frame = records.load_frame(results, statuses)
+    frame = records.load_frame(results, ("success", "failed", "cancelled") if include_failed else ("success",))
     if fields:
         for name in frame.columns:
             out.print(name, highlight=False)
         return
     if task is not None and not frame.empty:
         frame = frame[frame["task.name"] == task]
-    title = None
-    sort_by = None
-    if table_name:
-        spec = _components().tables.get(table_name)
-        cols = list(spec.columns)
-        title, sort_by = spec.description, spec.sort_by
-        if spec.where is not None and not frame.empty:
-            frame = frame[spec.where(frame)]
-            if frame.empty:
-                raise ConfigError(f"no run in {results} fits table {table_name!r} ({spec.description})")
-    elif columns:
-        fields = [name.strip() for name in columns.split(",") if name.strip()]
-        short = [name.rsplit(".", 1)[-1] for name in fields]
-        # The last part of the path as header, unless two columns would share it.
-        cols = [Column(head if short.count(head) == 1 else name, name, digits=None)
-                for head, name in zip(short, fields)]
-    else:
-        cols = default_columns(frame) if not frame.empty else []
+    cols, title, sort_by, frame = _report_columns(frame, results, table_name, columns, all_columns)
     if include_failed and not table_name and not columns:
         cols = [Column("status", "status"), *cols]
     if show_stats:
@@ -204,18 +238,25 @@ def report(
         from .plots import write_plots
 
         for path in write_plots(frame, plot, sweep):
-            err.print(f"wrote {path}")
-    if fmt == "md":
-        text = to_markdown(table, [*notes, *provenance(frame)], title)
-    elif fmt == "csv":
-        text = table.to_csv(index=False)
-    else:
-        text = table.to_json(orient="records", force_ascii=False, indent=2)
+            err.print(f"wrote {path}", highlight=False)
+    text = render(table, fmt, [*notes, *provenance(frame)], title)
     if output:
         output.write_text(text, encoding="utf-8")
-        err.print(f"wrote {output}")
+        err.print(f"wrote {output}", highlight=False)
     else:
         sys.stdout.write(text)
+
+
+def _data_table(task: str, splits, per_split: dict[str, dict[str, object]]) -> Table:
+    table = Table(title=f"{task}: {splits.info.get('source', '')}", title_justify="left")
+    table.add_column("")
+    for split in per_split:
+        table.add_column(split, justify="right")
+    rows = list(dict.fromkeys(k for counts in per_split.values() for k in counts))
+    for row in rows:
+        table.add_row(row, *(f"{per_split[s].get(row, 0):,}" if isinstance(per_split[s].get(row, 0), int)
+                             else str(per_split[s][row]) for s in per_split))
+    return table
 
 
 @data_app.command("check")
@@ -226,12 +267,10 @@ def data_check(
                                                          "report what encoding loses (truncation)")] = None,
 ) -> None:
     """Load a task's data and print what the loader found, per split."""
-    from .config import apply_sets, parse_sets
+    from .plugins import CommandContext
 
     _quiet_libraries()
-    comps = _components()
-    task_obj = comps.tasks.get(task)
-    cfg = apply_sets({"task": task_obj.default_config()}, parse_sets(list(set_ or [])))["task"]
+    task_obj, cfg = CommandContext(_components).task_config(task, list(set_ or []))
     splits = task_obj.load(cfg)
     per_split: dict[str, dict[str, object]] = {name: {"examples": len(examples)} for name, examples in splits.items()}
     other = {}
@@ -242,23 +281,74 @@ def data_check(
         else:
             other[key] = value
     if backbone:
-        tokenizer = comps.resolve_backbone(backbone).load(task_obj.head(cfg)).tokenizer
+        tokenizer = _components().resolve_backbone(backbone).load(task_obj.head(cfg)).tokenizer
         for split, examples in splits.items():
             encoded = task_obj.encode(examples, tokenizer, cfg)
             per_split[split].update(task_obj.encoding_report(examples, encoded, cfg))
             per_split[split]["max tokens"] = max((len(e["input_ids"]) for e in encoded), default=0)
-    table = Table(title=f"{task}: {splits.info.get('source', '')}", title_justify="left")
-    table.add_column("")
-    for split in per_split:
-        table.add_column(split, justify="right")
-    rows = list(dict.fromkeys(k for counts in per_split.values() for k in counts))
-    for row in rows:
-        table.add_row(row, *(f"{per_split[s].get(row, 0):,}" if isinstance(per_split[s].get(row, 0), int)
-                             else str(per_split[s][row]) for s in per_split))
-    out.print(table)
+    out.print(_data_table(task, splits, per_split))
     for key, value in other.items():
         if key != "source":
-            out.print(f"{key}: {value}", highlight=False)
+            out.print(f"{key}: {value}", highlight=False, markup=False)
+
+
+def _plan(file: Path, results: Path, rerun_failed: bool):
+    """The suite's runs, the ones still to run, and the plan printed as a table."""
+    from . import suite
+
+    description, planned = suite.expand(file, _components())
+    states = suite.run_states(results) if results.exists() else {}
+    table = Table(title=escape(f"{file}: {description}"), title_justify="left")
+    for header in ("#", "block", "grid point", "config hash", "state"):
+        table.add_column(header, overflow="fold")
+    todo = []
+    for number, planned_run in enumerate(planned, 1):
+        state = states.get(planned_run.hash, "todo")
+        if state in ("todo", "cancelled") or (state == "failed" and rerun_failed):
+            todo.append(planned_run)
+        label = {"success": "done", "cancelled": "interrupted (re-run)",
+                 "failed": "failed" + (" (re-run)" if rerun_failed else " (skip; --rerun-failed)")}.get(state, state)
+        table.add_row(str(number), escape(planned_run.block), escape(" ".join(planned_run.point)), planned_run.hash,
+                      escape(label))
+    done = sum(states.get(r.hash) == "success" for r in planned)
+    return planned, todo, table, done
+
+
+def _lock(results: Path):
+    import fcntl
+
+    from . import records
+
+    records.ensure_writable(results)
+    lock_file = (results / ".suite.lock").open("w")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(f"another suite is running on {results}",
+                          "wait for it, or use another --results folder") from None
+    return lock_file
+
+
+def _execute(executor, jobs: list, devices: str | None) -> list[str]:
+    """Run the jobs with a progress bar; returns the config hashes of the runs that failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+
+    failures: list[str] = []
+    with RichProgress(TextColumn("[bold]suite"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=err) as bar:
+        overall = bar.add_task("", total=len(jobs))
+
+        def on_start(job) -> None:
+            bar.update(overall, description=f"running {job.key}")
+
+        def on_done(job, code: int) -> None:
+            bar.advance(overall)
+            if code != 0:
+                failures.append(job.key)
+                err.print(f"run {job.key} failed (exit {code}); its log: {job.log}", highlight=False, markup=False)
+
+        executor.execute(jobs, on_start, on_done, devices.split(",") if devices else None)
+    return failures
 
 
 @suite_app.command("run")
@@ -271,59 +361,18 @@ def suite_run(
     devices: Annotated[Optional[str], typer.Option(help="GPU ids, one run at a time on each, e.g. 0,1")] = None,
 ) -> None:
     """Expand a suite and run what is not done yet; keeps going past failures; safe to re-run."""
-    import fcntl
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
-
     from . import suite
-    from .executor import Job
 
-    comps = _components()
-    description, planned = suite.expand(file, comps)
-    states = suite.run_states(results) if results.exists() else {}
-    table = Table(title=f"{file}: {description}", title_justify="left")
-    for header in ("#", "block", "grid point", "config hash", "state"):
-        table.add_column(header, overflow="fold")
-    todo = []
-    for number, run in enumerate(planned, 1):
-        state = states.get(run.hash, "todo")
-        will_run = state in ("todo", "cancelled") or (state == "failed" and rerun_failed)
-        if will_run:
-            todo.append(run)
-        label = {"success": "done", "cancelled": "interrupted (re-run)",
-                 "failed": "failed" + (" (re-run)" if rerun_failed else " (skip; --rerun-failed)")}.get(state, state)
-        table.add_row(str(number), run.block, " ".join(run.point), run.hash, label)
+    planned, todo, table, done = _plan(file, results, rerun_failed)
     out.print(table)
-    out.print(f"{len(planned)} runs: {sum(s == 'success' for s in map(states.get, (r.hash for r in planned)))} done, "
-              f"{len(todo)} to run", highlight=False)
+    out.print(f"{len(planned)} runs: {done} done, {len(todo)} to run", highlight=False)
     if dry_run or not todo:
         return
-    from . import records
-
-    records.ensure_writable(results)
-    lock_file = (results / ".suite.lock").open("w")
-    try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise ConfigError(f"another suite is running on {results}",
-                          "wait for it, or use another --results folder") from None
-    runner_exec = comps.executors.get(executor)
-    jobs = [Job(run.hash, tuple(run.cli_args(results)), results / "suite-logs" / f"{run.hash}.log") for run in todo]
-    failures: list[str] = []
-    with RichProgress(TextColumn("[bold]suite"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=err) as bar:
-        overall = bar.add_task("", total=len(jobs))
-
-        def on_start(job: Job) -> None:
-            bar.update(overall, description=f"running {job.key}")
-
-        def on_done(job: Job, code: int) -> None:
-            bar.advance(overall)
-            if code != 0:
-                failures.append(job.key)
-                err.print(f"run {job.key} failed (exit {code}); its log: {job.log}", highlight=False)
-
-        runner_exec.execute(jobs, on_start, on_done, devices.split(",") if devices else None)
+    lock = _lock(results)
+    runner_exec = _components().executors.get(executor)
+    jobs = [suite.job(planned_run, results) for planned_run in todo]
+    failures = _execute(runner_exec, jobs, devices)
+    lock.close()
     out.print(f"suite finished: {len(jobs) - len(failures)} succeeded, {len(failures)} failed"
               + (" (re-run with --rerun-failed after fixing)" if failures else ""), highlight=False)
     if failures:
@@ -333,7 +382,9 @@ def suite_run(
 @functools.cache
 def _add_plugin_commands() -> None:
     # Once per process: main() may run several times in one process (tests).
-    _components().manager.hook.register_commands(app=app)
+    from .plugins import CommandContext
+
+    _components().manager.hook.register_commands(app=app, context=CommandContext(_components))
 
 
 def main() -> None:
@@ -342,7 +393,7 @@ def main() -> None:
         _add_plugin_commands()
         app()
     except PeftbenchError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted (a started run's record says status cancelled)")

@@ -1,4 +1,4 @@
-"""Run configuration: frozen dataclasses, `--set key=value` parsing, config hash."""
+"""Settings: the training settings every run has, `--set key=value` parsing, the config hash."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import json
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import ConfigError
@@ -39,31 +39,6 @@ class TrainConfig:
     # Batches of similar lengths (transformers' LengthGroupedSampler): less padding still.
     group_by_length: bool = False
     save_artifact: bool = True
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    method: str
-    task: str
-    backbone: str
-    method_config: Any
-    task_config: Any
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "task": self.task,
-            "backbone": self.backbone,
-            "method_config": dataclasses.asdict(self.method_config),
-            "task_config": dataclasses.asdict(self.task_config),
-            "train": dataclasses.asdict(self.train),
-        }
-
-    @property
-    def hash(self) -> str:
-        """Stable across runs and machines: the identity a suite uses to skip done runs."""
-        return config_hash(self.to_dict())
 
 
 def config_hash(resolved: dict[str, Any]) -> str:

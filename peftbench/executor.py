@@ -19,7 +19,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,10 @@ class Job:
     log: Path  # where the run's output goes
 
 
+@runtime_checkable
 class Executor(Protocol):
+    """How a suite's runs execute. Checked when a plugin registers one."""
+
     name: str
     description: str
 

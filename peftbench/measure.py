@@ -173,7 +173,8 @@ class Stopwatch:
 
 # ------------------------------------------------------------------ environment
 
-_PACKAGES = ("torch", "transformers", "peft", "adapters", "accelerate", "tokenizers", "safetensors", "peftbench")
+# What the core itself runs on; each component adds the libraries it declares (Component.libraries).
+CORE_LIBRARIES = ("peftbench", "torch", "transformers", "accelerate")
 
 
 def _version(dist: str) -> str | None:
@@ -211,11 +212,12 @@ def device_name(device: torch.device) -> str:
     return f"cpu: {cpu} ({os.cpu_count()} logical cores, torch threads {torch.get_num_threads()})"
 
 
-def environment(device: torch.device, plugin_distributions: dict[str, str]) -> dict[str, Any]:
+def environment(device: torch.device, plugin_distributions: dict[str, str],
+                libraries: Iterable[str] = ()) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": {name: _version(name) for name in _PACKAGES},
+        "packages": {name: _version(name) for name in dict.fromkeys([*CORE_LIBRARIES, *sorted(libraries)])},
         "plugins": plugin_distributions,
         "device": device_name(device),
         "cuda": torch.version.cuda if device.type == "cuda" else None,

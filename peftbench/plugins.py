@@ -1,17 +1,21 @@
-"""Plugin manager: loads every distribution's ``peftbench`` entry points."""
+"""Plugin manager: loads every distribution's ``peftbench`` entry points into registries."""
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import pluggy
 
 from . import hookspecs
 from .api import Backbone, Method, TableSpec, Task
 from .errors import RegistryError
+from .executor import Executor, LocalExecutor
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from .spec import Resolved
 
 ENTRY_POINT_GROUP = "peftbench"
 
@@ -22,7 +26,7 @@ class Components:
     tasks: Registry[Task]
     backbones: Registry[Backbone]
     tables: Registry[TableSpec]
-    executors: Registry[Any]
+    executors: Registry[Executor]
     manager: pluggy.PluginManager
 
     def resolve_backbone(self, spec: str) -> Backbone:
@@ -32,6 +36,35 @@ class Components:
         if found is None:
             raise RegistryError(self.backbones.unknown_message(spec))
         return found
+
+
+class CommandContext:
+    """What a plugin's command may use when it runs (``register_commands``' ``context``).
+
+    The components load on first use, so adding commands costs nothing to
+    ``peftbench --help``.
+    """
+
+    def __init__(self, load: Callable[[], Components]) -> None:
+        self._load = load
+
+    @property
+    def components(self) -> Components:
+        return self._load()
+
+    def resolve(self, method: str, task: str, backbone: str | None = None,
+                sets: Sequence[str] = ()) -> "Resolved":
+        """A run's components and validated settings, exactly as ``peftbench run`` resolves them."""
+        from .spec import resolve
+
+        return resolve(self.components, method, task, backbone, list(sets))
+
+    def task_config(self, task: str, sets: Sequence[str] = ()) -> tuple[Task, Any]:
+        """A task and its settings from ``--set`` pairs (only the task's keys are accepted)."""
+        from .config import apply_sets, parse_sets
+
+        task_obj = self.components.tasks.get(task)
+        return task_obj, apply_sets({"task": task_obj.default_config()}, parse_sets(list(sets)))["task"]
 
 
 def _source_of(manager: pluggy.PluginManager, plugin: object) -> str:
@@ -50,7 +83,7 @@ def _collect(manager: pluggy.PluginManager, hook_name: str, registry: Registry, 
             if not isinstance(component, expected):
                 raise RegistryError(
                     f"{_source} registered {component!r} via {hook_name}, "
-                    f"which is not a peftbench.api.{expected.__name__}"
+                    f"which is not a peftbench.sdk.{expected.__name__}"
                 )
             registry.add(component.name, component, _source)
 
@@ -63,20 +96,22 @@ def load(extra_plugins: tuple[object, ...] = ()) -> Components:
     manager.add_hookspecs(hookspecs)
     try:
         manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        for plugin in extra_plugins:
+            manager.register(plugin)
+        manager.check_pending()  # a function named like no hook (a typo) is an error, not ignored
+    except pluggy.PluginValidationError as exc:
+        raise RegistryError(f"plugin {_source_of(manager, exc.plugin)} is invalid: {exc}",
+                            "rename the function to one of the hooks in docs/writing-plugins.md") from None
     except ValueError as exc:  # pluggy: same plugin object registered twice
         raise RegistryError(f"a peftbench plugin could not be loaded: {exc}") from exc
-    for plugin in extra_plugins:
-        manager.register(plugin)
     components = Components(Registry("method"), Registry("task"), Registry("backbone"), Registry("table"),
                             Registry("executor"), manager)
     _collect(manager, "register_methods", components.methods, Method)
     _collect(manager, "register_tasks", components.tasks, Task)
     _collect(manager, "register_backbones", components.backbones, Backbone)
     _collect(manager, "register_tables", components.tables, TableSpec)
-    from .executor import LocalExecutor
-
     components.executors.add(LocalExecutor.name, LocalExecutor(), "peftbench")
-    _collect(manager, "register_executors", components.executors, object)
+    _collect(manager, "register_executors", components.executors, Executor)
     return components
 
 

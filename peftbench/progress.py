@@ -21,7 +21,7 @@ def current() -> "Progress":
 
 class Progress:
     def __init__(self, console: Console | None = None, enabled: bool = True, quiet: bool = False) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.enabled = enabled and not quiet and self.console.is_terminal
         self.quiet = quiet
         self._bars: RichProgress | None = None

@@ -1,25 +1,186 @@
-"""Run records: one JSON file per run (versioned), per-epoch JSONL beside it.
+"""Run records: one typed RunRecord per run, one JSON file, per-epoch JSONL beside it.
 
-Layout: ``<results>/<run_id>/record.json``, ``epochs.jsonl``, ``artifact/``.
-``record.json`` is only ever replaced atomically, so a reader never sees a
-half-written record, whatever happens to the writing process.
+Layout: ``<results>/<run_id>/record.json``, ``epochs.jsonl``, ``predictions.json``,
+``artifact/``. ``record.json`` is only ever replaced atomically, so a reader never
+sees a half-written record, whatever happens to the writing process.
+
+The schema is the ``RunRecord`` dataclass below; ``docs/record.schema.json`` is
+generated from it (``python -m peftbench.records``) and a test keeps the two equal.
+Records of an older ``schema_version`` load through ``_MIGRATIONS``; a newer
+version is refused with one line.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 import os
 import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from .errors import ResultsError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RECORD_FILE = "record.json"
 EPOCHS_FILE = "epochs.jsonl"
 PREDICTIONS_FILE = "predictions.json"
+Status = Literal["running", "success", "failed", "cancelled"]
+
+
+@dataclass
+class Params:
+    """Parameters by role (see measure.count_parameters); ``trainable`` is what deploys."""
+
+    adapter: int
+    head: int
+    backbone_trainable: int
+    trainable: int
+    auxiliary: int
+    total: int
+
+
+@dataclass
+class Budget:
+    """``--match-params``: the target, the size setting chosen for it and what it achieved."""
+
+    target: int
+    setting: str
+    value: Any
+    achieved: int
+    deviation: float
+
+
+@dataclass
+class Memory:
+    """Peak memory; CUDA fields are null on CPU, NVML fields null where the driver cannot say."""
+
+    cuda_max_allocated_bytes: int | None = None
+    cuda_max_reserved_bytes: int | None = None
+    nvml_process_peak_bytes: int | None = None
+    nvml_device_used_peak_bytes: int | None = None
+    cpu_peak_rss_bytes: int | None = None
+    nvml_error: str | None = None
+
+
+@dataclass
+class StageRecord:
+    """What one training stage (e.g. TAPT's masked-LM stage, then fine-tuning) cost and chose."""
+
+    objective: str
+    train_overrides: dict[str, Any]
+    learning_rate: float
+    data_sizes: dict[str, int]
+    params: Params
+    epoch_seconds: list[float]
+    epoch_mean_seconds: float | None
+    train_seconds: float
+    best_epoch: int | None
+    stopped_because: str
+    best_dev: dict[str, Any] | None
+    model_load_seconds: float
+    backbone: dict[str, Any]
+    artifact_tensor_bytes: int
+    auxiliary_tensor_bytes: int
+    memory: Memory | None = None
+
+
+@dataclass
+class ComponentRef:
+    name: str | None = None
+    plugin: str | None = None  # the distribution (and version) that registered it
+
+
+@dataclass
+class TaskRef(ComponentRef):
+    main_score: str | None = None
+    greater_is_better: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class BackboneRef(ComponentRef):
+    info: dict[str, Any] | None = None  # as the backbone reports it: source, config, revision, ...
+
+
+@dataclass
+class Timing:
+    epoch_seconds: list[float] = field(default_factory=list)  # of the deployed stage; evaluation excluded
+    epoch_mean_seconds: float | None = None
+    train_seconds: float | None = None  # all stages, per-epoch dev evaluation included
+    run_seconds: float | None = None
+    model_load_seconds: float | None = None
+    process_start_to_first_step_seconds: float | None = None
+    startup_marks: dict[str, float] = field(default_factory=dict)  # seconds since the process started
+
+
+@dataclass
+class Artifact:
+    path: str | None = None
+    bytes: int | None = None  # on disk, what a user stores per task
+    tensor_bytes: int | None = None  # the tensors the method saves
+    auxiliary_tensor_bytes: int | None = None  # trained, then thrown away (auxiliary heads)
+    format: list[str] | None = None
+
+
+@dataclass
+class Environment:
+    python: str
+    platform: str
+    packages: dict[str, str | None]  # the core's libraries and those the run's components declare
+    plugins: dict[str, str]  # distributions that provide peftbench plugins
+    device: str
+    cuda: str | None
+    git_commit: str | None
+    hostname: str
+
+
+@dataclass
+class RunRecord:
+    """Everything one run produced. Every field exists from the start; unknown values are null."""
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str | None = None
+    pid: int | None = None  # with host: lets a resumed suite tell a live run from a killed one
+    host: str | None = None
+    status: Status = "running"
+    error: str | None = None
+    traceback: str | None = None  # only for unexpected errors (a bug), never for user mistakes
+    started_at: str | None = None
+    finished_at: str | None = None
+    config: dict[str, Any] | None = None  # the RunSpec: components and their resolved settings
+    config_hash: str | None = None
+    method: ComponentRef = field(default_factory=ComponentRef)
+    task: TaskRef = field(default_factory=TaskRef)
+    backbone: BackboneRef = field(default_factory=BackboneRef)
+    seed: int | None = None
+    budget: Budget | None = None
+    data: dict[str, Any] | None = None  # sizes per split plus what the task's loader reports
+    stages: dict[str, StageRecord] = field(default_factory=dict)  # in training order
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> score name -> value
+    best_epoch: int | None = None
+    stopped_because: str | None = None
+    params: Params | None = None
+    time: Timing = field(default_factory=Timing)
+    memory: Memory | None = None
+    artifact: Artifact = field(default_factory=Artifact)
+    inference: dict[str, Any] | None = None  # split, examples, per-mode seconds (e.g. LoRA merged/unmerged)
+    environment: Environment | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunRecord":
+        """Validated against the schema (pydantic checks every field's type)."""
+        return _adapter().validate_python(data)
+
+
+# ------------------------------------------------------------------ files
 
 
 def _clean(value: Any) -> Any:
@@ -33,12 +194,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, payload: dict[str, Any] | RunRecord) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(_clean(payload), handle, indent=2, ensure_ascii=False, allow_nan=False)
+            data = payload.to_dict() if isinstance(payload, RunRecord) else payload
+            json.dump(_clean(data), handle, indent=2, ensure_ascii=False, allow_nan=False)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -66,38 +228,6 @@ def ensure_writable(results_dir: Path) -> None:
         ) from None
 
 
-def new_record() -> dict[str, Any]:
-    """Every field exists from the start; unknown values stay null."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": None,
-        "pid": None,  # with host: lets a resumed suite tell a live run from a killed one
-        "host": None,
-        "status": "running",
-        "error": None,
-        "started_at": None,
-        "finished_at": None,
-        "config": None,
-        "config_hash": None,
-        "method": {"name": None, "plugin": None},
-        "task": {"name": None, "plugin": None, "main_score": None, "greater_is_better": {}},
-        "backbone": {"name": None, "plugin": None, "info": None},
-        "seed": None,
-        "budget": None,  # --match-params: target, setting, value chosen, achieved, deviation
-        "data": None,
-        "stages": {},  # stage name -> its cost (params, epoch times, memory, artefact bytes), in order
-        "scores": {},
-        "best_epoch": None,
-        "stopped_because": None,
-        "params": None,
-        "time": {"epoch_seconds": [], "epoch_mean_seconds": None, "train_seconds": None, "run_seconds": None,
-                 "model_load_seconds": None, "process_start_to_first_step_seconds": None},
-        "memory": None,
-        "artifact": {"path": None, "bytes": None, "tensor_bytes": None, "format": None},
-        "inference": None,
-        "environment": None,
-    }
-
 
 def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     if not results_dir.exists():
@@ -107,13 +237,10 @@ def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ResultsError(f"{path} is not a readable run record ({exc})", "delete or repair that file") from None
-        version = record.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ResultsError(
-                f"{path} has record schema version {version}, this peftbench reads version {SCHEMA_VERSION}",
-                "re-run that configuration or use the peftbench version that wrote it",
-            )
-        yield path, record
+        if not isinstance(record, dict):
+            raise ResultsError(f"{path} is not a run record (a JSON {type(record).__name__}, not an object)",
+                               "delete or repair that file")
+        yield path, migrate(record, path)
 
 
 def load_frame(results_dir: Path, statuses: tuple[str, ...] = ("success",)):
@@ -124,3 +251,100 @@ def load_frame(results_dir: Path, statuses: tuple[str, ...] = ("success",)):
     if not rows:
         return pd.DataFrame()
     return pd.json_normalize(rows)
+
+
+# ------------------------------------------------------------------ schema and migration
+
+
+@functools.cache
+def _adapter():
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(RunRecord)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a record, generated from the dataclasses above."""
+    schema = _adapter().json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema,
+            "title": f"peftbench run record (schema_version {SCHEMA_VERSION})"}
+
+
+def _v1_to_v2(record: dict[str, Any]) -> dict[str, Any]:
+    """v1 added some fields only as the run went (traceback, startup marks, auxiliary bytes)."""
+    record.setdefault("traceback", None)
+    record.setdefault("time", {}).setdefault("startup_marks", {})
+    record.setdefault("artifact", {}).setdefault("auxiliary_tensor_bytes", None)
+    for stage in (record.get("stages") or {}).values():
+        stage.setdefault("auxiliary_tensor_bytes", 0)
+    record["schema_version"] = 2
+    return record
+
+
+_MIGRATIONS = {1: _v1_to_v2}  # version -> the step to the next version
+
+
+def migrate(record: dict[str, Any], where: Path) -> dict[str, Any]:
+    """A record of any version this peftbench knows, in the current version's shape."""
+    version = record.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise ResultsError(f"{where} has record schema version {version}; this peftbench reads up to "
+                           f"{SCHEMA_VERSION}", "upgrade peftbench to report it")
+    while version != SCHEMA_VERSION:
+        if version not in _MIGRATIONS:
+            raise ResultsError(f"{where} has an unknown record schema version {version!r}",
+                               "re-run that configuration or use the peftbench version that wrote it")
+        record = _MIGRATIONS[version](record)
+        version = record["schema_version"]
+    return record
+
+
+def load_record(path: Path) -> RunRecord:
+    """One record file as a typed RunRecord (migrated from older versions)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path} is not a readable run record ({exc})", "delete or repair that file") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path} is not a run record (a JSON {type(data).__name__}, not an object)",
+                           "delete or repair that file")
+    from pydantic import ValidationError
+
+    try:
+        return RunRecord.from_dict(migrate(data, path))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ResultsError(f"{path}: {where}: {first['msg']}", "delete or repair that file") from None
+
+
+def is_known_field(path: str) -> bool:
+    """Whether a dotted path (e.g. ``scores.test.accuracy``) can exist in a record: report
+    columns are checked against the schema, not against whatever records happen to hold."""
+    annotation: Any = RunRecord
+    for part in path.split("."):
+        annotation = _without_none(annotation)
+        if annotation is Any:
+            return True
+        if dataclasses.is_dataclass(annotation):
+            hints = typing.get_type_hints(annotation)
+            if part not in hints:
+                return False
+            annotation = hints[part]
+        elif typing.get_origin(annotation) is dict:
+            annotation = typing.get_args(annotation)[1]
+        else:
+            return False
+    return True
+
+
+def _without_none(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+if __name__ == "__main__":  # python -m peftbench.records > docs/record.schema.json
+    print(json.dumps(json_schema(), indent=2))

@@ -58,6 +58,48 @@ def default_columns(frame: pd.DataFrame) -> list[Column]:
     return [c for c in columns if c.field in frame.columns]
 
 
+def _settings_label(frame: pd.DataFrame) -> pd.Series:
+    """Per run, the settings that tell it from the other runs (seed aside), e.g. ``r=8 lr=0.0005``."""
+    varying = [c for c in frame.columns if c.startswith(("config.method_config.", "config.task_config.",
+                                                         "config.train.")) and c != "config.train.seed"
+               and frame[c].dropna().map(repr).nunique() > 1]
+
+    def label(row: pd.Series) -> str:
+        return " ".join(f"{c.rsplit('.', 1)[-1]}={_setting(row[c])}" for c in varying
+                        if not (isinstance(row[c], float) and math.isnan(row[c])))
+
+    return frame.apply(label, axis=1) if varying else pd.Series([""] * len(frame), index=frame.index)
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def compact_columns(frame: pd.DataFrame) -> list[Column]:
+    """The default table: what was compared and what it scored and cost, in few columns.
+    ``--all-columns`` shows every varying setting, score, cost and memory figure instead."""
+    frame["settings"] = _settings_label(frame)
+    columns = [Column("method", "method.name"), Column("task", "task.name"), Column("backbone", "backbone.name")]
+    if frame["settings"].astype(bool).any():
+        columns.append(Column("settings", "settings"))
+    directions: dict[str, bool] = {}
+    for col in (c for c in frame.columns if c.startswith("task.greater_is_better.")):
+        if frame[col].notna().any():
+            directions.setdefault(col.rsplit(".", 1)[-1], bool(frame[col].dropna().iloc[0]))
+    mains = list(dict.fromkeys(frame["task.main_score"].dropna())) if "task.main_score" in frame else []
+    for metric in mains:
+        columns.append(Column(f"test {metric}", f"scores.test.{metric}",
+                              "higher" if directions.get(metric, True) else "lower"))
+    columns += [
+        Column("trainable params", "params.trainable", "lower", digits=0),
+        Column("size MB", "artifact.bytes", "lower", scale=1 / MB, digits=2),
+        Column("s/epoch", "time.epoch_mean_seconds", "lower", digits=1),
+    ]
+    return [c for c in columns if c.field in frame.columns]
+
+
 def _group_key(frame: pd.DataFrame) -> list[str]:
     # Runs differing only in seed form one row; a failed run never joins a successful one.
     return [c for c in frame.columns if c.startswith("config.") and c != "config.train.seed"] + (
@@ -85,6 +127,61 @@ def _welch_p(a: list[float], b: list[float]) -> float | None:
         return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def _cell(values: pd.Series, column: Column) -> tuple[str, float | None, list[float]]:
+    """One group's cell: (text, mean or None, the scaled samples)."""
+    present = values.dropna()
+    if present.empty:
+        return "", None, []
+    if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
+        scaled = present.astype(float) * column.scale
+        mean = scaled.mean()
+        text = _fmt(mean, column.digits)
+        if len(scaled) > 1 and scaled.nunique() > 1:
+            text += f" ± {_fmt(scaled.std(ddof=1), column.digits)}"
+        return text, mean, scaled.tolist()
+    distinct = dict.fromkeys(",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in present)
+    return ", ".join(distinct), None, []
+
+
+def _aggregate(groups: list[pd.DataFrame], columns: list[Column]):
+    """Rows of cells, plus per column the group means and samples (for best marks and tests)."""
+    rows: list[dict[str, Any]] = []
+    numeric: dict[str, list[float | None]] = {c.header: [] for c in columns}
+    samples: dict[str, list[list[float]]] = {c.header: [] for c in columns}
+    for group in groups:
+        row: dict[str, Any] = {}
+        for column in columns:
+            values = group[column.field] if column.field in group else pd.Series([None] * len(group))
+            if values.isna().all() and column.fallback and column.fallback in group:
+                values = group[column.fallback]
+            row[column.header], mean, scaled = _cell(values, column)
+            numeric[column.header].append(mean)
+            samples[column.header].append(scaled)
+        row["seeds"] = int(group["config.train.seed"].nunique()) if "config.train.seed" in group else 1
+        rows.append(row)
+    return rows, numeric, samples
+
+
+def _mark_best(table: pd.DataFrame, columns: list[Column], numeric, samples, alpha: float) -> bool:
+    """Bold the best of each column with a direction (when it beats the runner-up); True if any
+    best was within the noise (marked †)."""
+    within_noise = False
+    for column in columns:
+        values = numeric[column.header]
+        known = sorted({v for v in values if v is not None and not math.isnan(v)},
+                       reverse=column.better == "higher")
+        if column.better is None or len(known) < 2:
+            continue
+        best_rows = [i for i, v in enumerate(values) if v == known[0]]
+        runner_up = next(i for i, v in enumerate(values) if v == known[1])
+        p = _welch_p(samples[column.header][best_rows[0]], samples[column.header][runner_up])
+        mark = "**{}**" if p is None or p < alpha else "{} †"
+        within_noise |= p is not None and p >= alpha
+        for i in best_rows:
+            table.loc[i, column.header] = mark.format(table.loc[i, column.header])
+    return within_noise
+
+
 def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None = None,
                 require_fields: bool = True, alpha: float = 0.05,
                 baseline: str | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -107,57 +204,14 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
     frame = frame.copy()
     frame["_group"] = frame[keys].map(repr).agg("|".join, axis=1) if keys else "all"
     groups = [group for _, group in frame.groupby("_group", sort=False)]
-    rows: list[dict[str, Any]] = []
-    numeric: dict[str, list[float | None]] = {c.header: [] for c in columns}
-    samples: dict[str, list[list[float]]] = {c.header: [] for c in columns}
-    for group in groups:
-        row: dict[str, Any] = {}
-        for column in columns:
-            values = group[column.field] if column.field in group else pd.Series([None] * len(group))
-            if values.isna().all() and column.fallback and column.fallback in group:
-                values = group[column.fallback]
-            present = values.dropna()
-            samples[column.header].append([])
-            if present.empty:
-                row[column.header] = ""
-                numeric[column.header].append(None)
-            elif pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
-                scaled = present.astype(float) * column.scale
-                mean = scaled.mean()
-                numeric[column.header].append(mean)
-                samples[column.header][-1] = scaled.tolist()
-                text = _fmt(mean, column.digits)
-                if len(scaled) > 1 and scaled.nunique() > 1:
-                    text += f" ± {_fmt(scaled.std(ddof=1), column.digits)}"
-                row[column.header] = text
-            else:
-                distinct = list(dict.fromkeys(",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
-                                              for v in present))
-                row[column.header] = ", ".join(distinct)
-                numeric[column.header].append(None)
-        row["seeds"] = int(group["config.train.seed"].nunique()) if "config.train.seed" in group else 1
-        rows.append(row)
+    rows, numeric, samples = _aggregate(groups, columns)
     table = pd.DataFrame(rows)
-    notes: list[str] = []
-    within_noise = False
-    for column in columns:
-        values = numeric[column.header]
-        known = sorted({v for v in values if v is not None and not math.isnan(v)},
-                       reverse=column.better == "higher")
-        if column.better is None or len(known) < 2:
-            continue
-        best_rows = [i for i, v in enumerate(values) if v == known[0]]
-        runner_up = next(i for i, v in enumerate(values) if v == known[1])
-        p = _welch_p(samples[column.header][best_rows[0]], samples[column.header][runner_up])
-        mark = "**{}**" if p is None or p < alpha else "{} †"
-        within_noise |= p is not None and p >= alpha
-        for i in best_rows:
-            table.loc[i, column.header] = mark.format(table.loc[i, column.header])
+    within_noise = _mark_best(table, columns, numeric, samples, alpha)
     if (table["seeds"] > 1).any():
-        notes.append(f"cells: mean ± std over seeds; bold = best and different from the runner-up "
-                     f"(Welch t-test, alpha={alpha})" + ("; † = best mean but within the noise" if within_noise else ""))
+        notes = [f"cells: mean ± std over seeds; bold = best and different from the runner-up "
+                 f"(Welch t-test, alpha={alpha})" + ("; † = best mean but within the noise" if within_noise else "")]
     else:
-        notes.append("bold = best in column (single runs: no significance test possible; run several seeds)")
+        notes = ["bold = best in column (single runs: no significance test possible; run several seeds)"]
     if baseline:
         notes.append(_add_paired_columns(frame, groups, table, baseline, alpha))
     if sort_by:
@@ -259,6 +313,15 @@ def provenance(frame: pd.DataFrame) -> list[str]:
     lines.append(f"runs: {len(frame)}; size MB = 10^6 bytes of the saved artefact; time/epoch excludes evaluation, "
                  "train time includes the per-epoch dev evaluation")
     return lines
+
+
+def render(table: pd.DataFrame, fmt: str, notes: list[str], title: str | None = None) -> str:
+    """The table as md (with its notes), csv or json."""
+    if fmt == "md":
+        return to_markdown(table, notes, title)
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    return table.to_json(orient="records", force_ascii=False, indent=2)
 
 
 def to_markdown(table: pd.DataFrame, notes: list[str], title: str | None = None) -> str:

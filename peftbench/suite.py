@@ -41,34 +41,32 @@ from typing import Any
 
 from . import records
 from .errors import ConfigError
+from .executor import Job
 from .plugins import Components
-from .runner import Resolved, match_params, resolve
+from .spec import Resolved, match_params, resolve
 
 TOP_KEYS = {"description", "defaults", "runs"}
 BLOCK_KEYS = {"name", "method", "task", "backbone", "seeds", "set", "grid", "derive", "match_params"}
+SPECS_FOLDER = "suite-specs"
 
 
 @dataclass(frozen=True)
 class PlannedRun:
     block: str
-    method: str
-    task: str
-    backbone: str | None
-    sets: tuple[str, ...]
     resolved: Resolved = field(compare=False, repr=False)
     point: tuple[str, ...] = ()  # the grid values and seed that tell this run from its block siblings
 
     @property
     def hash(self) -> str:
-        return self.resolved.config.hash
+        return self.resolved.spec.hash
 
-    def cli_args(self, results: Path) -> list[str]:
-        args = ["run", "--method", self.method, "--task", self.task, "--results", str(results), "--quiet"]
-        if self.backbone:
-            args += ["--backbone", self.backbone]
-        for pair in self.sets:
-            args += ["--set", pair]
-        return args
+
+def job(run: PlannedRun, results: Path) -> Job:
+    """The run as a job for an executor: its spec written as JSON where the child process reads it."""
+    spec_file = results / SPECS_FOLDER / f"{run.hash}.json"
+    records.write_json_atomic(spec_file, run.resolved.spec.to_json())
+    args = ("run", "--spec", str(spec_file), "--results", str(results), "--quiet")
+    return Job(run.hash, args, results / "suite-logs" / f"{run.hash}.log")
 
 
 def read_suite(path: Path) -> dict[str, Any]:
@@ -92,10 +90,11 @@ def _as_cli(value: Any, where: str) -> str:
     raise ConfigError(f"{where}: {value!r} is not a number, string, boolean or list of them")
 
 
-def _check_keys(table: Any, allowed: set[str], where: str) -> dict[str, Any]:
+def _check_keys(table: Any, allowed: set[str] | None, where: str) -> dict[str, Any]:
+    """A TOML table with only ``allowed`` keys (None: any key)."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table, got {type(table).__name__}")
-    unknown = sorted(set(table) - allowed)
+    unknown = sorted(set(table) - allowed) if allowed is not None else []
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key", f"valid keys there: {', '.join(sorted(allowed))}")
     return table
@@ -110,6 +109,73 @@ def _seeds(value: Any, where: str) -> list[int]:
     return value
 
 
+@dataclass
+class _Block:
+    """One [[runs]] block, validated, with [defaults] applied."""
+
+    where: str
+    name: str
+    components: dict[str, Any]  # method, task, backbone
+    seeds: list[int | None]
+    base: dict[str, Any]  # settings every run of the block has
+    grid: dict[str, list]
+    derive: dict[str, str]
+    budget: int | None
+
+
+def _block(raw: Any, index: int, defaults: dict[str, Any]) -> _Block:
+    where = f"runs[{index}]"
+    block = _check_keys(raw, BLOCK_KEYS, where)
+    name = str(block.get("name", where))
+    merged = {k: block.get(k, defaults.get(k)) for k in ("method", "task", "backbone")}
+    for key in ("method", "task"):
+        if not isinstance(merged[key], str):
+            raise ConfigError(f"{where} ({name}): no {key}", f"set {key} = \"...\" in the block or in [defaults]")
+    base = {**_check_keys(defaults.get("set", {}), None, "defaults.set"),
+            **_check_keys(block.get("set", {}), None, f"{where}.set")}
+    grid = _check_keys(block.get("grid", {}), None, f"{where}.grid")
+    for key, values in grid.items():
+        if not isinstance(values, list):
+            raise ConfigError(f"{where}.grid.{key}: must be a list of values")
+        if not values:
+            raise ConfigError(f"{where}.grid.{key} is empty: the grid produces zero runs")
+    budget = block.get("match_params", defaults.get("match_params"))
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
+        raise ConfigError(f"{where}.match_params must be a positive integer (a parameter budget)")
+    seeds = _seeds(block.get("seeds", defaults.get("seeds")), f"{where}.seeds") or [None]
+    derive = _check_keys(block.get("derive", {}), None, f"{where}.derive")
+    return _Block(where, name, merged, seeds, base, grid, derive, budget)
+
+
+def _block_runs(block: _Block, components: Components) -> list[PlannedRun]:
+    """Every grid point x seed of a block, resolved (and sized to its budget, if it has one)."""
+    keys = list(block.grid)
+    runs = []
+    for point_values in itertools.product(*(block.grid[k] for k in keys)):
+        values = {**block.base, **dict(zip(keys, point_values))}
+        for target, source in block.derive.items():
+            if source not in values:
+                raise ConfigError(f"{block.where}.derive.{target} = {source!r}: no setting {source!r} to copy",
+                                  f"settings in this block: {', '.join(values) or 'none'}")
+            values[target] = values[source]
+        point = tuple(f"{k}={_as_cli(v, block.where)}" for k, v in zip(keys, point_values))
+        for seed in block.seeds:
+            pairs = [f"{k}={_as_cli(v, f'{block.where}: {k}')}" for k, v in values.items()]
+            pairs += [f"seed={seed}"] if seed is not None else []
+            method, task, backbone = (block.components[k] for k in ("method", "task", "backbone"))
+            try:
+                if block.budget is None:
+                    resolved = resolve(components, method, task, backbone, pairs)
+                else:  # the method's size setting is chosen to meet the parameter budget
+                    resolved = match_params(components, method, task, backbone, pairs, block.budget)
+            except ConfigError as exc:
+                raise ConfigError(f"{block.where} ({block.name}): {exc.what}", exc.fix) from None
+            budget = resolved.spec.budget
+            runs.append(PlannedRun(block.name, resolved, point + ((f"seed={seed}",) if seed is not None else ()) + (
+                (f"{budget.setting}={budget.value} (budget {block.budget:,})",) if budget else ())))
+    return runs
+
+
 def expand(path: Path, components: Components) -> tuple[str, list[PlannedRun]]:
     """The suite's description and its runs, validated (every config resolved and type-checked)."""
     suite = _check_keys(read_suite(path), TOP_KEYS, path.name)
@@ -120,57 +186,13 @@ def expand(path: Path, components: Components) -> tuple[str, list[PlannedRun]]:
     planned: list[PlannedRun] = []
     seen: dict[str, str] = {}
     for index, raw in enumerate(blocks):
-        where = f"runs[{index}]"
-        block = _check_keys(raw, BLOCK_KEYS, where)
-        name = str(block.get("name", f"runs[{index}]"))
-        merged = {k: block.get(k, defaults.get(k)) for k in ("method", "task", "backbone")}
-        for key in ("method", "task"):
-            if not isinstance(merged[key], str):
-                raise ConfigError(f"{where} ({name}): no {key}", f"set {key} = \"...\" in the block or in [defaults]")
-        seeds = _seeds(block.get("seeds", defaults.get("seeds")), f"{where}.seeds") or [None]
-        base = {**_check_keys(defaults.get("set", {}), set(defaults.get("set", {})), "defaults.set"),
-                **_check_keys(block.get("set", {}), set(block.get("set", {})), f"{where}.set")}
-        grid = _check_keys(block.get("grid", {}), set(block.get("grid", {})), f"{where}.grid")
-        for key, values in grid.items():
-            if not isinstance(values, list):
-                raise ConfigError(f"{where}.grid.{key}: must be a list of values")
-            if not values:
-                raise ConfigError(f"{where}.grid.{key} is empty: the grid produces zero runs")
-        derive = _check_keys(block.get("derive", {}), set(block.get("derive", {})), f"{where}.derive")
-        budget = block.get("match_params", defaults.get("match_params"))
-        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
-            raise ConfigError(f"{where}.match_params must be a positive integer (a parameter budget)")
-        keys = list(grid)
-        for point_values in itertools.product(*(grid[k] for k in keys)):
-            values = {**base, **dict(zip(keys, point_values))}
-            for target, source in derive.items():
-                if source not in values:
-                    raise ConfigError(f"{where}.derive.{target} = {source!r}: no setting {source!r} to copy",
-                                      f"settings in this block: {', '.join(values) or 'none'}")
-                values[target] = values[source]
-            for seed in seeds:
-                pairs = [f"{k}={_as_cli(v, f'{where}: {k}')}" for k, v in values.items()]
-                if seed is not None:
-                    pairs.append(f"seed={seed}")
-                try:
-                    if budget is None:
-                        resolved = resolve(components, merged["method"], merged["task"], merged["backbone"], pairs)
-                    else:  # the method's size setting is chosen to meet the parameter budget
-                        resolved = match_params(components, merged["method"], merged["task"], merged["backbone"],
-                                                pairs, budget)
-                        pairs.append(f"{resolved.budget['setting']}={resolved.budget['value']}")
-                except ConfigError as exc:
-                    raise ConfigError(f"{where} ({name}): {exc.what}", exc.fix) from None
-                point = tuple(f"{k}={_as_cli(v, where)}" for k, v in zip(keys, point_values)) + (
-                    (f"seed={seed}",) if seed is not None else ()) + (
-                    (f"{pairs[-1]} (budget {budget:,})",) if budget is not None else ())
-                run = PlannedRun(name, merged["method"], merged["task"], merged["backbone"], tuple(pairs), resolved,
-                                 point)
-                if run.hash in seen:
-                    raise ConfigError(f"{where} ({name}) repeats a run of {seen[run.hash]} (config hash {run.hash})",
-                                      "remove the duplicate grid value or block")
-                seen[run.hash] = f"{where} ({name})"
-                planned.append(run)
+        block = _block(raw, index, defaults)
+        for run in _block_runs(block, components):
+            if run.hash in seen:
+                raise ConfigError(f"{block.where} ({block.name}) repeats a run of {seen[run.hash]} "
+                                  f"(config hash {run.hash})", "remove the duplicate grid value or block")
+            seen[run.hash] = f"{block.where} ({block.name})"
+            planned.append(run)
     if not planned:
         raise ConfigError(f"{path} expands to zero runs")
     return str(suite.get("description", "")), planned

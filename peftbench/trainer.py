@@ -92,23 +92,59 @@ def _is_better(value: float, best: float | None, greater_is_better: bool, min_de
     return value > best + min_delta if greater_is_better else value < best - min_delta
 
 
-def fit(
-    model: torch.nn.Module,
-    method: Method,
-    method_config: Any,
-    stage: Stage,
-    task: Task,
-    task_config: Any,
-    train_loader: DataLoader,
-    dev_loader: DataLoader,
-    cfg: TrainConfig,
-    accelerator: Accelerator,
-    progress: Progress,
-    on_epoch: Callable[[dict[str, Any]], None],
-) -> FitResult:
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=method.learning_rate(method_config, stage), weight_decay=cfg.weight_decay)
-    total_steps = cfg.epochs * len(train_loader)
+@dataclass
+class FitContext:
+    """Everything one stage's training needs."""
+
+    model: torch.nn.Module  # prepared by accelerate
+    method: Method
+    method_config: Any
+    stage: Stage
+    task: Task  # the run's task, or the stage's own objective (e.g. masked-LM)
+    task_config: Any
+    train_loader: DataLoader
+    dev_loader: DataLoader
+    train: TrainConfig  # with the stage's overrides applied
+    accelerator: Accelerator
+    progress: Progress
+    on_epoch: Callable[[dict[str, Any]], None]  # called with each epoch's log entry
+
+
+@dataclass
+class _Selection:
+    """Model selection and early stopping on the dev split."""
+
+    greater: bool
+    min_delta: float
+    best_value: float | None = None
+    best_epoch: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_without_gain: int = 0
+
+    def update(self, value: float | None, epoch: int, model: torch.nn.Module) -> None:
+        if value is not None and _is_better(value, self.best_value, self.greater, self.min_delta):
+            self.best_value, self.best_epoch, self.epochs_without_gain = value, epoch, 0
+            self.best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
+                               if p.requires_grad}
+        else:
+            self.epochs_without_gain += 1
+
+    def restore(self, model: torch.nn.Module, last_epoch: int) -> None:
+        """Back to the best-on-dev weights (only what trained can differ)."""
+        if self.best_state is None or self.best_epoch == last_epoch:
+            return
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self.best_state.items():
+                named[name].copy_(value)
+
+
+def _optimizer(context: FitContext) -> tuple[list[torch.nn.Parameter], Any, Any]:
+    cfg = context.train
+    params = [p for p in context.model.parameters() if p.requires_grad]
+    lr = context.method.learning_rate(context.method_config, context.stage)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * len(context.train_loader)
     warmup = int(cfg.warmup_ratio * total_steps)
     if cfg.schedule == "linear":
         from transformers import get_linear_schedule_with_warmup
@@ -118,78 +154,65 @@ def fit(
         from transformers import get_constant_schedule_with_warmup
 
         scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
-    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
+    optimizer, scheduler = context.accelerator.prepare(optimizer, scheduler)
+    return params, optimizer, scheduler
 
+
+def fit(context: FitContext) -> FitResult:
+    """Train for up to ``train.epochs`` epochs, evaluating on dev after each; keep the best-on-dev weights."""
+    cfg, task, stage = context.train, context.task, context.stage
+    params, optimizer, scheduler = _optimizer(context)
     main = task.metadata.main_score
-    greater = cfg.monitor == "score" and task.metadata.greater_is_better.get(main, True)
-    best_value: float | None = None
-    best_epoch: int | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    epochs_without_gain = 0
-    epoch_seconds: list[float] = []
-    history: list[dict[str, Any]] = []
-    stopped_because = f"reached epochs={cfg.epochs}"
-    first_started: float | None = None
-    first_done: float | None = None
-
+    selection = _Selection(cfg.monitor == "score" and task.metadata.greater_is_better.get(main, True), cfg.min_delta)
+    result = FitResult([], None, f"reached epochs={cfg.epochs}", [])
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        running = torch.zeros((), device=accelerator.device)
-        synchronize(accelerator.device)
-        start = time.perf_counter()
-        with progress.steps(f"{stage.name} epoch {epoch}/{cfg.epochs}", len(train_loader)) as advance:
-            for step, batch in enumerate(train_loader, 1):
-                if first_started is None:
-                    first_started = time.time()
-                with accelerator.autocast():
-                    loss = method.loss(model, model_inputs(task, batch))
-                accelerator.backward(loss)
-                if cfg.grad_clip:
-                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                if first_done is None:
-                    first_done = time.time()
-                running += loss.detach().float()
-                if step % NAN_CHECK_EVERY == 0 or step == len(train_loader):
-                    if not math.isfinite(running.item()):
-                        raise TrainingError(
-                            f"loss became NaN/inf in {stage.name} epoch {epoch} by step {step}",
-                            "lower the learning rate, enable grad_clip, or use mixed_precision=no",
-                        )
-                advance()
-        synchronize(accelerator.device)
-        seconds = time.perf_counter() - start  # evaluation excluded on purpose
-        epoch_seconds.append(seconds)
-
-        dev = evaluate(model, dev_loader, task, task_config, accelerator, progress, f"{stage.name} dev {epoch}")
-        monitored = dev.scores[main] if cfg.monitor == "score" else dev.loss
-        entry = {
-            "epoch": epoch,
-            "train_loss": running.item() / max(len(train_loader), 1),
-            "epoch_seconds": seconds,
-            "dev_loss": dev.loss,
-            "dev_scores": dev.scores,
-        }
-        history.append(entry)
-        on_epoch(entry)
+        seconds, train_loss = _train_epoch(context, epoch, params, optimizer, scheduler, result)
+        result.epoch_seconds.append(seconds)
+        dev = evaluate(context.model, context.dev_loader, task, context.task_config, context.accelerator,
+                       context.progress, f"{stage.name} dev {epoch}")
+        entry = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": seconds, "dev_loss": dev.loss,
+                 "dev_scores": dev.scores}
+        result.history.append(entry)
+        context.on_epoch(entry)
         dev_loss = "n/a" if dev.loss is None else f"{dev.loss:.4f}"
-        progress.log(f"[{stage.name}] epoch {epoch}: train loss {entry['train_loss']:.4f}, dev loss {dev_loss}, "
-                     f"dev {main} {dev.scores[main]:.4f}, {seconds:.1f}s")
-        if monitored is not None and _is_better(monitored, best_value, greater, cfg.min_delta):
-            best_value, best_epoch, epochs_without_gain = monitored, epoch, 0
-            best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-        else:
-            epochs_without_gain += 1
-            if cfg.patience is not None and epochs_without_gain >= cfg.patience:
-                stopped_because = f"no dev {cfg.monitor} gain > {cfg.min_delta} for {cfg.patience} epochs"
-                break
+        context.progress.log(f"[{stage.name}] epoch {epoch}: train loss {train_loss:.4f}, dev loss {dev_loss}, "
+                             f"dev {main} {dev.scores[main]:.4f}, {seconds:.1f}s")
+        selection.update(dev.scores[main] if cfg.monitor == "score" else dev.loss, epoch, context.model)
+        if cfg.patience is not None and selection.epochs_without_gain >= cfg.patience:
+            result.stopped_because = f"no dev {cfg.monitor} gain > {cfg.min_delta} for {cfg.patience} epochs"
+            break
+    selection.restore(context.model, len(result.epoch_seconds))
+    result.best_epoch = selection.best_epoch
+    return result
 
-    if best_state is not None and best_epoch != len(epoch_seconds):
-        # Restore the best-on-dev weights (only what trained can differ).
-        named = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in best_state.items():
-                named[name].copy_(value)
-    return FitResult(epoch_seconds, best_epoch, stopped_because, history, first_started, first_done)
+
+def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
+                 result: FitResult) -> tuple[float, float]:
+    """One pass over the training data. Returns (seconds, mean train loss); evaluation excluded."""
+    cfg, accelerator, model = context.train, context.accelerator, context.model
+    model.train()
+    running = torch.zeros((), device=accelerator.device)
+    steps = len(context.train_loader)
+    synchronize(accelerator.device)
+    start = time.perf_counter()
+    with context.progress.steps(f"{context.stage.name} epoch {epoch}/{cfg.epochs}", steps) as advance:
+        for step, batch in enumerate(context.train_loader, 1):
+            if result.first_step_started_at is None:
+                result.first_step_started_at = time.time()
+            with accelerator.autocast():
+                loss = context.method.loss(model, model_inputs(context.task, batch))
+            accelerator.backward(loss)
+            if cfg.grad_clip:
+                accelerator.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if result.first_step_done_at is None:
+                result.first_step_done_at = time.time()
+            running += loss.detach().float()
+            if (step % NAN_CHECK_EVERY == 0 or step == steps) and not math.isfinite(running.item()):
+                raise TrainingError(f"loss became NaN/inf in {context.stage.name} epoch {epoch} by step {step}",
+                                    "lower the learning rate, enable grad_clip, or use mixed_precision=no")
+            advance()
+    synchronize(accelerator.device)
+    return time.perf_counter() - start, running.item() / max(steps, 1)

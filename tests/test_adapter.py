@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench import plugins, records, runner, suite
+from peftbench import plugins, records, runner, spec, suite
 from peftbench.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,7 +16,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "kwdlc"
 
 def dry(method: str, *sets: str, task: str = "livedoor-news"):
     comps = plugins.load()
-    return {r["stage"]: r for r in runner.dry_run(runner.resolve(comps, method, task, None, list(sets)))}
+    return {r["stage"]: r for r in runner.dry_run(spec.resolve(comps, method, task, None, list(sets)))}
 
 
 def test_houlsby_and_pfeiffer_counts_on_bert_base():
@@ -31,17 +31,17 @@ def test_houlsby_and_pfeiffer_counts_on_bert_base():
 @pytest.mark.parametrize(("method", "sets", "setting"), [("lora", [], "r"), ("adapter", ["config=houlsby"], "bottleneck"),
                                                          ("adapter", ["config=pfeiffer"], "bottleneck")])
 def test_match_params_within_5_percent_of_300k(method, sets, setting):
-    resolved = runner.match_params(plugins.load(), method, "livedoor-news", None, sets, 300_000)
-    budget = resolved.budget
-    assert budget["setting"] == setting and abs(budget["deviation"]) <= 0.05
-    assert getattr(resolved.config.method_config, setting) == budget["value"]
+    resolved = spec.match_params(plugins.load(), method, "livedoor-news", None, sets, 300_000)
+    budget = resolved.spec.budget
+    assert budget.setting == setting and abs(budget.deviation) <= 0.05
+    assert getattr(resolved.spec.method_config, setting) == budget.value
 
 
 def test_unreachable_budget_names_the_nearest():
     with pytest.raises(ConfigError, match="nearest reachable budget is 36,864"):
-        runner.match_params(plugins.load(), "lora", "livedoor-news", None, [], 100)
+        spec.match_params(plugins.load(), "lora", "livedoor-news", None, [], 100)
     with pytest.raises(ConfigError, match="no size setting"):
-        runner.match_params(plugins.load(), "full", "livedoor-news", None, [], 100)
+        spec.match_params(plugins.load(), "full", "livedoor-news", None, [], 100)
 
 
 @pytest.mark.parametrize(("sets", "message"), [
@@ -112,7 +112,7 @@ method = "adapter"
 config = "houlsby"
 """, encoding="utf-8")
     _, runs = suite.expand(path, plugins.load())
-    budgets = [r.resolved.budget for r in runs]
-    assert [b["setting"] for b in budgets] == ["r", "bottleneck"]
-    assert all(abs(b["deviation"]) <= 0.05 for b in budgets)
-    assert runs[1].sets[-1] == "bottleneck=8"
+    budgets = [r.resolved.spec.budget for r in runs]
+    assert [b.setting for b in budgets] == ["r", "bottleneck"]
+    assert all(abs(b.deviation) <= 0.05 for b in budgets)
+    assert runs[1].resolved.spec.method_config.bottleneck == 8

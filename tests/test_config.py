@@ -5,7 +5,8 @@ from typing import Literal
 
 import pytest
 
-from peftbench.config import RunConfig, TrainConfig, apply_sets, parse_sets, parse_value
+from peftbench.config import TrainConfig, apply_sets, parse_sets, parse_value
+from peftbench.spec import RunSpec
 from peftbench.errors import ConfigError
 
 
@@ -90,8 +91,8 @@ def test_malformed_pairs(bad):
 
 
 def test_hash_is_stable_and_sensitive():
-    a = RunConfig("m", "t", "b", MethodCfg(), TaskCfg(), TrainConfig())
-    b = RunConfig("m", "t", "b", MethodCfg(), TaskCfg(), TrainConfig())
+    a = RunSpec("m", "t", "b", MethodCfg(), TaskCfg(), TrainConfig())
+    b = RunSpec("m", "t", "b", MethodCfg(), TaskCfg(), TrainConfig())
     assert a.hash == b.hash
-    assert RunConfig("m", "t", "b", MethodCfg(r=4), TaskCfg(), TrainConfig()).hash != a.hash
-    assert RunConfig("m", "t", "b", MethodCfg(), TaskCfg(), TrainConfig(seed=1)).hash != a.hash
+    assert RunSpec("m", "t", "b", MethodCfg(r=4), TaskCfg(), TrainConfig()).hash != a.hash
+    assert RunSpec("m", "t", "b", MethodCfg(), TaskCfg(), TrainConfig(seed=1)).hash != a.hash

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import corpus_or_skip
 from peftbench import records
-from peftbench_plugins.kwdlc import IREX_TYPES, KwdlcConfig, KwdlcNer
+from peftbench_plugins.tasks.kwdlc import IREX_TYPES, KwdlcConfig, KwdlcNer
 
 
 @pytest.fixture(scope="module")

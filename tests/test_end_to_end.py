@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -202,10 +203,10 @@ def test_failed_run_keeps_a_record(sample_dir, tmp_path, cli):
 
 def test_nan_loss_stops_the_run_and_records_failure(tiny_bert, sample_dir, tmp_path):
     """A third-party method whose loss is NaN: the trainer stops, the record says failed."""
-    from peftbench import plugins, runner
+    from peftbench import plugins, runner, spec
     from peftbench.errors import TrainingError
     from peftbench.progress import Progress
-    from peftbench_plugins.full import FullFineTuning
+    from peftbench_plugins.methods.full import FullFineTuning
 
     class NaNMethod(FullFineTuning):
         name = "nan-loss"
@@ -219,7 +220,7 @@ def test_nan_loss_stops_the_run_and_records_failure(tiny_bert, sample_dir, tmp_p
             register(NaNMethod())
 
     comps = plugins.load(extra_plugins=(Plugin(),))
-    resolved = runner.resolve(comps, "nan-loss", "livedoor-news", str(tiny_bert),
+    resolved = spec.resolve(comps, "nan-loss", "livedoor-news", str(tiny_bert),
                               [f"data_dir={sample_dir}", "per_category=10", "max_length=32"])
     with pytest.raises(TrainingError, match="NaN"):
         runner.run(comps, resolved, tmp_path, Progress(quiet=True))
@@ -250,3 +251,46 @@ def test_third_party_distribution_appears_and_runs(tiny_bert, sample_dir, tmp_pa
     record = only_record(tmp_path / "r")
     assert record["method"] == {"name": "bitfit", "plugin": "peftbench-plugin-bitfit 0.1.0"}
     assert record["params"]["adapter"] > 0 and record["params"]["backbone_trainable"] == 0
+
+
+def test_records_written_validate_against_the_schema(two_runs):
+    for path, record in records.iter_records(two_runs):
+        typed = records.load_record(path)
+        assert typed.to_dict()["params"] == record["params"] and typed.environment.packages["peft" if
+                                                                typed.method.name == "lora" else "torch"]
+
+
+def test_default_report_is_compact_and_all_columns_has_the_rest(two_runs, cli):
+    compact = cli("report", str(two_runs))
+    header = next(line for line in compact.stdout.splitlines() if line.startswith("| method"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "method", "task", "backbone", "settings", "test accuracy", "trainable params", "size MB", "s/epoch"]
+    assert "lr=5e-05" in compact.stdout and "lr=0.0005" in compact.stdout  # what tells the rows apart
+    wide = cli("report", str(two_runs), "--all-columns")
+    assert "train time s" in wide.stdout and "test macro_f1" in wide.stdout and "peak RSS MiB" in wide.stdout
+
+
+def test_list_never_cuts_a_name_in_80_columns():
+    from peftbench import plugins
+
+    shown = subprocess.run([sys.executable, "-m", "peftbench.cli", "list"], capture_output=True, text=True,
+                           timeout=120, env=dict(os.environ, COLUMNS="80"))
+    assert shown.returncode == 0, shown.stderr
+    assert max(len(line) for line in shown.stdout.splitlines()) <= 80
+    comps = plugins.load()
+    for registry in (comps.methods, comps.tasks, comps.backbones, comps.tables):
+        for entry in registry:
+            assert re.search(rf"│ {re.escape(entry.name)} +│", shown.stdout), entry.name
+
+
+def test_log_lines_are_not_wrapped_when_output_is_not_a_terminal(tiny_bert, sample_dir, tmp_path):
+    """A CI log or `| tee` gets one line per epoch, however long the line."""
+    args = run_args("lora", tiny_bert, sample_dir, tmp_path / ("a-long-folder-name" * 4), "--set",
+                    "inference_repeats=0", epochs=1)
+    args.remove("--quiet")
+    shown = subprocess.run([sys.executable, "-m", "peftbench.cli", *args], capture_output=True, text=True,
+                           timeout=300, env=dict(os.environ, COLUMNS="60"))
+    assert shown.returncode == 0, shown.stderr
+    epoch = [line for line in shown.stderr.splitlines() if "epoch 1:" in line]
+    assert len(epoch) == 1 and re.search(r"dev accuracy \d\.\d{4}, [\d.]+s$", epoch[0]), shown.stderr
+    assert re.fullmatch(r"run \S+: test accuracy .*, record \S+record\.json", shown.stdout.strip()), shown.stdout

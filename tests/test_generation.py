@@ -10,7 +10,7 @@ import random
 import pytest
 
 from peftbench import records
-from peftbench_plugins.generation import Title2Article, Title2ArticleConfig, lcs_length, rouge_l_chars, text_scores
+from peftbench_plugins.tasks.generation import Title2Article, Title2ArticleConfig, lcs_length, rouge_l_chars, text_scores
 
 TASK = Title2Article()
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench import plugins, records, runner
+from peftbench import plugins, records, runner, spec
 from peftbench.errors import ConfigError, DataError
-from peftbench_plugins.kwdlc import KwdlcConfig, KwdlcNer
+from peftbench_plugins.tasks.kwdlc import KwdlcConfig, KwdlcNer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kwdlc"
 
@@ -70,7 +70,7 @@ def test_unparsable_file_names_file_and_line(tmp_path):
 def dry(method: str, *sets: str):
     comps = plugins.load()
     lora_sets = ["target=query,key,value"] if method != "full" else []
-    resolved = runner.resolve(comps, method, "kwdlc-ner", None, [*lora_sets, *sets])
+    resolved = spec.resolve(comps, method, "kwdlc-ner", None, [*lora_sets, *sets])
     return {row["stage"]: row for row in runner.dry_run(resolved)}
 
 

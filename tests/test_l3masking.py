@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from peftbench_plugins.l3masking import bert_masking, mask_probabilities, pll_word_l2r, word_spans
+from peftbench_plugins.methods.l3masking import bert_masking, mask_probabilities, pll_word_l2r, word_spans
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from safetensors import safe_open
 
 from peftbench import records
 from peftbench.plugins import default
-from peftbench.runner import dry_run, resolve
-from peftbench_plugins.multitask import structural_ids
+from peftbench.runner import dry_run
+from peftbench.spec import resolve
+from peftbench_plugins.methods.multitask import structural_ids
 
 
 def _settings(sample_tsv, *extra):
@@ -22,7 +23,7 @@ def _prepared(method, backbone, sample_tsv, sets=()):
     """The stage's objective with data loaded and encoded, a collated training batch, the model."""
     resolved = resolve(default(), method, "text-classification", str(backbone),
                        [f"data_dir={sample_tsv}", "max_length=48", *sets])
-    cfg = resolved.config
+    cfg = resolved.spec
     (stage,) = resolved.method.stages(resolved.task, cfg.task_config, cfg.method_config, resolved.backbone)
     objective = stage.objective
     splits = objective.load(cfg.task_config)
@@ -183,7 +184,7 @@ def test_class_schemes_need_one_class_per_document(tiny_bert):
     fixtures = Path(__file__).parent / "fixtures" / "kwdlc"
     resolved = resolve(default(), "mtl-ngram", "kwdlc-ner", str(tiny_bert),
                        [f"data_dir={fixtures}", "scheme=bit-label", "min_frequency=2"])
-    cfg = resolved.config
+    cfg = resolved.spec
     (stage,) = resolved.method.stages(resolved.task, cfg.task_config, cfg.method_config, resolved.backbone)
     splits = stage.objective.load(cfg.task_config)
     loaded = resolved.backbone.load(stage.head)

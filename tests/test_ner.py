@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from peftbench_plugins.ner import (IGNORE, PENALTY, bio_constraints, bio_labels, entity_spans,
+from peftbench_plugins.tasks.ner import (IGNORE, PENALTY, bio_constraints, bio_labels, entity_spans,
                                    special_token_frame, viterbi)
 
 LABELS = bio_labels(("PER", "LOC"))  # O, B-PER, I-PER, B-LOC, I-LOC
@@ -79,7 +79,7 @@ def test_special_token_frame(tiny_bert):
 def test_alignment_first_subword_carries_the_label(tiny_bert):
     from transformers import AutoTokenizer
 
-    from peftbench_plugins.kwdlc import KwdlcConfig, KwdlcNer
+    from peftbench_plugins.tasks.kwdlc import KwdlcConfig, KwdlcNer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     task = KwdlcNer()
@@ -99,7 +99,7 @@ def test_alignment_first_subword_carries_the_label(tiny_bert):
 def test_truncated_words_count_as_missed_entities(tiny_bert):
     from transformers import AutoTokenizer
 
-    from peftbench_plugins.kwdlc import KwdlcConfig, KwdlcNer
+    from peftbench_plugins.tasks.kwdlc import KwdlcConfig, KwdlcNer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     task = KwdlcNer()
@@ -123,7 +123,7 @@ def test_scores_equal_seqeval():
     from seqeval.metrics import f1_score, precision_score, recall_score
     from seqeval.scheme import IOB2
 
-    from peftbench_plugins.kwdlc import KwdlcConfig, KwdlcNer
+    from peftbench_plugins.tasks.kwdlc import KwdlcConfig, KwdlcNer
 
     refs = [["B-PERSON", "I-PERSON", "O", "B-LOCATION"], ["O", "B-DATE", "O"]]
     preds = [["B-PERSON", "I-PERSON", "O", "O"], ["O", "B-DATE", "B-DATE"]]

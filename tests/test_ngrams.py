@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from peftbench.errors import DataError
-from peftbench_plugins.ngrams import extract, extract_cached, top_per_class
+from peftbench_plugins.methods.ngrams import extract, extract_cached, top_per_class
 
 # A hand-made example in the shape of S5's scheme table. Sub-word ids; class A = 0, B = 1.
 # X = (10, 11) occurs only in A, Y = (20, 21) only in B, Z = (30, 31) in both.

@@ -4,7 +4,7 @@ import pytest
 
 from peftbench import plugins
 from peftbench.errors import RegistryError, UnknownComponentError
-from peftbench.hookspecs import hookimpl
+from peftbench.sdk import hookimpl
 from peftbench.registry import Registry
 
 
@@ -31,7 +31,7 @@ def test_builtins_come_from_entry_points():
 
 
 def test_a_plugin_cannot_silently_replace_a_builtin():
-    from peftbench_plugins.lora import Lora
+    from peftbench_plugins.methods.lora import Lora
 
     class Clash:
         @hookimpl
@@ -48,7 +48,7 @@ def test_registering_a_non_component_is_rejected():
         def register_tasks(self, register):
             register("not a task")
 
-    with pytest.raises(RegistryError, match="not a peftbench.api.Task"):
+    with pytest.raises(RegistryError, match="not a peftbench.sdk.Task"):
         plugins.load(extra_plugins=(Broken(),))
 
 

@@ -52,7 +52,7 @@ def test_existing_output_needs_overwrite_and_resume_continues(tmp_path, cli):
     assert again.code == 1 and "--overwrite" in again.stderr
     # A build interrupted during epoch 2 leaves epoch 1's checkpoint; the next call resumes from it.
     from peftbench import plugins
-    from peftbench_plugins import scratch_backbone
+    from peftbench_plugins.backbones import scratch_backbone
 
     shutil.rmtree(out)
     real_evaluate, calls = scratch_backbone.evaluate, []

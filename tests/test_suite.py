@@ -33,7 +33,7 @@ def test_s2_suite_expands_to_8_7_8_runs():
     assert blocks.count("extra-1 lora lr 5e-5") == 7
     assert blocks.count("extra-2 lora early stopping") + blocks.count("extra-2 full early stopping") == 8
     lora = next(r for r in runs if r.point == ("r=64", "seed=42"))
-    cfg = lora.resolved.config
+    cfg = lora.resolved.spec
     assert cfg.method_config.alpha == 64 and cfg.method_config.target == ("query", "value")
     assert len({r.hash for r in runs}) == 23
 
@@ -51,8 +51,8 @@ def test_derived_values_and_seeds(tmp_path):
         alpha = "r"
     """)
     _, runs = suite.expand(path, plugins.load())
-    assert [(r.resolved.config.method_config.r, r.resolved.config.method_config.alpha,
-             r.resolved.config.train.seed) for r in runs] == [(2, 2, 1), (2, 2, 2), (4, 4, 1), (4, 4, 2)]
+    assert [(r.resolved.spec.method_config.r, r.resolved.spec.method_config.alpha,
+             r.resolved.spec.train.seed) for r in runs] == [(2, 2, 1), (2, 2, 2), (4, 4, 1), (4, 4, 2)]
 
 
 @pytest.mark.parametrize(("text", "message"), [

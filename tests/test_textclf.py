@@ -7,7 +7,7 @@ import json
 import pytest
 
 from peftbench.errors import DataError
-from peftbench_plugins.textclf import TASKS, TextClassificationConfig, carve_dev, read_layout
+from peftbench_plugins.tasks.textclf import TASKS, TextClassificationConfig, carve_dev, read_layout
 
 from conftest import corpus_or_skip
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from peftbench import hookimpl
-from peftbench.api import LoadedBackbone, Method, Stage
+from peftbench.sdk import LoadedBackbone, Method, Stage, hookimpl
 
 
 @dataclass(frozen=True)

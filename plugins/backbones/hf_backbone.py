@@ -13,9 +13,7 @@ from typing import Any
 
 import torch
 
-from peftbench.api import Backbone, HeadSpec, LoadedBackbone
-from peftbench.errors import BackboneError
-from peftbench.hookspecs import hookimpl
+from peftbench.sdk import Backbone, BackboneError, HeadSpec, LoadedBackbone, hookimpl
 
 HEAD_CLASSES = {
     "sequence-classification": "AutoModelForSequenceClassification",
@@ -98,6 +96,7 @@ def head_modules(model: torch.nn.Module) -> tuple[str, ...]:
 
 
 class HuggingFaceBackbone(Backbone):
+    libraries = ("tokenizers", "safetensors")
     description = "a Hugging Face hub id or a local model directory"
 
     def __init__(self, spec: str, name: str | None = None, description: str | None = None) -> None:

@@ -35,11 +35,8 @@ import torch
 import typer
 from torch import nn
 
-from peftbench.api import Example, HeadSpec, LoadedBackbone, Method, Splits, Stage, Task
-from peftbench.datacache import encode_cached, tokenizer_fingerprint
-from peftbench.errors import BackboneError, ConfigError
-from peftbench.hookspecs import hookimpl
-from peftbench.progress import current as current_progress
+from peftbench.sdk import (BackboneError, CommandContext, ConfigError, Example, HeadSpec, LoadedBackbone, Method, Splits, Stage, Task,
+                           current_progress, encode_cached, hookimpl, tokenizer_fingerprint)
 
 from . import l3masking, ngrams
 from .adapter import BottleneckAdapter
@@ -409,6 +406,7 @@ class MultiTask(Method):
         self.Config = _config_class(inner.Config, aux)
         self.mergeable = inner.mergeable
         self.capacity = inner.capacity
+        self.libraries = (*inner.libraries, *(("tokenizers",) if aux == "ngram" else ()))
 
     def stages(self, task: Task, task_config: Any, config: Any, backbone=None) -> list[Stage]:
         if backbone is None:
@@ -458,7 +456,7 @@ def register_methods(register) -> None:
 
 
 @hookimpl
-def register_commands(app) -> None:
+def register_commands(app: typer.Typer, context: CommandContext) -> None:
     inspect_app = typer.Typer(no_args_is_help=True, help="Look at what peftbench builds from the data.")
 
     @inspect_app.command("ngrams")
@@ -476,14 +474,12 @@ def register_commands(app) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from peftbench import plugins
-        from peftbench.runner import resolve
 
         transformers.logging.set_verbosity_error()
         if order not in ("specific", "count"):
             raise ConfigError(f"unknown --order {order!r}", "choose specific or count")
-        resolved = resolve(plugins.default(), "mtl-ngram", task, backbone, list(set_ or []))
-        cfg = resolved.config
+        resolved = context.resolve("mtl-ngram", task, backbone, list(set_ or []))
+        cfg = resolved.spec
         (stage,) = resolved.method.stages(resolved.task, cfg.task_config, cfg.method_config, resolved.backbone)
         stage.objective.load(cfg.task_config)
         tokenizer = resolved.backbone.load(stage.head).tokenizer

@@ -28,10 +28,8 @@ from typing import Any, Sequence
 
 import torch
 
-from peftbench.api import Example, HeadSpec, LoadedBackbone, Splits, Task, TaskMetadata
-from peftbench.data import locate
-from peftbench.errors import ConfigError, DataError
-from peftbench.hookspecs import hookimpl
+from peftbench.sdk import (ConfigError, DataError, Example, HeadSpec, LoadedBackbone, Splits, Task, TaskMetadata,
+                           hookimpl, locate)
 
 from .livedoor import CATEGORIES, SOURCE, _articles
 
@@ -113,7 +111,7 @@ class _Words:
     @classmethod
     def split(cls, text: str) -> str:
         if cls._tagger is None:
-            from .scratch_backbone import WordSplitter
+            from ..backbones.scratch_backbone import WordSplitter
 
             cls._tagger = WordSplitter()
         return " ".join(cls._tagger("".join(text.split())))
@@ -135,6 +133,7 @@ def text_scores(hypotheses: list[str], references: list[str]) -> dict[str, float
 
 class Title2Article(Task):
     name = "livedoor-title2article"
+    libraries = ("sacrebleu", "neologdn", "fugashi", "unidic-lite")
     description = "livedoor news: generate the article body from its title (S4); chrF, BLEU, ROUGE-L"
     Config = Title2ArticleConfig
     metadata = TaskMetadata(

@@ -30,10 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 
-from peftbench.api import Example, HeadSpec, Splits, TaskMetadata
-from peftbench.data import locate
-from peftbench.errors import DataError
-from peftbench.hookspecs import hookimpl
+from peftbench.sdk import DataError, Example, HeadSpec, Splits, TaskMetadata, hookimpl, locate
 
 from .doc_classification import DocumentClassification
 

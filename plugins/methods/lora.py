@@ -13,9 +13,7 @@ from typing import Iterator
 
 import torch
 
-from peftbench.api import LoadedBackbone, Method, Stage
-from peftbench.errors import ConfigError
-from peftbench.hookspecs import hookimpl
+from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, hookimpl
 
 
 @dataclass(frozen=True)
@@ -67,6 +65,7 @@ def resolve_target(model: torch.nn.Module, target: tuple[str, ...]) -> list[str]
 class Lora(Method):
     name = "lora"
     description = "LoRA low-rank adapters (peft) on chosen linear layers + trainable task head"
+    libraries = ("peft",)
     Config = LoraSettings
     mergeable = True
     capacity = ("r", range(1, 1025))

@@ -8,11 +8,13 @@ from typing import Any, Sequence
 
 import torch
 
-from peftbench.api import Example, Task
+from peftbench.sdk import Example, Task
 
 
 class DocumentClassification(Task):
     """Examples are ``{"text": str, "label": int, ...}``; configs have ``max_length``."""
+
+    libraries = ("scikit-learn",)
 
     @abstractmethod
     def label_count(self, config: Any) -> int:

@@ -17,9 +17,7 @@ from typing import Any, Literal
 
 import torch
 
-from peftbench.api import HeadSpec, LoadedBackbone, Method, Stage
-from peftbench.errors import ConfigError
-from peftbench.hookspecs import hookimpl
+from peftbench.sdk import ConfigError, HeadSpec, LoadedBackbone, Method, Stage, hookimpl
 
 from .adapter import BottleneckAdapter
 from .lora import Lora
@@ -77,6 +75,7 @@ class Tapt(Method):
         self.Config = _tapt_config(inner.Config)
         self.mergeable = inner.mergeable
         self.capacity = inner.capacity
+        self.libraries = inner.libraries
 
     def stages(self, task, task_config, config: Any, backbone=None) -> list[Stage]:
         tapt = Stage(

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from peftbench.api import LoadedBackbone, Method, Stage
-from peftbench.hookspecs import hookimpl
+from peftbench.sdk import LoadedBackbone, Method, Stage, hookimpl
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from peftbench.api import Encoded, Example, HeadSpec, Task
+from peftbench.sdk import Encoded, Example, HeadSpec, Task
 
 IGNORE = -100
 PENALTY = -1e4  # score of a forbidden transition: large, finite (a path through O always exists)
@@ -92,6 +92,8 @@ def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
 
 class TokenClassificationTask(Task):
     """A task whose examples are {"tokens": [word, ...], "tags": [BIO tag, ...]}."""
+
+    libraries = ("seqeval",)
 
     extra_batch_keys = ("word_tags",)
 

@@ -30,9 +30,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from peftbench import records
-from peftbench.errors import ConfigError, DataError, PeftbenchError
-from peftbench.hookspecs import hookimpl
+from peftbench.sdk import (PREDICTIONS_FILE, CommandContext, Components, ConfigError, DataError, PeftbenchError,
+                           hookimpl, iter_records)
 
 SCALES = {
     "fluency": "Is the article fluent, natural Japanese?",
@@ -57,10 +56,10 @@ SHEET_COLUMNS = ["id", "title", "output", *SCALES, "comment"]
 def _generated_runs(results: Path) -> dict[str, tuple[dict, dict]]:
     """system -> (record, test predictions) of the first successful run that generated text."""
     systems: dict[str, tuple[dict, dict]] = {}
-    for path, record in sorted(records.iter_records(results), key=lambda item: item[1].get("run_id", "")):
+    for path, record in sorted(iter_records(results), key=lambda item: item[1].get("run_id", "")):
         if record.get("status") != "success":
             continue
-        predictions_path = Path(path).parent / records.PREDICTIONS_FILE
+        predictions_path = Path(path).parent / PREDICTIONS_FILE
         if not predictions_path.exists():
             continue
         test = json.loads(predictions_path.read_text(encoding="utf-8")).get("test", {})
@@ -72,23 +71,21 @@ def _generated_runs(results: Path) -> dict[str, tuple[dict, dict]]:
     return systems
 
 
-def _test_titles(record: dict) -> list[str]:
+def _test_titles(record: dict, components: Components) -> list[str]:
     """The run's test split, as titles written in the data (not as a tokenizer decodes them)."""
-    from peftbench.plugins import default
-
-    task = default().tasks.get(record["task"]["name"])
+    task = components.tasks.get(record["task"]["name"])
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in record["config"]["task_config"].items()}
     return [example["title"] for example in task.load(task.Config(**saved)).test]
 
 
-def export_sheet(results: Path, out: Path, per_system: int, seed: int) -> dict[str, Any]:
+def export_sheet(results: Path, out: Path, per_system: int, seed: int, components: Components) -> dict[str, Any]:
     systems = _generated_runs(results)
     if not systems:
         raise DataError(f"no successful generation runs with saved test outputs under {results}",
                         "run a generation task (e.g. livedoor-title2article) first")
     # Outputs are in test-split order: systems are comparable item by item when their test splits agree.
     try:
-        split_titles = {s: _test_titles(record) for s, (record, _) in systems.items()}
+        split_titles = {s: _test_titles(record, components) for s, (record, _) in systems.items()}
     except PeftbenchError as exc:
         raise DataError(f"cannot reload the runs' test data to line their outputs up ({exc})",
                         "make the data available where the runs found it (their data_dir)") from None
@@ -207,7 +204,7 @@ def markdown(rows: list[dict[str, Any]], agreement: dict[str, Any]) -> str:
 
 
 @hookimpl
-def register_commands(app) -> None:
+def register_commands(app: typer.Typer, context: CommandContext) -> None:
     human_app = typer.Typer(no_args_is_help=True, help="Blinded human rating of generated text (S4's scales).")
 
     @human_app.command("export")
@@ -218,7 +215,7 @@ def register_commands(app) -> None:
         seed: Annotated[int, typer.Option(help="draws the items, the ids and the row order")] = 0,
     ) -> None:
         """Write a blinded, shuffled rating sheet, its rubric and the key that un-blinds it."""
-        made = export_sheet(results, out, per_system, seed)
+        made = export_sheet(results, out, per_system, seed, context.components)
         typer.echo(f"wrote {out} ({made['rows']} rows: {len(made['systems'])} systems x {per_system} items), "
                    f"{out.with_suffix('.rubric.md')}; key {made['key']} (do not give it to raters)")
 

@@ -10,15 +10,14 @@ Adapters cannot be merged into the weights: inference always pays for them.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from peftbench.api import LoadedBackbone, Method, Stage
-from peftbench.errors import ConfigError
-from peftbench.hookspecs import hookimpl
+from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, hookimpl
 
 LIBRARY_CONFIGS = {"houlsby": "double_seq_bn", "pfeiffer": "seq_bn", "double_seq_bn": "double_seq_bn",
                    "seq_bn": "seq_bn"}
@@ -63,10 +62,13 @@ class BottleneckAdapter(Method):
     Config = AdapterSettings
     mergeable = False
     capacity = ("bottleneck", range(1, 4097))
+    libraries = ("adapters",)
 
     def prepare(self, loaded: LoadedBackbone, config: AdapterSettings, stage: Stage, previous=None) -> torch.nn.Module:
         import adapters
         from adapters import DoubleSeqBnConfig, SeqBnConfig
+
+        logging.getLogger("adapters").setLevel(logging.ERROR)  # its notices would bury peftbench's output
 
         model = loaded.model
         hidden = model.config.hidden_size

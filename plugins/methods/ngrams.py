@@ -34,8 +34,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from peftbench.datacache import cache_root
-from peftbench.errors import DataError
+from peftbench.sdk import DataError, cache_root
 
 SCHEMES = ("all-phrase", "disregard", "common-label", "bit-label")
 OFFSET = 0x10000  # sub-word id -> one character outside the BMP (no surrogates, no normalisation)

@@ -6,8 +6,7 @@ Each layout keeps the study's columns and units; rows are peftbench runs
 
 from __future__ import annotations
 
-from peftbench.api import Column, TableSpec
-from peftbench.hookspecs import hookimpl
+from peftbench.sdk import Column, TableSpec, hookimpl
 
 MB = 1e6
 MIB = 2**20

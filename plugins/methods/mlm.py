@@ -13,8 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-from peftbench.api import Example, Splits, Task
-from peftbench.errors import BackboneError
+from peftbench.sdk import BackboneError, Example, Splits, Task
 
 
 class MaskedLMObjective(Task):

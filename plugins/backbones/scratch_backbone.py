@@ -33,9 +33,8 @@ from typing import Annotated, Any, Optional
 import torch
 import typer
 
-from peftbench.datacache import cache_root
-from peftbench.errors import ConfigError, DataError, TrainingError
-from peftbench.hookspecs import hookimpl
+from peftbench.sdk import (CommandContext, Components, ConfigError, DataError, TrainingError, apply_sets, cache_root,
+                           field_types, hookimpl, parse_sets, parse_value)
 
 from .hf_backbone import HuggingFaceBackbone
 
@@ -98,7 +97,7 @@ class WordSplitter:
         return [word.surface for word in self.tagger(text)]
 
 
-def documents_from(corpus: str, sets: list[str], components) -> tuple[list[str], str]:
+def documents_from(corpus: str, sets: list[str], components: Components) -> tuple[list[str], str]:
     """Documents from a task's training split (+ dev/test are never used) or a folder of .txt files."""
     path = Path(corpus).expanduser()
     if path.is_dir():
@@ -113,8 +112,6 @@ def documents_from(corpus: str, sets: list[str], components) -> tuple[list[str],
     if corpus not in components.tasks:
         raise DataError(f"--corpus {corpus!r} is neither a folder nor a task",
                         f"pass a folder of .txt files or one of: {', '.join(e.name for e in components.tasks)}")
-    from peftbench.config import apply_sets, parse_sets
-
     task = components.tasks.get(corpus)
     config = apply_sets({"task": task.default_config()}, parse_sets(sets))["task"]
     splits = task.load(config)
@@ -176,7 +173,7 @@ def evaluate(model, loader) -> dict[str, float]:
 
 
 def build(corpora: list[str], sets: list[str], out: Path, preset: str, overrides: dict[str, Any], name: str | None,
-          overwrite: bool, components, log=print) -> dict[str, Any]:
+          overwrite: bool, components: Components, log=print) -> dict[str, Any]:
     from rich.progress import Progress
     from torch.utils.data import DataLoader
     from transformers import (BertConfig, BertForPreTraining, BertJapaneseTokenizer,
@@ -321,7 +318,7 @@ def register_backbones(register) -> None:
 
 
 @hookimpl
-def register_commands(app) -> None:
+def register_commands(app: typer.Typer, context: CommandContext) -> None:
     backbone_app = typer.Typer(no_args_is_help=True, help="Build backbones (pre-train a small BERT from scratch).")
 
     @backbone_app.command("build")
@@ -338,8 +335,6 @@ def register_commands(app) -> None:
         """Train a WordPiece vocabulary and pre-train a small BERT (MLM + NSP) on a corpus."""
         import transformers
 
-        from peftbench import plugins
-        from peftbench.config import field_types, parse_sets, parse_value
 
         transformers.logging.set_verbosity_error()
 
@@ -347,7 +342,7 @@ def register_commands(app) -> None:
         types = field_types(BuildConfig)
         build_overrides = {k: parse_value(v, types[k], k) for k, v in pairs.items() if k in types}
         task_sets = [f"{k}={v}" for k, v in pairs.items() if k not in types]
-        info = build(corpus, task_sets, out, preset, build_overrides, name, overwrite, plugins.default())
+        info = build(corpus, task_sets, out, preset, build_overrides, name, overwrite, context.components)
         last = info["history"][-1]["held_out"] if info["history"] else {}
         typer.echo(f"built {out}: {info['parameters']:,} parameters, vocabulary {info['vocab_size']:,}; held-out "
                    f"MLM accuracy {info['held_out_before_training']['mlm_accuracy']:.3f} -> "

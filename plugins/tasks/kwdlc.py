@@ -25,11 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from peftbench.api import Splits, TaskMetadata
-from peftbench.data import locate
-from peftbench.datacache import cache_root
-from peftbench.errors import DataError
-from peftbench.hookspecs import hookimpl
+from peftbench.sdk import DataError, Splits, TaskMetadata, cache_root, hookimpl, locate
 
 from .ner import TokenClassificationTask, entity_spans
 
@@ -149,6 +145,7 @@ def _read_ids(path: Path) -> list[str]:
 
 class KwdlcNer(TokenClassificationTask):
     name = "kwdlc-ner"
+    libraries = ("seqeval", "rhoknp")
     description = "KWDLC named entities (8 IREX types, BIO), entity-level P/R/F1 with BIO-constrained Viterbi"
     Config = KwdlcConfig
     metadata = TaskMetadata(

@@ -1,0 +1,45 @@
+"""The plugin SDK: everything a peftbench plugin may use, in one module.
+
+Plugins, built-in (``plugins/``) and outside distributions alike, import from
+here and from nowhere else in peftbench::
+
+    from peftbench.sdk import Method, Stage, LoadedBackbone, ConfigError, hookimpl
+
+What is not exported here is internal and may change without notice. The
+tutorial (docs/writing-plugins.md) builds a method and a task on it.
+"""
+
+from __future__ import annotations
+
+from .api import (Backbone, Column, Component, Encoded, Example, HeadSpec, LoadedBackbone, Method, Splits, Stage,
+                  TableSpec, Task, TaskMetadata)
+from .config import apply_sets, field_types, parse_sets, parse_value
+from .data import locate
+from .datacache import cache_root, encode_cached, tokenizer_fingerprint
+from .errors import (BackboneError, ConfigError, DataError, PeftbenchError, RegistryError, ResultsError,
+                     TrainingError)
+from .executor import Executor, Job
+from .hookspecs import hookimpl
+from .plugins import CommandContext, Components
+from .progress import Progress
+from .progress import current as current_progress
+from .records import PREDICTIONS_FILE, RunRecord, iter_records, load_record, write_json_atomic
+from .spec import Resolved, RunSpec
+
+__all__ = [
+    # contracts a plugin implements (peftbench.api)
+    "Component", "Method", "Task", "Backbone", "Stage", "HeadSpec", "TaskMetadata", "Splits", "LoadedBackbone",
+    "Example", "Encoded", "TableSpec", "Column", "Executor", "Job",
+    # registering
+    "hookimpl", "CommandContext", "Components",
+    # errors: one line and exit 1 in the CLI
+    "PeftbenchError", "ConfigError", "DataError", "BackboneError", "TrainingError", "ResultsError", "RegistryError",
+    # data location and caching
+    "locate", "cache_root", "encode_cached", "tokenizer_fingerprint",
+    # settings from `--set` pairs
+    "parse_sets", "apply_sets", "parse_value", "field_types",
+    # progress bars inside a run
+    "Progress", "current_progress",
+    # runs and their records
+    "RunSpec", "Resolved", "RunRecord", "iter_records", "load_record", "write_json_atomic", "PREDICTIONS_FILE",
+]

@@ -1,0 +1,190 @@
+"""What defines a run: the typed RunSpec, and how names + `--set` pairs resolve into one.
+
+A RunSpec names the components and holds their resolved settings; its hash is
+the run's identity (a suite skips a run whose hash already has a successful
+record). It crosses process and machine boundaries as one JSON object
+(``to_json`` / ``load_spec``), never as strings parsed again on the other side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .api import Backbone, Method, Task
+from .config import TrainConfig, apply_sets, config_hash, parse_sets
+from .errors import ConfigError
+from .plugins import Components
+from .records import Budget
+
+SPEC_FORMAT = "peftbench.run-spec/1"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    task: str
+    backbone: str
+    method_config: Any  # the method's frozen Config dataclass
+    task_config: Any  # the task's frozen Config dataclass
+    train: TrainConfig = field(default_factory=TrainConfig)
+    budget: Budget | None = None  # set by --match-params; its choice is already in method_config
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+    def config_dict(self) -> dict[str, Any]:
+        """The settings that define the run (recorded as ``config``; the hash's input)."""
+        return {
+            "method": self.method,
+            "task": self.task,
+            "backbone": self.backbone,
+            "method_config": dataclasses.asdict(self.method_config),
+            "task_config": dataclasses.asdict(self.task_config),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @functools.cached_property
+    def hash(self) -> str:
+        """Stable across runs and machines: the identity a suite uses to skip done runs."""
+        return config_hash(self.config_dict())
+
+    def to_json(self) -> dict[str, Any]:
+        budget = dataclasses.asdict(self.budget) if self.budget else None
+        return {"format": SPEC_FORMAT, **self.config_dict(), "budget": budget, "config_hash": self.hash}
+
+
+@dataclass
+class Resolved:
+    """A spec together with the components it names."""
+
+    spec: RunSpec
+    method: Method
+    task: Task
+    backbone: Backbone
+
+
+def resolve(components: Components, method: str, task: str, backbone: str | None = None,
+            sets: list[str] | None = None) -> Resolved:
+    """Names + `--set` pairs -> a validated RunSpec and the components it names."""
+    method_obj = components.methods.get(method)
+    task_obj = components.tasks.get(task)
+    backbone_name = backbone or task_obj.metadata.default_backbone
+    backbone_obj = components.resolve_backbone(backbone_name)
+    sections = apply_sets(
+        {"method": method_obj.default_config(), "task": task_obj.default_config(), "train": TrainConfig()},
+        parse_sets(sets or []),
+    )
+    spec = RunSpec(method, task, backbone_name, sections["method"], sections["task"], sections["train"])
+    return Resolved(spec, method_obj, task_obj, backbone_obj)
+
+
+# ------------------------------------------------------------------ the JSON form
+
+
+def config_from_dict(config_cls: type, values: dict[str, Any], where: str) -> Any:
+    """A Config dataclass from its JSON form (lists back to tuples), validated by its own checks."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be an object, got {type(values).__name__}")
+    hints = typing.get_type_hints(config_cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting", f"valid keys: {', '.join(sorted(hints))}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return config_cls(**converted)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def resolve_json(components: Components, data: dict[str, Any], where: str = "spec") -> Resolved:
+    """The inverse of ``RunSpec.to_json``: a spec written by this or another process."""
+    if not isinstance(data, dict) or data.get("format") != SPEC_FORMAT:
+        raise ConfigError(f"{where} is not a peftbench run spec ({SPEC_FORMAT})",
+                          "write it with `peftbench suite run` or RunSpec.to_json")
+    method_obj = components.methods.get(data["method"])
+    task_obj = components.tasks.get(data["task"])
+    spec = RunSpec(
+        data["method"], data["task"], data["backbone"],
+        config_from_dict(method_obj.Config, data["method_config"], f"{where}: method_config"),
+        config_from_dict(task_obj.Config, data["task_config"], f"{where}: task_config"),
+        config_from_dict(TrainConfig, data["train"], f"{where}: train"),
+        Budget(**data["budget"]) if data.get("budget") else None,
+    )
+    if data.get("config_hash") not in (None, spec.hash):
+        raise ConfigError(f"{where}: its settings hash to {spec.hash}, not the {data['config_hash']} it names",
+                          "the spec was edited or written by another peftbench version; write it again")
+    return Resolved(spec, method_obj, task_obj, components.resolve_backbone(data["backbone"]))
+
+
+def load_spec(components: Components, path: Path) -> Resolved:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read run spec {path} ({exc})") from None
+    return resolve_json(components, data, str(path))
+
+
+# ------------------------------------------------------------------ parameter budgets
+
+
+def match_params(components: Components, method: str, task: str, backbone: str | None, sets: list[str],
+                 target: int) -> Resolved:
+    """Resolve with the method's size setting chosen so the deployed stage's own parameters
+    (``params.adapter``: the task head is the same for every method, so it is left out) come
+    closest to ``target``. A binary search over the monotone dry-run counts (no weights),
+    skipping values the model cannot take (e.g. a bottleneck above the hidden size)."""
+    from .runner import dry_run
+
+    method_obj = components.methods.get(method)
+    if method_obj.capacity is None:
+        raise ConfigError(f"method {method!r} has no size setting to match a parameter budget",
+                          "--match-params works with methods that declare one (e.g. lora: r, adapter: bottleneck)")
+    key, allowed = method_obj.capacity[0], list(method_obj.capacity[1])
+    counted: dict[int, tuple[int, Resolved]] = {}
+
+    def size(index: int) -> int:
+        if index not in counted:
+            resolved = resolve(components, method, task, backbone, [*sets, f"{key}={allowed[index]}"])
+            counted[index] = (dry_run(resolved)[-1]["params"]["adapter"], resolved)
+        return counted[index][0]
+
+    low, high = 0, _largest_valid(size, len(allowed))
+    for edge, words in ((low, "smallest"), (high, "largest")):
+        if (edge == low and target < size(low)) or (edge == high and target > size(high)):
+            raise ConfigError(
+                f"no {key} reaches {target:,} method parameters: the {words} ({key}={allowed[edge]}) gives "
+                f"{size(edge):,}", f"the nearest reachable budget is {size(edge):,}")
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if size(middle) < target else (low, middle)
+    best = min((low, high), key=lambda i: abs(size(i) - target))
+    achieved, resolved = counted[best]
+    budget = Budget(target, key, allowed[best], achieved, (achieved - target) / target)
+    return dataclasses.replace(resolved, spec=dataclasses.replace(resolved.spec, budget=budget))
+
+
+def _largest_valid(size: typing.Callable[[int], int], n: int) -> int:
+    """The last index whose value the model accepts (valid values form a prefix)."""
+    def valid(index: int) -> bool:
+        try:
+            size(index)
+            return True
+        except ConfigError:
+            return False
+
+    if not valid(0):
+        size(0)  # re-raise: even the smallest value does not fit
+    if valid(n - 1):
+        return n - 1
+    good, bad = 0, n - 1
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        good, bad = (middle, bad) if valid(middle) else (good, middle)
+    return good

@@ -1,0 +1,1 @@
+"""CLI commands contributed by plugins (human evaluation)."""

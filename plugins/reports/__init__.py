@@ -1,0 +1,1 @@
+"""Report tables: the studies' published layouts."""

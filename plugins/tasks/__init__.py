@@ -1,0 +1,1 @@
+"""Tasks: datasets with their encoding, decoding and scores."""

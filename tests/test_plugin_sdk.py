@@ -1,0 +1,135 @@
+"""The plugin surface: every hook documented and exercised by a test plugin, typos rejected,
+executors checked against their protocol, commands given what they need."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from peftbench import hookspecs, plugins, sdk
+from peftbench.errors import RegistryError
+from peftbench.sdk import Column, HeadSpec, LoadedBackbone, TableSpec, hookimpl
+from peftbench_plugins.backbones.hf_backbone import HuggingFaceBackbone
+from peftbench_plugins.methods.full import FullFineTuning
+from peftbench_plugins.tasks.livedoor import LivedoorNews
+
+REPO = Path(__file__).resolve().parents[1]
+HOOKS = sorted(name for name, f in inspect.getmembers(hookspecs, inspect.isfunction)
+               if hasattr(f, "peftbench_spec"))
+
+
+class CopyMethod(FullFineTuning):
+    name = "sdk-test-method"
+
+
+class CopyTask(LivedoorNews):
+    name = "sdk-test-task"
+
+
+class InlineExecutor:
+    name = "sdk-test-executor"
+    description = "runs nothing; records what it was asked"
+
+    def execute(self, jobs, on_start, on_done, devices=None) -> None:
+        for job in jobs:
+            on_start(job)
+            on_done(job, 0)
+
+
+class AllHooks:
+    """A plugin that implements every hook, so each one is exercised."""
+
+    @hookimpl
+    def register_methods(self, register):
+        register(CopyMethod())
+
+    @hookimpl
+    def register_tasks(self, register):
+        register(CopyTask())
+
+    @hookimpl
+    def register_backbones(self, register):
+        register(HuggingFaceBackbone("some/local-folder", name="sdk-test-backbone"))
+
+    @hookimpl
+    def resolve_backbone(self, spec):
+        return HuggingFaceBackbone(spec, name=spec) if spec.startswith("sdk-test:") else None
+
+    @hookimpl
+    def register_tables(self, register):
+        register(TableSpec("sdk-test-table", "accuracy only", (Column("accuracy", "scores.test.accuracy"),)))
+
+    @hookimpl
+    def register_executors(self, register):
+        register(InlineExecutor())
+
+    @hookimpl
+    def register_commands(self, app, context):
+        @app.command("sdk-test-count")
+        def count() -> None:
+            typer.echo(f"{len(context.components.methods)} methods; "
+                       f"{context.resolve('sdk-test-method', 'sdk-test-task').spec.method}")
+
+
+def test_the_test_plugin_implements_every_hook():
+    assert sorted(name for name in vars(AllHooks) if not name.startswith("_")) == HOOKS
+
+
+def test_every_hook_is_documented_with_each_parameter():
+    guide = (REPO / "docs" / "writing-plugins.md").read_text(encoding="utf-8")
+    for name in HOOKS:
+        spec = getattr(hookspecs, name)
+        params = list(inspect.signature(spec).parameters)
+        assert f"### `{name}({', '.join(params)})`" in guide, name
+        assert all(f":param {p}:" in spec.__doc__ for p in params), name
+
+
+def test_every_hook_takes_effect():
+    comps = plugins.load(extra_plugins=(AllHooks(),))
+    assert "sdk-test-method" in comps.methods and "sdk-test-task" in comps.tasks
+    assert comps.backbones.get("sdk-test-backbone").spec == "some/local-folder"
+    assert comps.resolve_backbone("sdk-test:x").name == "sdk-test:x"
+    assert comps.tables.get("sdk-test-table").columns[0].field == "scores.test.accuracy"
+    ran = []
+    comps.executors.get("sdk-test-executor").execute([sdk.Job("k", ("run",), Path("log"))], ran.append,
+                                                     lambda job, code: ran.append(code))
+    assert len(ran) == 2
+    app = typer.Typer()
+    app.command("noop")(lambda: None)
+    comps.manager.hook.register_commands(app=app, context=plugins.CommandContext(lambda: comps))
+    result = CliRunner().invoke(app, ["sdk-test-count"])
+    assert result.exit_code == 0 and re.search(r"\d+ methods; sdk-test-method", result.output), result.output
+
+
+def test_a_misspelled_hook_is_an_error_naming_it():
+    class Typo:
+        @hookimpl
+        def register_method(self, register):  # missing "s"
+            register(CopyMethod())
+
+    with pytest.raises(RegistryError, match="register_method"):
+        plugins.load(extra_plugins=(Typo(),))
+
+
+def test_an_executor_without_execute_is_rejected():
+    class NotAnExecutor:
+        name = "half"
+        description = "has no execute"
+
+    class Plugin:
+        @hookimpl
+        def register_executors(self, register):
+            register(NotAnExecutor())
+
+    with pytest.raises(RegistryError, match="not a peftbench.sdk.Executor"):
+        plugins.load(extra_plugins=(Plugin(),))
+
+
+def test_the_sdk_exports_what_it_lists():
+    assert all(hasattr(sdk, name) for name in sdk.__all__)
+    assert LoadedBackbone is sdk.LoadedBackbone and HeadSpec is sdk.HeadSpec

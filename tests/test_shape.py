@@ -1,0 +1,88 @@
+"""The code's shape, as a newcomer reads it: short functions in the core, plugins that import
+only the SDK, every imported library declared, project metadata that builds without warnings."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_FUNCTION_LINES = 60
+
+
+def _python_files(*folders: str) -> list[Path]:
+    return sorted(p for folder in folders for p in (REPO / folder).rglob("*.py"))
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module a file imports (top level and inside functions); relative imports excluded."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_no_function_in_the_core_is_longer_than_a_reader_can_hold():
+    long = []
+    for path in _python_files("peftbench"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
+    assert not long, long
+
+
+def plugin_sources() -> list[Path]:
+    return [*_python_files("plugins"), REPO / "examples" / "peftbench-plugin-bitfit" / "peftbench_bitfit.py"]
+
+
+@pytest.mark.parametrize("path", plugin_sources(), ids=lambda p: str(p.relative_to(REPO)))
+def test_plugins_import_only_the_sdk(path):
+    core = {name for name in _imports(path) if name == "peftbench" or name.startswith("peftbench.")}
+    assert core <= {"peftbench.sdk"}, f"{path.name} imports {sorted(core - {'peftbench.sdk'})}"
+
+
+def _declared() -> set[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values()
+                                                for r in extra)]
+    return {re.split(r"[\s<>=~!\[;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
+def test_every_imported_library_is_declared():
+    """A library the code imports but pyproject.toml does not declare works only by accident
+    (another package pulled it in) and breaks on the next clean install."""
+    providers = importlib.metadata.packages_distributions()
+    local = {"peftbench", "peftbench_plugins"}
+    missing = {}
+    for path in _python_files("peftbench", "plugins"):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or top in local:
+                continue
+            dists = {d.lower().replace("_", "-") for d in providers.get(top, [top])}
+            if not dists & _declared():
+                missing.setdefault(top, str(path.relative_to(REPO)))
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_project_metadata_builds_without_warnings(tmp_path):
+    """`make setup` builds this metadata; a deprecation warning there is the first thing a user sees."""
+    script = ("import warnings, setuptools.build_meta as b; warnings.simplefilter('always'); "
+              f"b.prepare_metadata_for_build_wheel({str(tmp_path)!r})")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONWARNINGS="always"))
+    assert done.returncode == 0, done.stderr
+    assert "deprecat" not in (done.stdout + done.stderr).lower(), done.stderr
