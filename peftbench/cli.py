@@ -132,6 +132,8 @@ def run(
                                                              "(head excluded)")] = None,
     spec: Annotated[Optional[Path], typer.Option(help="a run spec (JSON) instead of --method/--task/--set; "
                                                       "what suites hand their child runs")] = None,
+    force: Annotated[bool, typer.Option("--force", help="run even if this configuration and seed already "
+                                                        "succeeded in --results")] = False,
 ) -> None:
     """Train, evaluate and measure one configuration; write its run record."""
     from . import runner
@@ -144,12 +146,25 @@ def run(
     if dry_run:
         _print_dry_run(resolved, runner.dry_run(resolved))
         return
+    if not force:
+        _refuse_a_second_success(results, resolved.spec.hash)
     with Progress(err, quiet=quiet) as progress:
         record, path = runner.run(comps, resolved, results, progress)
     main = record.task.main_score
     test = record.scores.get("test", {})
     out.print(f"run {record.run_id}: test {main} {test.get(main, float('nan')):.4f}, "
               f"trainable params {record.params.trainable:,}, record {path}", highlight=False)
+
+
+def _refuse_a_second_success(results: Path, config_hash: str) -> None:
+    from . import records
+
+    if not results.exists():
+        return
+    for path, record in records.iter_records(results):
+        if record.get("config_hash") == config_hash and record.get("status") == "success":
+            raise ConfigError(f"this configuration and seed already succeeded in {results} ({path.parent.name})",
+                              "pass --force to run it again (the report keeps the newest), or change the seed")
 
 
 def _print_dry_run(resolved, stages: list[dict]) -> None:
@@ -166,6 +181,26 @@ def _print_dry_run(resolved, stages: list[dict]) -> None:
             f"= {row['artifact_tensor_bytes'] / 1e6:.2f} MB (10^6 B) = {row['artifact_tensor_bytes'] / 2**20:.2f} MiB"
             + (f"\n  auxiliary (trained, not saved): {p['auxiliary']:,} params" if p.get("auxiliary") else ""),
             highlight=False)
+
+
+def _deduplicated(frame):
+    from .report import set_aside_duplicates
+
+    frame, duplicates = set_aside_duplicates(frame)
+    if duplicates:
+        err.print(f"set aside {duplicates} duplicate record(s): the same configuration and seed succeeded more "
+                  "than once; the newest of each is reported", highlight=False, markup=False)
+    return frame
+
+
+def _note_record_problems(frame) -> None:
+    from .report import runs_without_scores
+
+    missing = runs_without_scores(frame)
+    if missing:
+        err.print(f"{len(missing)} successful run(s) have no test score for their task's main score "
+                  f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); their score cells are empty",
+                  highlight=False, markup=False)
 
 
 def _report_columns(frame, results: Path, table_name: str | None, columns: str | None, all_columns: bool):
@@ -220,6 +255,7 @@ def report(
     if fmt not in ("md", "csv", "json"):
         raise ConfigError(f"--format {fmt!r} is not md, csv or json")
     frame = records.load_frame(results, ("success", "failed", "cancelled") if include_failed else ("success",))
+    _note_record_problems(frame := _deduplicated(frame))
     if fields:
         for name in frame.columns:
             out.print(name, highlight=False)
@@ -292,12 +328,12 @@ def data_check(
             out.print(f"{key}: {value}", highlight=False, markup=False)
 
 
-def _plan(file: Path, results: Path, rerun_failed: bool):
+def _plan(file: Path, results: Path, rerun_failed: bool, dry_run: bool):
     """The suite's runs, the ones still to run, and the plan printed as a table."""
     from . import suite
 
     description, planned = suite.expand(file, _components())
-    states = suite.run_states(results) if results.exists() else {}
+    states = suite.run_states(results, repair=not dry_run) if results.exists() else {}
     table = Table(title=escape(f"{file}: {description}"), title_justify="left")
     for header in ("#", "block", "grid point", "config hash", "state"):
         table.add_column(header, overflow="fold")
@@ -329,8 +365,9 @@ def _lock(results: Path):
     return lock_file
 
 
-def _execute(executor, jobs: list, devices: str | None) -> list[str]:
-    """Run the jobs with a progress bar; returns the config hashes of the runs that failed."""
+def _execute(executor, jobs: list, devices: str | None, finished: list[str]) -> list[str]:
+    """Run the jobs with a progress bar; returns the config hashes of the runs that failed
+    (``finished`` collects every run that ended, as it ends)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
 
     failures: list[str] = []
@@ -342,6 +379,7 @@ def _execute(executor, jobs: list, devices: str | None) -> list[str]:
             bar.update(overall, description=f"running {job.key}")
 
         def on_done(job, code: int) -> None:
+            finished.append(job.key)
             bar.advance(overall)
             if code != 0:
                 failures.append(job.key)
@@ -363,16 +401,24 @@ def suite_run(
     """Expand a suite and run what is not done yet; keeps going past failures; safe to re-run."""
     from . import suite
 
-    planned, todo, table, done = _plan(file, results, rerun_failed)
+    planned, todo, table, done = _plan(file, results, rerun_failed, dry_run)
     out.print(table)
     out.print(f"{len(planned)} runs: {done} done, {len(todo)} to run", highlight=False)
     if dry_run or not todo:
         return
-    lock = _lock(results)
     runner_exec = _components().executors.get(executor)
+    lock = _lock(results)
     jobs = [suite.job(planned_run, results) for planned_run in todo]
-    failures = _execute(runner_exec, jobs, devices)
-    lock.close()
+    finished: list[str] = []
+    try:
+        failures = _execute(runner_exec, jobs, devices, finished)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: {len(finished)} of {len(jobs)} runs finished, {len(jobs) - len(finished)} did not "
+                  f"(a run in flight is recorded as cancelled); `peftbench suite run {file}` runs what is left",
+                  highlight=False, markup=False)
+        raise typer.Exit(130) from None
+    finally:
+        lock.close()
     out.print(f"suite finished: {len(jobs) - len(failures)} succeeded, {len(failures)} failed"
               + (" (re-run with --rerun-failed after fixing)" if failures else ""), highlight=False)
     if failures:

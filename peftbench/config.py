@@ -40,6 +40,23 @@ class TrainConfig:
     group_by_length: bool = False
     save_artifact: bool = True
 
+    def __post_init__(self) -> None:
+        """Checked like method and task settings: at `--set` time, dry runs included."""
+        problems = [
+            (self.epochs < 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size < 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.eval_batch_size < 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
+            (self.weight_decay < 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (not 0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (self.grad_clip is not None and not self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (self.patience is not None and self.patience < 1, f"patience must be >= 1, got {self.patience}"),
+            (self.min_delta < 0, f"min_delta must be >= 0, got {self.min_delta}"),
+            (self.inference_repeats < 0, f"inference_repeats must be >= 0, got {self.inference_repeats}"),
+        ]
+        for wrong, message in problems:
+            if wrong:
+                raise ValueError(message)
+
 
 def config_hash(resolved: dict[str, Any]) -> str:
     canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)

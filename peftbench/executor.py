@@ -16,7 +16,8 @@ import queue
 import signal
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
@@ -38,7 +39,10 @@ class Executor(Protocol):
 
     def execute(self, jobs: Sequence[Job], on_start: Callable[[Job], None],
                 on_done: Callable[[Job, int], None], devices: Sequence[str] | None = None) -> None:
-        """Run every job; call on_start/on_done (with the exit code) as each starts/ends."""
+        """Run every job; call on_start/on_done (with the exit code) as each starts/ends.
+
+        On KeyboardInterrupt: start no further job, interrupt (or cancel) the ones under way,
+        and re-raise once they have stopped."""
 
 
 def _die_with_parent() -> None:
@@ -52,32 +56,70 @@ def _die_with_parent() -> None:
         pass
 
 
+def _interrupt(processes: list[subprocess.Popen], grace: float = 3.0) -> None:
+    """Ctrl-C in a terminal reached the runs too (one process group); a SIGINT sent to the suite
+    alone did not: after a grace period, interrupt the ones still running."""
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)
+
+
 class LocalExecutor:
+    """One worker thread per device slot takes the next job from a shared queue, so nothing is
+    committed ahead of time: on Ctrl-C no further job starts, the ones in flight get SIGINT (their
+    records say cancelled) and ``execute`` raises KeyboardInterrupt as soon as they have exited."""
+
     name = "local"
     description = "child processes on this machine; one run per device slot (--devices)"
 
     def execute(self, jobs: Sequence[Job], on_start: Callable[[Job], None],
                 on_done: Callable[[Job, int], None], devices: Sequence[str] | None = None) -> None:
-        slot_devices = list(devices) if devices else [None]
-        slots: queue.Queue = queue.Queue()
-        for device in slot_devices:
-            slots.put(device)
+        pending: queue.Queue[Job] = queue.Queue()
+        for job in jobs:
+            pending.put(job)
+        stop = threading.Event()
+        running: dict[str, subprocess.Popen] = {}
 
-        def work(job: Job) -> None:
-            device = slots.get()
-            try:
-                env = dict(os.environ)
-                if device is not None:
-                    env["CUDA_VISIBLE_DEVICES"] = str(device)
+        def worker(device: str | None) -> None:
+            while not stop.is_set():
+                try:
+                    job = pending.get_nowait()
+                except queue.Empty:
+                    return
                 on_start(job)
-                job.log.parent.mkdir(parents=True, exist_ok=True)
-                with job.log.open("w", encoding="utf-8") as log:
-                    code = subprocess.run([sys.executable, "-m", "peftbench.cli", *job.args], stdout=log,
-                                          stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent).returncode
-                on_done(job, code)
-            finally:
-                slots.put(device)
+                code = self._run(job, device, running)
+                if not stop.is_set():  # a run ended by the interrupt is not a failure to report
+                    on_done(job, code)
 
-        with ThreadPoolExecutor(max_workers=len(slot_devices)) as pool:
-            for future in [pool.submit(work, job) for job in jobs]:
-                future.result()
+        threads = [threading.Thread(target=worker, args=(device,), daemon=True)
+                   for device in (list(devices) if devices else [None])]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)  # a timed join lets the main thread receive KeyboardInterrupt
+        except KeyboardInterrupt:
+            stop.set()
+            _interrupt(list(running.values()))
+            for thread in threads:
+                thread.join()
+            raise
+
+    @staticmethod
+    def _run(job: Job, device: str | None, running: dict[str, subprocess.Popen]) -> int:
+        env = dict(os.environ)
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(device)
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        with job.log.open("w", encoding="utf-8") as log:
+            process = subprocess.Popen([sys.executable, "-m", "peftbench.cli", *job.args], stdout=log,
+                                       stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+            running[job.key] = process
+            try:
+                return process.wait()
+            finally:
+                running.pop(job.key, None)

@@ -194,9 +194,19 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any] | RunRecord) -> None:
+    """Write to a temporary file, then rename: readers see the old file or the new one, never half.
+    The file gets the permissions of any file the user creates (mkstemp's are 0600), so colleagues
+    on a shared results folder can read it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             data = payload.to_dict() if isinstance(payload, RunRecord) else payload
@@ -228,19 +238,24 @@ def ensure_writable(results_dir: Path) -> None:
         ) from None
 
 
+def read_record(path: Path) -> dict[str, Any]:
+    """One record file as a dict in the current schema's shape (migrated from older versions)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path} is not a readable run record ({exc})", "delete or repair that file") from None
+    if not isinstance(record, dict):
+        raise ResultsError(f"{path} is not a run record (a JSON {type(record).__name__}, not an object)",
+                           "delete or repair that file")
+    return migrate(record, path)
+
 
 def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     if not results_dir.exists():
-        raise ResultsError(f"results folder {results_dir} does not exist", "run `peftbench run ...` first or pass the right folder")
+        raise ResultsError(f"results folder {results_dir} does not exist",
+                           "run `peftbench run ...` first or pass the right folder")
     for path in sorted(results_dir.rglob(RECORD_FILE)):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ResultsError(f"{path} is not a readable run record ({exc})", "delete or repair that file") from None
-        if not isinstance(record, dict):
-            raise ResultsError(f"{path} is not a run record (a JSON {type(record).__name__}, not an object)",
-                               "delete or repair that file")
-        yield path, migrate(record, path)
+        yield path, read_record(path)
 
 
 def load_frame(results_dir: Path, statuses: tuple[str, ...] = ("success",)):
@@ -300,18 +315,12 @@ def migrate(record: dict[str, Any], where: Path) -> dict[str, Any]:
 
 
 def load_record(path: Path) -> RunRecord:
-    """One record file as a typed RunRecord (migrated from older versions)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"{path} is not a readable run record ({exc})", "delete or repair that file") from None
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path} is not a run record (a JSON {type(data).__name__}, not an object)",
-                           "delete or repair that file")
+    """One record file as a typed RunRecord, validated (migrated from older versions)."""
     from pydantic import ValidationError
 
+    data = read_record(path)
     try:
-        return RunRecord.from_dict(migrate(data, path))
+        return RunRecord.from_dict(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -100,6 +100,30 @@ def compact_columns(frame: pd.DataFrame) -> list[Column]:
     return [c for c in columns if c.field in frame.columns]
 
 
+def set_aside_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One successful record per configuration and seed (the config hash covers the seed): the newest.
+    Two records of one run (run twice, or results folders merged) would otherwise count as two seeds.
+    Returns the frame and how many records were set aside."""
+    if frame.empty or "config_hash" not in frame or "status" not in frame:
+        return frame, 0
+    success = frame["status"] == "success"
+    newest_last = frame[success].sort_values(["finished_at", "run_id"], na_position="first")
+    kept = newest_last.drop_duplicates("config_hash", keep="last")
+    return pd.concat([kept, frame[~success]]).sort_index(), int(success.sum()) - len(kept)
+
+
+def runs_without_scores(frame: pd.DataFrame) -> list[str]:
+    """Run ids of successful records with no test value for their task's main score."""
+    if frame.empty or "task.main_score" not in frame:
+        return []
+    missing = []
+    for _, row in frame.iterrows():
+        column = f"scores.test.{row['task.main_score']}"
+        if row.get("status") == "success" and (column not in frame or pd.isna(row[column])):
+            missing.append(str(row.get("run_id")))
+    return missing
+
+
 def _group_key(frame: pd.DataFrame) -> list[str]:
     # Runs differing only in seed form one row; a failed run never joins a successful one.
     return [c for c in frame.columns if c.startswith("config.") and c != "config.train.seed"] + (

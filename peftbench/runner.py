@@ -12,11 +12,14 @@ none of them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
 import platform
+import signal
 import statistics
+import threading
 import time
 import traceback
 import uuid
@@ -82,8 +85,8 @@ class _Run:
     resolved: Resolved
     record: RunRecord
     run_dir: Path
-    accelerator: Any  # accelerate.Accelerator
     progress: Progress
+    accelerator: Any = None  # accelerate.Accelerator, once set up
     marks: _Marks = field(default_factory=_Marks)
     started: float = field(default_factory=time.perf_counter)
     splits: dict[int, Splits] = field(default_factory=dict)  # per objective: a task loads its data once
@@ -117,7 +120,8 @@ def run(components: Components, resolved: Resolved, results_dir: Path, progress:
     atomically when it ends, whatever the outcome.
     """
     current = _start(components, resolved, results_dir, progress)
-    try:
+    try:  # from here on, whatever happens ends in a final record
+        _set_up(current, components)
         with PeakMemory(current.accelerator.device) as memory:
             _train_stages(current)
         _summarise(current, Memory(**memory.result))
@@ -138,9 +142,7 @@ def run(components: Components, resolved: Resolved, results_dir: Path, progress:
 
 
 def _start(components: Components, resolved: Resolved, results_dir: Path, progress: Progress) -> _Run:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
+    """The run's folder and its record, written at once with status running."""
     spec = resolved.spec
     records.ensure_writable(results_dir)
     started = dt.datetime.now(dt.timezone.utc)
@@ -161,13 +163,21 @@ def _start(components: Components, resolved: Resolved, results_dir: Path, progre
         backbone=BackboneRef(spec.backbone, source(components.backbones, spec.backbone)),
     )
     records.write_json_atomic(run_dir / records.RECORD_FILE, record)
-    current = _Run(resolved, record, run_dir, Accelerator(mixed_precision=spec.train.mixed_precision), progress)
+    return _Run(resolved, record, run_dir, progress)
+
+
+def _set_up(current: _Run, components: Components) -> None:
+    """Device, mixed precision, environment and seed."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    resolved = current.resolved
+    current.accelerator = Accelerator(mixed_precision=resolved.spec.train.mixed_precision)
     libraries = {*resolved.method.libraries, *resolved.task.libraries, *resolved.backbone.libraries}
-    record.environment = Environment(**environment(current.accelerator.device, distributions(components),
-                                                   libraries))
+    current.record.environment = Environment(**environment(current.accelerator.device, distributions(components),
+                                                           libraries))
     current.marks("run_started")
-    set_seed(spec.seed)
-    return current
+    set_seed(resolved.spec.seed)
 
 
 def _train_stages(current: _Run) -> None:
@@ -374,7 +384,20 @@ def _finish(current: _Run) -> None:
     record.time.startup_marks = current.marks.marks
     record.finished_at = dt.datetime.now(dt.timezone.utc).isoformat()
     record.time.run_seconds = time.perf_counter() - current.started
-    records.write_json_atomic(current.record_path, record)
+    with _no_interrupts():  # a second Ctrl-C must not cost the run its final record
+        records.write_json_atomic(current.record_path, record)
+
+
+@contextlib.contextmanager
+def _no_interrupts():
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if main:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 # ------------------------------------------------------------------- helpers

@@ -70,6 +70,9 @@ def job(run: PlannedRun, results: Path) -> Job:
 
 
 def read_suite(path: Path) -> dict[str, Any]:
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        raise ConfigError(f"{path}: suites are TOML files, not {path.suffix.lstrip('.').upper()}",
+                          "write it as TOML (see benchmarks/cpu-livedoor-seeds.toml)")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -77,7 +80,8 @@ def read_suite(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # its message ends with "(at line L, column C)"
-        raise ConfigError(f"{path}: invalid TOML: {exc}", "fix the syntax at that line and column") from None
+        raise ConfigError(f"{path}: invalid TOML (suites are TOML files): {exc}",
+                          "fix the syntax at that line and column") from None
 
 
 def _as_cli(value: Any, where: str) -> str:
@@ -215,7 +219,7 @@ def _alive(pid: int | None, hostname: str | None) -> bool:
     return True
 
 
-def run_states(results: Path) -> dict[str, str]:
+def run_states(results: Path, repair: bool = True) -> dict[str, str]:
     """config hash -> "success" | "running" | "failed" | "cancelled" (best status wins).
 
     A record left "running" by a process that no longer exists (killed, machine
@@ -229,9 +233,10 @@ def run_states(results: Path) -> dict[str, str]:
     for path, record in records.iter_records(results):
         status = record.get("status")
         if status == "running" and not _alive(record.get("pid"), record.get("host")):
-            record["status"] = "cancelled"
-            record["error"] = "the run's process ended without finishing (killed, or the machine stopped)"
-            records.write_json_atomic(path, record)
+            if repair:  # a dry run reports it as such and changes nothing on disk
+                record["status"] = "cancelled"
+                record["error"] = "the run's process ended without finishing (killed, or the machine stopped)"
+                records.write_json_atomic(path, record)
             status = "cancelled"
         key = record.get("config_hash")
         if key and order.get(status, 0) > order.get(states.get(key, ""), 0):

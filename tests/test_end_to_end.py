@@ -156,7 +156,7 @@ def test_second_run_uses_cached_encoding(tiny_bert, sample_dir, tmp_path, cli):
     args = run_args("lora", tiny_bert, sample_dir, tmp_path, "--set", "inference_repeats=0", epochs=1)
     args.remove("--quiet")
     first = cli(*args)
-    second = cli(*args)
+    second = cli(*args, "--force")  # the same configuration again, on purpose
     assert first.code == second.code == 0, second.stderr
     assert "(encoded)" in first.stderr and "(cached)" in second.stderr and "(encoded)" not in second.stderr
     scores = [r["scores"]["test"] for _, r in records.iter_records(tmp_path)]
@@ -226,6 +226,9 @@ def test_nan_loss_stops_the_run_and_records_failure(tiny_bert, sample_dir, tmp_p
         runner.run(comps, resolved, tmp_path, Progress(quiet=True))
     record = only_record(tmp_path)
     assert record["status"] == "failed" and "NaN" in record["error"]
+    # At once, at the step where it happened: not after the epoch, not with a score.
+    assert "at step 1 of finetune epoch 1 (last finite loss none)" in record["error"]
+    assert record["scores"] == {} and record["traceback"] is None
 
 
 def test_third_party_distribution_appears_and_runs(tiny_bert, sample_dir, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -45,6 +46,16 @@ def test_build_then_use_as_backbone(tmp_path, cli):
     assert record["data"]["unk_token_rate"]["train"] < 0.05  # its own vocabulary covers the text
 
 
+class Planted:
+    """Unpickling this would create a file: the proof that a pickle ran code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 def test_existing_output_needs_overwrite_and_resume_continues(tmp_path, cli):
     out = tmp_path / "bb"
     assert cli(*build_args(out)).code == 0
@@ -76,6 +87,15 @@ def test_existing_output_needs_overwrite_and_resume_continues(tmp_path, cli):
     with pytest.raises(ConfigError, match="interrupted build with other settings"):  # never mix two builds
         scratch_backbone.build(["livedoor-news"], [f"data_dir={SAMPLE}"], out, "tiny", dict(settings, hidden=64),
                                None, False, plugins.load(), log=logs.append)
+    # A planted pickle in place of the checkpoint is refused, not executed.
+    state = out / ".checkpoint" / "state.pt"
+    good = state.read_bytes()
+    state.write_bytes(pickle.dumps(Planted(tmp_path / "planted")))
+    with pytest.raises(ConfigError, match="holds more than tensors"):
+        scratch_backbone.build(["livedoor-news"], [f"data_dir={SAMPLE}"], out, "tiny", settings, None, False,
+                               plugins.load(), log=logs.append)
+    assert not (tmp_path / "planted").exists()
+    state.write_bytes(good)
     info = scratch_backbone.build(["livedoor-news"], [f"data_dir={SAMPLE}"], out, "tiny", settings, None, False,
                                   plugins.load(), log=logs.append)
     assert "resuming after epoch 1" in logs

@@ -148,11 +148,19 @@ class HuggingFaceBackbone(Backbone):
             return LoadedBackbone(model, None, heads(model), info)
         # Hub code runs only when the user says so (e.g. RWKV-4 World's tokenizer).
         remote = os.environ.get("PEFTBENCH_TRUST_REMOTE_CODE") == "1"
+        # Pickled weights (pytorch_model.bin) can execute code when loaded: safetensors only, unless asked.
+        pickles = os.environ.get("PEFTBENCH_ALLOW_PICKLE") == "1"
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
-            model, loading = auto.from_pretrained(source, config=config, output_loading_info=True)
+            model, loading = auto.from_pretrained(source, config=config, output_loading_info=True,
+                                                  use_safetensors=None if pickles else True)
         except OSError as exc:
-            raise BackboneError(f"cannot load backbone {self.spec!r} ({str(exc).splitlines()[0]})",
+            first = str(exc).splitlines()[0]
+            if not pickles and "safetensors" in str(exc).lower():
+                raise BackboneError(f"backbone {self.spec!r} has no safetensors weights ({first})",
+                                    "convert it (save_pretrained(..., safe_serialization=True)), or set "
+                                    "PEFTBENCH_ALLOW_PICKLE=1 to load pickled weights you trust") from None
+            raise BackboneError(f"cannot load backbone {self.spec!r} ({first})",
                                 OFFLINE_HINT.format(spec=self.spec)) from None
         info["revision"] = getattr(config, "_commit_hash", None)
         # Weights the checkpoint did not have (a new task head; an MLM head missing from a

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 import random
 import re
 import shutil
@@ -239,7 +240,11 @@ def build(corpora: list[str], sets: list[str], out: Path, preset: str, overrides
     history: list[dict[str, Any]] = []
     start_epoch = 1
     if (checkpoint / "state.pt").exists():
-        state = torch.load(checkpoint / "state.pt", weights_only=False)
+        try:  # tensors, numbers and strings only: a planted pickle cannot run code here
+            state = torch.load(checkpoint / "state.pt", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ConfigError(f"{checkpoint / 'state.pt'} holds more than tensors and settings ({exc})",
+                              "it was not written by `peftbench backbone build`: pass --overwrite") from None
         # Only more epochs may differ from the interrupted build; anything else would mix two builds.
         same = {k: v for k, v in asdict(config).items() if k != "epochs"}
         if state.get("settings", same) != same or state.get("corpus", corpus_hash) != corpus_hash:

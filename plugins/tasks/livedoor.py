@@ -72,7 +72,11 @@ def _iter_folder(root: Path) -> Iterator[tuple[str, str, str]]:
         for path in sorted(folder.glob("*.txt")):
             if path.name == "LICENSE.txt":
                 continue
-            yield folder.name, str(path), path.read_text(encoding="utf-8")
+            try:
+                yield folder.name, str(path), path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})",
+                                "convert it to UTF-8 or remove it; the livedoor corpus is UTF-8") from None
 
 
 def _iter_archive(archive: Path) -> Iterator[tuple[str, str, str]]:
@@ -86,6 +90,9 @@ def _iter_archive(archive: Path) -> Iterator[tuple[str, str, str]]:
                     continue
                 raw = tar.extractfile(member).read().decode("utf-8")
                 yield parts[-2], f"{archive}:{member.name}", raw
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{archive}:{member.name} is not UTF-8 text (byte {exc.start})",
+                        f"download the archive again from {SOURCE}") from None
     except (tarfile.TarError, OSError) as exc:
         raise DataError(f"cannot read archive {archive} ({exc})", f"download it again from {SOURCE}") from None
 

@@ -18,7 +18,8 @@ import torch
 from peftbench.sdk import Encoded, Example, HeadSpec, Task
 
 IGNORE = -100
-PENALTY = -1e4  # score of a forbidden transition: large, finite (a path through O always exists)
+PENALTY = float("-inf")  # a forbidden transition never wins; the all-O path is always allowed, so every
+# sequence keeps a finite best score (a finite penalty could be outweighed by large emission gaps)
 
 
 def bio_labels(types: Sequence[str]) -> tuple[str, ...]:

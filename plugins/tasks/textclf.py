@@ -92,15 +92,7 @@ def _read_table(path: Path) -> Raw:
                 raise DataError(f"{where(number)} is not a JSON object with `label` and `text`",
                                 "write one {\"label\": ..., \"text\": ...} object per line") from None
     elif path.suffix == ".csv":
-        reader = csv.DictReader(_read_text(path).splitlines(keepends=True))
-        if not reader.fieldnames or not {"label", "text"} <= set(reader.fieldnames):
-            raise DataError(f"{path} has columns {reader.fieldnames}, not `label` and `text`",
-                            "the first row must be a header naming a `label` and a `text` column")
-        for row in reader:
-            if row["label"] is None or row["text"] is None:
-                raise DataError(f"{where(reader.line_num)} has fewer cells than the header",
-                                "each row needs a label and a text cell (quote texts with commas)")
-            rows.append((where(reader.line_num), row["label"], row["text"]))
+        rows = _read_csv(path)
     else:
         for number, line in enumerate(_lines(path), 1):
             if not line.strip():
@@ -110,6 +102,29 @@ def _read_table(path: Path) -> Raw:
                 raise DataError(f"{where(number)} has no TAB", "each line must be `label<TAB>text`")
             rows.append((where(number), label, text))
     return rows
+
+
+def _read_csv(path: Path) -> Raw:
+    # strict: an unclosed quote is an error, not a cell that swallows the rest of the file.
+    reader = csv.DictReader(_read_text(path).splitlines(keepends=True), strict=True)
+    rows: Raw = []
+    starts = 1
+    try:
+        if not reader.fieldnames or not {"label", "text"} <= set(reader.fieldnames):
+            raise DataError(f"{path} has columns {reader.fieldnames}, not `label` and `text`",
+                            "the first row must be a header naming a `label` and a `text` column")
+        while True:
+            starts = reader.line_num + 1
+            row = next(reader, None)
+            if row is None:
+                return rows
+            if row["label"] is None or row["text"] is None:
+                raise DataError(f"{path}:{reader.line_num} has fewer cells than the header",
+                                "each row needs a label and a text cell (quote texts with commas)")
+            rows.append((f"{path}:{reader.line_num}", row["label"], row["text"]))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{starts}: not valid CSV ({exc}; a quote opened in this row is never closed?)",
+                        "quote a text that holds commas or line breaks, and double a quote inside it (\"\")")
 
 
 def _read_parallel(texts: Path, labels: Path) -> Raw:
@@ -238,8 +253,13 @@ class TextClassification(DocumentClassification):
         return layout, splits, root
 
     def labels(self, config: TextClassificationConfig) -> tuple[str, ...]:
-        _, splits, _ = self.raw_splits(config)
-        return tuple(sorted({label for _, label, _ in splits["train"]}))
+        _, splits, root = self.raw_splits(config)
+        labels = tuple(sorted({label for _, label, _ in splits["train"]}))
+        if len(labels) < 2:
+            raise DataError(f"{root}: the training documents have {len(labels)} class(es) "
+                            f"({', '.join(map(repr, labels)) or 'none'}); a classifier needs at least two",
+                            "check the label column, or point data_dir at the whole dataset")
+        return labels
 
     def head(self, config: TextClassificationConfig) -> HeadSpec:
         # The classes are the training split's, so the head needs the data (dry-runs too).

@@ -1,0 +1,226 @@
+"""Fault injection: interrupts, bad inputs, duplicates, permissions, extreme scores. What README's
+"Reliability" section promises, each kept true by a test here (SIGKILL + resume: test_suite.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from peftbench import records
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "examples" / "livedoor-sample"
+V1_RECORD = next((REPO / "tests" / "fixtures" / "records-v1").glob("*/record.json"))
+
+
+def one_line_error(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.code == 1 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------ Ctrl-C in a suite
+
+
+def two_run_suite(tmp_path: Path, tiny_bert: Path) -> Path:
+    path = tmp_path / "suite.toml"
+    path.write_text(textwrap.dedent(f"""
+        [defaults]
+        task = "livedoor-news"
+        backbone = "{tiny_bert}"
+        seeds = [1, 2]
+        [defaults.set]
+        data_dir = "{SAMPLE}"
+        per_category = 10
+        max_length = 32
+        epochs = 3
+        inference_repeats = 0
+        save_artifact = false
+        [[runs]]
+        method = "full"
+    """), encoding="utf-8")
+    return path
+
+
+def wait_for_running(results: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if results.exists() and any(r["status"] == "running" for _, r in records.iter_records(results)):
+            return
+        time.sleep(0.1)
+    process.kill()
+    pytest.fail("the suite's first run did not start in time")
+
+
+@pytest.mark.parametrize("whom", ["process group", "suite process only"])
+def test_ctrl_c_stops_the_suite_at_once(tiny_bert, tmp_path, whom):
+    """The run in flight is cancelled, no further run starts, exit 130, and a dry run after it
+    shows the plan without touching any record."""
+    path, results = two_run_suite(tmp_path, tiny_bert), tmp_path / "results"
+    command = [sys.executable, "-m", "peftbench.cli", "suite", "run", str(path), "--results", str(results)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    wait_for_running(results, process)
+    interrupted = time.time()
+    if whom == "process group":  # what a terminal's Ctrl-C does
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert time.time() - interrupted < 20, "the suite went on after Ctrl-C"
+    assert "interrupted: 0 of 2 runs finished" in stderr
+    found = [r for _, r in records.iter_records(results)]
+    assert [r["status"] for r in found] == ["cancelled"] and "interrupted" in found[0]["error"]
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*.json")}
+    plan = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0 and "2 runs: 0 done, 2 to run" in plan.stdout, plan.stderr
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*.json")} == before  # a dry run writes nothing
+
+
+# ------------------------------------------------------------------ bad inputs: one line each
+
+
+def livedoor_with_a_latin1_article(tmp_path: Path) -> Path:
+    root = tmp_path / "livedoor"
+    shutil.copytree(SAMPLE, root)
+    (root / "sports-watch" / "sports-watch-0000000.txt").write_bytes("http://x\n2012\nタイトル".encode("cp932"))
+    return root
+
+
+def csv_with_an_unclosed_quote(tmp_path: Path) -> Path:
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.csv").write_text('label,text\na,"one, two\nb,three\na,four\n', encoding="utf-8")
+    return tmp_path
+
+
+def tsv_with_one_class(tmp_path: Path) -> Path:
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.tsv").write_text("a\tone\na\ttwo\na\tthree\n", encoding="utf-8")
+    return tmp_path
+
+
+def pickle_only_backbone(tmp_path: Path) -> Path:
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path / "pickled"
+    config = BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)
+    BertModel(config).save_pretrained(folder, safe_serialization=False)
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"]) + "\n")
+    return folder
+
+
+def suite_text(tmp_path: Path, name: str, text: str) -> Path:
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    return tmp_path / name
+
+
+BAD_INPUTS = {
+    "livedoor non-UTF-8 article": (lambda t: ["data", "check", "livedoor-news", "--set",
+                                             f"data_dir={livedoor_with_a_latin1_article(t)}"],
+                                   "sports-watch-0000000.txt is not UTF-8"),
+    "batch_size=0 (dry run too)": (lambda t: ["run", "-m", "lora", "-t", "livedoor-news", "--set", "batch_size=0",
+                                              "--dry-run"], "batch_size must be >= 1"),
+    "epochs=0": (lambda t: ["run", "-m", "full", "-t", "livedoor-news", "--set", "epochs=0", "--dry-run"],
+                 "epochs must be >= 1"),
+    "csv unclosed quote": (lambda t: ["data", "check", "text-classification", "--set",
+                                      f"data_dir={csv_with_an_unclosed_quote(t)}"], "train.csv:2: not valid CSV"),
+    "one training class": (lambda t: ["data", "check", "text-classification", "--set",
+                                      f"data_dir={tsv_with_one_class(t)}"], "a classifier needs at least two"),
+    "empty suite": (lambda t: ["suite", "run", str(suite_text(t, "empty.toml", ""))], "no [[runs]] blocks"),
+    "yaml suite": (lambda t: ["suite", "run", str(suite_text(t, "s.yaml", "runs:\n  - method: lora\n"))],
+                   "suites are TOML files, not YAML"),
+    "garbled spec": (lambda t: ["run", "--spec", str(suite_text(t, "spec.json", "{nope"))], "cannot read run spec"),
+    "pickle-only backbone": (lambda t: ["run", "-m", "full", "-t", "livedoor-news", "--backbone",
+                                        str(pickle_only_backbone(t)), "--set", f"data_dir={SAMPLE}",
+                                        "--set", "per_category=10", "--results", str(t / "r"), "--quiet"],
+                             "PEFTBENCH_ALLOW_PICKLE=1"),
+    "unwritable results folder": (lambda t: ["run", "-m", "full", "-t", "livedoor-news", "--backbone", "minilm-l6",
+                                             "--results", str(suite_text(t, "a-file", "") / "results"), "--quiet"],
+                                  "is not writable"),
+    "record that is a list": (lambda t: ["report", str(suite_text(t, "record.json", "[1, 2, 3]").parent)],
+                              "not an object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line(case, tmp_path, cli):
+    make_args, expected = BAD_INPUTS[case]
+    line = one_line_error(cli(*make_args(tmp_path)))
+    assert expected in line, line
+
+
+# ------------------------------------------------------------------ duplicates, permissions, Viterbi
+
+
+def synthetic_results(folder: Path, runs: list[tuple[str, int, float, str]]) -> Path:
+    """Records (method, seed, accuracy, finished_at) made from a real v1 record."""
+    base = records.read_record(V1_RECORD)
+    for number, (method, seed, accuracy, finished) in enumerate(runs):
+        record = json.loads(json.dumps(base))
+        record.update(run_id=f"run-{number}", finished_at=finished, seed=seed, config_hash=f"{method}-{seed}")
+        record["method"]["name"] = record["config"]["method"] = method
+        record["config"]["train"]["seed"] = seed
+        record["scores"]["test"]["accuracy"] = accuracy
+        records.write_json_atomic(folder / f"run-{number}" / records.RECORD_FILE, record)
+    return folder
+
+
+def test_duplicate_records_are_set_aside_with_one_line(tmp_path, cli):
+    runs = [("full", 1, 0.50, "2026-01-01"), ("full", 2, 0.60, "2026-01-01"),
+            ("adapter", 1, 0.70, "2026-01-01"), ("adapter", 2, 0.90, "2026-01-01")]
+    clean = synthetic_results(tmp_path / "clean", runs)
+    doubled = synthetic_results(tmp_path / "doubled", [("full", 2, 0.10, "2025-12-31"), *runs,
+                                                       ("adapter", 1, 0.70, "2026-01-02")])
+    for args in ([], ["--stats"], ["--baseline", "method.name=full"]):
+        expected, got = cli("report", str(clean), *args), cli("report", str(doubled), *args)
+        assert got.code == 0, got.stderr
+        assert got.stdout == expected.stdout
+        assert "set aside 2 duplicate record(s)" in got.stderr
+    stats = json.loads(cli("report", str(doubled), "--stats", "--format", "json").stdout)
+    assert {row["n"] for row in stats if row["metric"] == "accuracy"} == {2}
+
+
+def test_records_keep_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        records.write_json_atomic(tmp_path / "record.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "record.json").stat().st_mode) == 0o644
+
+
+def test_viterbi_never_returns_an_invalid_path_whatever_the_scores():
+    from peftbench_plugins.tasks.ner import bio_constraints, bio_labels, viterbi
+
+    labels = bio_labels(("PER", "LOC"))
+    transitions, start = bio_constraints(labels)
+    emissions = torch.zeros(1, 4, len(labels))
+    emissions[0, :, labels.index("I-PER")] = 1e9  # far beyond any finite penalty
+    emissions[0, 2, labels.index("B-LOC")] = 2e9
+    (path,), = [viterbi(emissions, torch.tensor([4]), transitions, start)]
+    tags = [labels[i] for i in path]
+    for previous, tag in zip(["O", *tags], tags):
+        assert not tag.startswith("I-") or previous[2:] == tag[2:] and previous != "O", tags
+
+
+def test_a_record_without_scores_is_reported_as_such(tmp_path, cli):
+    folder = synthetic_results(tmp_path, [("full", 1, 0.5, "2026-01-01"), ("adapter", 1, 0.6, "2026-01-01")])
+    path = folder / "run-1" / records.RECORD_FILE
+    record = json.loads(path.read_text())
+    record["scores"] = {}
+    path.write_text(json.dumps(record))
+    shown = cli("report", str(folder))
+    assert shown.code == 0 and "1 successful run(s) have no test score" in shown.stderr and "run-1" in shown.stderr
