@@ -90,7 +90,7 @@ def test_existing_output_needs_overwrite_and_resume_continues(tmp_path, cli):
     # A planted pickle in place of the checkpoint is refused, not executed.
     state = out / ".checkpoint" / "state.pt"
     good = state.read_bytes()
-    state.write_bytes(pickle.dumps(Planted(tmp_path / "planted")))
+    state.write_bytes(pickle.dumps(Planted(tmp_path / "planted"), protocol=2))
     with pytest.raises(ConfigError, match="holds more than tensors"):
         scratch_backbone.build(["livedoor-news"], [f"data_dir={SAMPLE}"], out, "tiny", settings, None, False,
                                plugins.load(), log=logs.append)

@@ -87,3 +87,13 @@ def test_installed_tutorial_plugins_list_run_and_pass_their_tests(installed, tin
                             str(Path(installed["package"]) / "tests")], capture_output=True, text=True,
                            timeout=300, env=installed)
     assert tests.returncode == 0 and "4 passed" in tests.stdout, tests.stdout + tests.stderr
+
+
+def test_the_tutorial_imports_peftbench_only_through_the_sdk():
+    import ast
+
+    for name, body in tutorial_files().items():
+        if name.endswith(".py"):
+            modules = {n.module for n in ast.walk(ast.parse(body)) if isinstance(n, ast.ImportFrom) and n.module}
+            modules |= {a.name for n in ast.walk(ast.parse(body)) if isinstance(n, ast.Import) for a in n.names}
+            assert {m for m in modules if m.split(".")[0] == "peftbench"} <= {"peftbench.sdk"}, name
