@@ -31,7 +31,7 @@ def main() -> None:
         command = [sys.executable, "-m", "peftbench.cli", "run", "--method", args.method, "--task", "livedoor-news",
                    "--backbone", args.backbone, "--results", results, "--quiet",
                    "--set", f"data_dir={args.data}", "--set", "max_length=128", "--set", "epochs=1",
-                   "--set", "inference_repeats=0", "--set", "save_artifact=false"]
+                   "--set", "inference_repeats=0", "--set", "save_artifact=false", "--force"]
         rows = []
         for attempt in ("first (encodes)", "second (cached)"):
             subprocess.run(command, check=True)
