@@ -439,7 +439,9 @@ def main() -> None:
         _add_plugin_commands()
         app()
     except PeftbenchError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        # One line, whatever a library's message holds (tarfile lists one failure per line).
+        message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted (a started run's record says status cancelled)")

@@ -122,6 +122,16 @@ def pickle_only_backbone(tmp_path: Path) -> Path:
     return folder
 
 
+def files(folder: Path, suffix: str, **texts: str) -> Path:
+    for stem, text in texts.items():
+        (folder / f"{stem}{suffix}").write_text(text + "\n", encoding="utf-8")
+    return folder
+
+
+def unequal_parallel_files(folder: Path) -> Path:
+    return files(folder, ".txt", text_train="x\ny", label_train="a", text_test="x", label_test="a")
+
+
 def suite_text(tmp_path: Path, name: str, text: str) -> Path:
     (tmp_path / name).write_text(text, encoding="utf-8")
     return tmp_path / name
@@ -150,6 +160,23 @@ BAD_INPUTS = {
     "unwritable results folder": (lambda t: ["run", "-m", "full", "-t", "livedoor-news", "--backbone", "minilm-l6",
                                              "--results", str(suite_text(t, "a-file", "") / "results"), "--quiet"],
                                   "is not writable"),
+    "jsonl line not an object": (lambda t: ["data", "check", "text-classification", "--set",
+                                            f"data_dir={files(t, '.jsonl', train='[1]', test='[2]')}"],
+                                 "train.jsonl:1 is not a JSON object"),
+    "tsv line without a TAB": (lambda t: ["data", "check", "text-classification", "--set",
+                                          f"data_dir={files(t, '.tsv', train='a b', test='a b')}"],
+                               "train.tsv:1 has no TAB"),
+    "text and label files of different lengths": (lambda t: ["data", "check", "text-classification", "--set",
+                                                             f"data_dir={unequal_parallel_files(t)}"],
+                                                  "has 2 lines but"),
+    "livedoor archive that is not one": (lambda t: ["data", "check", "livedoor-news", "--set",
+                                                    f"data_dir={suite_text(t, 'ldcc.tar.gz', 'garbage')}"],
+                                         "cannot read archive"),
+    "KWDLC folder without knp/": (lambda t: ["data", "check", "kwdlc-ner", "--set", f"data_dir={t}"],
+                                  "has no knp/ folder"),
+    "title2article non-UTF-8 article": (lambda t: ["data", "check", "livedoor-title2article", "--set",
+                                                   f"data_dir={livedoor_with_a_latin1_article(t)}"],
+                                        "is not UTF-8"),
     "record that is a list": (lambda t: ["report", str(suite_text(t, "record.json", "[1, 2, 3]").parent)],
                               "not an object"),
 }
@@ -224,3 +251,15 @@ def test_a_record_without_scores_is_reported_as_such(tmp_path, cli):
     path.write_text(json.dumps(record))
     shown = cli("report", str(folder))
     assert shown.code == 0 and "1 successful run(s) have no test score" in shown.stderr and "run-1" in shown.stderr
+
+
+def test_a_second_suite_on_the_same_folder_is_refused(tiny_bert, tmp_path, cli):
+    import fcntl
+
+    results = tmp_path / "results"
+    results.mkdir()
+    with (results / ".suite.lock").open("w") as held:  # what a suite in progress holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        second = cli("suite", "run", str(two_run_suite(tmp_path, tiny_bert)), "--results", str(results))
+    assert "another suite is running" in one_line_error(second)
+    assert not list(results.rglob("record.json"))  # it started nothing

@@ -126,6 +126,8 @@ def test_suite_survives_sigkill_and_resumes_to_one_record_per_run(tiny_bert, tmp
     assert stale and all(r["status"] == "cancelled" and "ended without finishing" in r["error"] for r in stale)
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert "6 done, 0 to run" in again.stdout
+    partial = [p for p in results.rglob(".*") if p.is_file() and p.name != ".suite.lock"]
+    assert not partial, partial  # no half-written temporary file survives the kill
 
 
 def test_report_statistics_on_seeds(tiny_bert, tmp_path, cli):
