@@ -34,7 +34,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", default="2e-3")
     parser.add_argument("--repeats", type=int, default=3, help="inference timing repeats (median)")
+    parser.add_argument("--smoke", action="store_true", help="3 documents, 1 epoch, 1 repeat: checks it runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.documents, args.epochs, args.repeats = 3, 1, 1
 
     import transformers
 

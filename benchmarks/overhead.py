@@ -38,7 +38,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra method settings")
+    parser.add_argument("--smoke", action="store_true", help="1 step of batch 2, 1 repeat: checks it runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.repeats, args.batch_size, args.max_length = 1, 1, 2, 32
 
     import transformers
 

@@ -4,7 +4,8 @@
 #
 #   KWDLC=/path/to/KWDLC bash benchmarks/s1-kwdlc-tapt-lora.sh
 #   BACKBONE=/local/bert-base-japanese-whole-word-masking ... (default: the hub id)
-#   QUICK=1 ...   a CPU-sized smoke version (subset, few epochs, the offline MiniLM backbone)
+#   QUICK=1 ...   a CPU-sized version (subset, few epochs, the offline MiniLM backbone)
+#   SMOKE=1 ...   seconds: 3 documents, 1 epoch (CI runs this so the script cannot rot)
 set -euo pipefail
 KWDLC="${KWDLC:?set KWDLC to the KWDLC repository folder}"
 RESULTS="${RESULTS:-results/s1}"
@@ -24,6 +25,14 @@ if [[ "${QUICK:-0}" == 1 ]]; then
           --set batch_size=16 --set inference_split=train --set inference_repeats=3)
   lora=(--set target=query,key,value --set r=8 --set alpha=16 --set method.lr=2e-3)
   tapt=(--set tapt_lr=1e-3 --set tapt_batch_size=16 --set tapt_epochs=3 --set tapt_patience=2)
+fi
+if [[ "${SMOKE:-0}" == 1 ]]; then
+  BACKBONE=minilm-l6
+  common=(--task kwdlc-ner --backbone "$BACKBONE" --results "$RESULTS" --set data_dir="$KWDLC" --quiet
+          --set max_length=32 --set max_documents=3 --set epochs=1 --set batch_size=8
+          --set inference_split=train --set inference_repeats=1)
+  lora=(--set target=query,key,value --set r=8 --set alpha=16 --set method.lr=2e-3)
+  tapt=(--set tapt_lr=1e-3 --set tapt_batch_size=8 --set tapt_epochs=1 --set tapt_patience=1)
 fi
 
 "$PEFTBENCH" run --method full "${common[@]}" --set method.lr=5e-5

@@ -26,7 +26,10 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--vocab", type=int, default=3000, help="most frequent characters kept")
+    parser.add_argument("--smoke", action="store_true", help="a 300-character vocabulary: checks it runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.vocab = 300
     task = default().tasks.get("livedoor-title2article")
     config = apply_sets({"task": task.default_config()}, parse_sets(args.sets))["task"]
     train = task.load(config).train

@@ -23,10 +23,11 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--words", type=int, default=24)
+    parser.add_argument("--smoke", action="store_true", help="the first 40 documents only: checks it runs (CI)")
     args = parser.parse_args()
     task = default().tasks.get(args.task)
     config = apply_sets({"task": task.default_config()}, parse_sets(args.sets))["task"]
-    train = task.load(config).train
+    train = task.load(config).train[:40 if args.smoke else None]
     args.out.mkdir(parents=True, exist_ok=True)
     for number, example in enumerate(train):
         words = task.text(example).split()

@@ -25,12 +25,14 @@ def main() -> None:
     parser.add_argument("--backbone", default="minilm-l6")
     parser.add_argument("--method", default="lora")
     parser.add_argument("--data", default=str(REPO / "examples" / "livedoor-sample"))
+    parser.add_argument("--smoke", action="store_true", help="a small subset of the sample: checks it runs (CI)")
     args = parser.parse_args()
+    subset = ["--set", "per_category=10", "--set", "max_length=32"] if args.smoke else ["--set", "max_length=128"]
 
     with tempfile.TemporaryDirectory() as results:
         command = [sys.executable, "-m", "peftbench.cli", "run", "--method", args.method, "--task", "livedoor-news",
                    "--backbone", args.backbone, "--results", results, "--quiet",
-                   "--set", f"data_dir={args.data}", "--set", "max_length=128", "--set", "epochs=1",
+                   "--set", f"data_dir={args.data}", *subset, "--set", "epochs=1",
                    "--set", "inference_repeats=0", "--set", "save_artifact=false", "--force"]
         rows = []
         for attempt in ("first (encodes)", "second (cached)"):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from conftest import corpus_or_skip
-from peftbench import records
 from peftbench_plugins.tasks.kwdlc import IREX_TYPES, KwdlcConfig, KwdlcNer
 
 
@@ -33,26 +30,3 @@ def test_counts_match_the_reference_figures(kwdlc_splits):
         assert entities + counts[split]["optional"] + counts[split].get("overlap_dropped", 0) == n_parsed
 
 
-@pytest.mark.corpus
-def test_three_methods_on_a_subset_with_an_offline_backbone(tmp_path, cli):
-    root = corpus_or_skip("kwdlc")
-    common = ["--task", "kwdlc-ner", "--backbone", "minilm-l6", "--results", str(tmp_path), "--quiet",
-              "--set", f"data_dir={root}", "--set", "max_documents=8", "--set", "epochs=1"]
-    lora = ["--set", "target=query,key,value"]
-    for method, extra in (("full", []), ("lora", lora), ("tapt-lora", [*lora, "--set", "tapt_epochs=1"])):
-        result = cli("run", "--method", method, *common, *extra)
-        assert result.code == 0, result.stderr
-    found = {r["method"]["name"]: (p, r) for p, r in records.iter_records(tmp_path)}
-    assert set(found) == {"full", "lora", "tapt-lora"}
-    from seqeval.metrics import f1_score
-    from seqeval.scheme import IOB2
-
-    for path, record in found.values():
-        saved = json.loads((path.parent / records.PREDICTIONS_FILE).read_text())["test"]
-        assert record["scores"]["test"]["f1"] == pytest.approx(
-            f1_score(saved["references"], saved["predictions"], mode="strict", scheme=IOB2, zero_division=0))
-    # MiniLM is a sentence-embedding checkpoint: its MLM head is new, and the record says so.
-    new_in_tapt = found["tapt-lora"][1]["stages"]["tapt"]["backbone"]["newly_initialized"]
-    assert any(key.startswith("cls.predictions") for key in new_in_tapt)
-    report = cli("report", str(tmp_path), "--table", "s1")
-    assert report.code == 0 and "tapt-lora" in report.stdout

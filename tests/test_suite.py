@@ -101,7 +101,11 @@ def suite_file(tmp_path: Path, tiny_bert: Path) -> Path:
     """)
 
 
-def test_suite_survives_sigkill_and_resumes_to_one_record_per_run(tiny_bert, tmp_path):
+@pytest.fixture(scope="module")
+def killed_and_resumed(tiny_bert, tmp_path_factory):
+    """A 6-run suite SIGKILLed once its first run finished and a later one is under way, then resumed.
+    (Its records also feed the report tests below: one suite run serves both.)"""
+    tmp_path = tmp_path_factory.mktemp("killed-suite")
     path, results = suite_file(tmp_path, tiny_bert), tmp_path / "results"
     command = [sys.executable, "-m", "peftbench.cli", "suite", "run", str(path), "--results", str(results)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -119,6 +123,11 @@ def test_suite_survives_sigkill_and_resumes_to_one_record_per_run(tiny_bert, tmp
     time.sleep(1)  # the child dies with its parent (PR_SET_PDEATHSIG)
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
+    return command, tmp_path, results
+
+
+def test_suite_survives_sigkill_and_resumes_to_one_record_per_run(killed_and_resumed):
+    command, _, results = killed_and_resumed
     found = [r for _, r in records.iter_records(results)]
     success = [r["config_hash"] for r in found if r["status"] == "success"]
     assert len(success) == len(set(success)) == 6
@@ -130,10 +139,8 @@ def test_suite_survives_sigkill_and_resumes_to_one_record_per_run(tiny_bert, tmp
     assert not partial, partial  # no half-written temporary file survives the kill
 
 
-def test_report_statistics_on_seeds(tiny_bert, tmp_path, cli):
-    results = tmp_path / "results"
-    result = cli("suite", "run", str(suite_file(tmp_path, tiny_bert)), "--results", str(results))
-    assert result.code == 0, result.stderr
+def test_report_statistics_on_seeds(killed_and_resumed, cli):
+    _, tmp_path, results = killed_and_resumed
     report = cli("report", str(results), "--baseline", "method.name=full", "--plot", str(tmp_path / "plots"))
     assert report.code == 0, report.stderr
     assert "±" in report.stdout and "seeds" in report.stdout

@@ -1,0 +1,119 @@
+"""Every benchmark script runs in its smoke mode (seconds, tiny subsets), so an API change that
+breaks one fails CI instead of surfacing when someone tries to reproduce a figure. Their
+figures come from the full modes (benchmarks/README.md), never from here.
+
+Most of a smoke run is starting Python and importing torch, one core's work: the scripts run
+two at a time (this machine has two cores), the one that parses KWDLC first so the others find
+its parse in the session's cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA, corpus_or_skip
+from peftbench import records
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def smoke_commands(tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """name -> (command, extra environment), in the order they start."""
+    kwdlc, textgcn = SHARED_DATA / "kwdlc", SHARED_DATA / "textgcn"
+    return {
+        "s1-kwdlc-tapt-lora.sh": (["bash", "benchmarks/s1-kwdlc-tapt-lora.sh"],
+                                  {"SMOKE": "1", "KWDLC": str(kwdlc), "RESULTS": str(tmp / "s1")}),
+        "s4-title2article-cpu.sh": (["bash", "benchmarks/s4-title2article-cpu.sh"],
+                                    {"SMOKE": "1", "OUT": str(tmp / "s4")}),
+        "overhead.py": ([sys.executable, "benchmarks/overhead.py", "--smoke"], {}),
+        "startup.py": ([sys.executable, "benchmarks/startup.py", "--smoke"], {}),
+        "s5-r8-cpu.sh": (["bash", "benchmarks/s5-r8-cpu.sh"],
+                         {"SMOKE": "1", "DATA": str(textgcn), "OUT": str(tmp / "s5")}),
+        "ner_padding.py": ([sys.executable, "benchmarks/ner_padding.py", "--smoke", "--data", str(kwdlc)], {}),
+        "scratch-vs-minilm.sh": (["bash", "benchmarks/scratch-vs-minilm.sh"],
+                                 {"SMOKE": "1", "PEFTBENCH_DATA": str(SHARED_DATA), "RESULTS": str(tmp / "sv"),
+                                  "BUILT": str(tmp / "built")}),
+    }
+
+
+@pytest.fixture(scope="module")
+def smoked(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    for corpus in ("kwdlc", "textgcn", "livedoor"):
+        corpus_or_skip(corpus)
+    tmp = tmp_path_factory.mktemp("benchmarks")
+    base = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable,
+            "PEFTBENCH": str(BIN / "peftbench"), "HF_HUB_OFFLINE": "1",
+            "PEFTBENCH_CACHE": str(tmp_path_factory.getbasetemp() / "cache")}
+
+    def run(item: tuple[str, tuple[list[str], dict[str, str]]]) -> tuple[str, subprocess.CompletedProcess]:
+        name, (command, env) = item
+        return name, subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=500,
+                                    env={**base, **env})
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return {**dict(pool.map(run, smoke_commands(tmp).items())), "folder": tmp}
+
+
+def output(smoked: dict[str, subprocess.CompletedProcess], name: str) -> str:
+    done = smoked[name]
+    assert done.returncode == 0, f"{name}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_every_script_has_a_smoke_test(tmp_path):
+    scripts = {p.name for p in (REPO / "benchmarks").iterdir() if p.suffix in (".py", ".sh")}
+    tested = set(smoke_commands(tmp_path)) | {"s4_tiny_backbones.py", "s5_corpus.py"}  # run by the .sh scripts
+    assert scripts == tested, f"add a smoke test for {sorted(scripts - tested)}"
+
+
+def test_overhead_smoke(smoked):
+    assert "median ratio peftbench/plain" in output(smoked, "overhead.py")
+
+
+def test_startup_smoke(smoked):
+    assert "start -> first step minus model loading" in output(smoked, "startup.py")
+
+
+def test_ner_padding_smoke(smoked):
+    shown = output(smoked, "ner_padding.py")
+    assert "epoch time ratio dynamic/padded" in shown and "merged LoRA / full FT latency ratio" in shown
+
+
+def test_s1_script_smoke_three_methods_on_kwdlc(smoked):
+    """Full, LoRA and TAPT+LoRA on a KWDLC subset with the offline MiniLM: entity F1 is seqeval's on
+    the saved predictions, and the record says MiniLM's MLM head was newly initialised."""
+    from seqeval.metrics import f1_score
+    from seqeval.scheme import IOB2
+
+    shown = output(smoked, "s1-kwdlc-tapt-lora.sh")
+    assert shown.count("| ") > 10 and "tapt-lora" in shown
+    found = {r["method"]["name"]: (p, r) for p, r in records.iter_records(smoked["folder"] / "s1")}
+    assert set(found) == {"full", "lora", "tapt-lora"}
+    for path, record in found.values():
+        saved = json.loads((path.parent / records.PREDICTIONS_FILE).read_text())["test"]
+        assert record["scores"]["test"]["f1"] == pytest.approx(
+            f1_score(saved["references"], saved["predictions"], mode="strict", scheme=IOB2, zero_division=0))
+    new_in_tapt = found["tapt-lora"][1]["stages"]["tapt"]["backbone"]["newly_initialized"]
+    assert any(key.startswith("cls.predictions") for key in new_in_tapt)
+
+
+def test_s4_script_and_tiny_backbones_smoke(smoked):
+    shown = output(smoked, "s4-title2article-cpu.sh")
+    assert "tiny-t5" in shown and "chrF" in shown and "sheet.csv" in shown
+
+
+def test_s5_script_and_corpus_smoke(smoked):
+    shown = output(smoked, "s5-r8-cpu.sh")
+    assert "wrote 40 training documents" in shown and "21 runs" in shown and "mtl-ngram" in shown
+
+
+def test_scratch_vs_minilm_smoke(smoked):
+    shown = output(smoked, "scratch-vs-minilm.sh")
+    assert "scratch-ja" in shown and "built" in shown
