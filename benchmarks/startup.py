@@ -50,9 +50,10 @@ def main() -> None:
           f"{imports:.2f}s + model loading {load:.2f}s + peftbench's own setup (data from cache, model wrap, "
           f"loaders) {total - imports - load:.2f}s")
     print(f"start -> first step minus model loading: {total - load:.2f}s (goal < 3 s)")
-    imports_only = _import_floor()
-    print(f"for scale: a bare `python -c 'import torch, transformers'` takes {imports_only:.2f}s here "
-          f"(any Hugging Face training script pays it)")
+    if not args.smoke:
+        imports_only = _import_floor()
+        print(f"for scale: a bare `python -c 'import torch, transformers'` takes {imports_only:.2f}s here "
+              f"(any Hugging Face training script pays it)")
 
 
 def _import_floor() -> float:

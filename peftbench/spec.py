@@ -152,7 +152,9 @@ def match_params(components: Components, method: str, task: str, backbone: str |
     def size(index: int) -> int:
         if index not in counted:
             resolved = resolve(components, method, task, backbone, [*sets, f"{key}={allowed[index]}"])
-            counted[index] = (dry_run(resolved)[-1]["params"]["adapter"], resolved)
+            if resolved.spec.hash not in _METHOD_PARAMS:  # a suite matches many runs to one budget
+                _METHOD_PARAMS[resolved.spec.hash] = dry_run(resolved)[-1]["params"]["adapter"]
+            counted[index] = (_METHOD_PARAMS[resolved.spec.hash], resolved)
         return counted[index][0]
 
     low, high = 0, _largest_valid(size, len(allowed))
@@ -168,6 +170,9 @@ def match_params(components: Components, method: str, task: str, backbone: str |
     achieved, resolved = counted[best]
     budget = Budget(target, key, allowed[best], achieved, (achieved - target) / target)
     return dataclasses.replace(resolved, spec=dataclasses.replace(resolved.spec, budget=budget))
+
+
+_METHOD_PARAMS: dict[str, int] = {}  # spec hash -> the deployed stage's method parameters (dry run)
 
 
 def _largest_valid(size: typing.Callable[[int], int], n: int) -> int:
