@@ -86,7 +86,7 @@ def list_components(
         if kind in ("methods", "tasks"):
             table.add_column("settings (--set key=value)", overflow="fold", ratio=3)
         for item in listing[kind]:
-            about = f"{item['description']} [dim]({escape(item['plugin'])})[/]"
+            about = f"{escape(item['description'])} [dim]({escape(item['plugin'])})[/]"
             extra = [escape(_settings_text(item["settings"]))] if kind in ("methods", "tasks") else []
             table.add_row(item["name"], about, *extra)
         out.print(table)
@@ -157,14 +157,11 @@ def run(
 
 
 def _refuse_a_second_success(results: Path, config_hash: str) -> None:
-    from . import records
+    from .suite import run_states
 
-    if not results.exists():
-        return
-    for path, record in records.iter_records(results):
-        if record.get("config_hash") == config_hash and record.get("status") == "success":
-            raise ConfigError(f"this configuration and seed already succeeded in {results} ({path.parent.name})",
-                              "pass --force to run it again (the report keeps the newest), or change the seed")
+    if results.exists() and run_states(results, repair=False).get(config_hash) == "success":
+        raise ConfigError(f"this configuration and seed already succeeded in {results}",
+                          "pass --force to run it again (the report keeps the newest), or change the seed")
 
 
 def _print_dry_run(resolved, stages: list[dict]) -> None:
@@ -206,7 +203,7 @@ def _note_record_problems(frame) -> None:
 def _report_columns(frame, results: Path, table_name: str | None, columns: str | None, all_columns: bool):
     """(columns, title, sort_by, frame): a named layout, the user's fields, every column, or the compact default."""
     from .api import Column
-    from .report import compact_columns, default_columns
+    from .report import compact_columns, default_columns, settings_label
 
     if table_name:
         spec = _components().tables.get(table_name)
@@ -223,7 +220,10 @@ def _report_columns(frame, results: Path, table_name: str | None, columns: str |
                 for head, name in zip(short, fields)], None, None, frame
     if frame.empty:
         return [], None, None, frame
-    return (default_columns(frame) if all_columns else compact_columns(frame)), None, None, frame
+    if all_columns:
+        return default_columns(frame), None, None, frame
+    frame = frame.assign(settings=settings_label(frame))  # a derived field, shown in one column
+    return compact_columns(frame), None, None, frame
 
 
 @app.command()

@@ -90,7 +90,7 @@ class LocalExecutor:
                 except queue.Empty:
                     return
                 on_start(job)
-                code = self._run(job, device, running)
+                code = self._run(job, device, running, stop)
                 if not stop.is_set():  # a run ended by the interrupt is not a failure to report
                     on_done(job, code)
 
@@ -110,7 +110,7 @@ class LocalExecutor:
             raise
 
     @staticmethod
-    def _run(job: Job, device: str | None, running: dict[str, subprocess.Popen]) -> int:
+    def _run(job: Job, device: str | None, running: dict[str, subprocess.Popen], stop: threading.Event) -> int:
         env = dict(os.environ)
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device)
@@ -119,6 +119,8 @@ class LocalExecutor:
             process = subprocess.Popen([sys.executable, "-m", "peftbench.cli", *job.args], stdout=log,
                                        stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
             running[job.key] = process
+            if stop.is_set():  # started just as Ctrl-C came: the interrupt may not have seen it
+                process.send_signal(signal.SIGINT)
             try:
                 return process.wait()
             finally:

@@ -194,10 +194,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _umask() -> int:
-    current = os.umask(0)
+def _read_umask() -> int:
+    current = os.umask(0)  # the only way to read it is to set it; done once, before any thread starts
     os.umask(current)
     return current
+
+
+_UMASK = _read_umask()
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any] | RunRecord) -> None:
@@ -206,8 +209,8 @@ def write_json_atomic(path: Path, payload: dict[str, Any] | RunRecord) -> None:
     on a shared results folder can read it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_umask())
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             data = payload.to_dict() if isinstance(payload, RunRecord) else payload
             json.dump(_clean(data), handle, indent=2, ensure_ascii=False, allow_nan=False)

@@ -21,22 +21,27 @@ MB = 1e6  # storage in MB = 10^6 bytes (as S2 reports it)
 MIB = 2**20
 
 
+def varying_settings(frame: pd.DataFrame) -> list[str]:
+    """The method/task/train setting columns (seed aside) in which runs differ; a key only some
+    methods have (e.g. a rank) varies only if those runs disagree on it."""
+    return [c for c in frame.columns if c.startswith(("config.method_config.", "config.task_config.", "config.train."))
+            and c != "config.train.seed" and frame[c].dropna().map(repr).nunique() > 1]
+
+
+def _score_column(frame: pd.DataFrame, metric: str) -> Column:
+    """A test-score column, bold in the direction the task declared (higher unless it says otherwise)."""
+    field = f"task.greater_is_better.{metric}"
+    declared = frame[field].dropna() if field in frame else pd.Series(dtype=bool)
+    higher = bool(declared.iloc[0]) if not declared.empty else True
+    return Column(f"test {metric}", f"scores.test.{metric}", "higher" if higher else "lower")
+
+
 def default_columns(frame: pd.DataFrame) -> list[Column]:
     """method, task, backbone, every config key that varies, test scores and costs."""
     columns = [Column("method", "method.name"), Column("task", "task.name"), Column("backbone", "backbone.name")]
-    config_cols = [c for c in frame.columns if c.startswith(("config.method_config.", "config.task_config.",
-                                                              "config.train.")) and c != "config.train.seed"]
-    for col in config_cols:
-        # Shown when runs differ in it; a key only some methods have (e.g. a rank) counts once.
-        if frame[col].dropna().map(repr).nunique() > 1:
-            columns.append(Column(col.rsplit(".", 1)[-1], col, digits=None))
-    directions: dict[str, bool] = {}
-    for col in frame.columns:
-        if col.startswith("task.greater_is_better."):
-            directions.setdefault(col.rsplit(".", 1)[-1], bool(frame[col].dropna().iloc[0]) if frame[col].notna().any() else True)
+    columns += [Column(col.rsplit(".", 1)[-1], col, digits=None) for col in varying_settings(frame)]
     for col in sorted(c for c in frame.columns if c.startswith("scores.test.")):
-        metric = col.rsplit(".", 1)[-1]
-        columns.append(Column(f"test {metric}", col, "higher" if directions.get(metric, True) else "lower"))
+        columns.append(_score_column(frame, col.rsplit(".", 1)[-1]))
     columns += [
         Column("trainable params", "params.trainable", "lower", digits=0),
         Column("size MB", "artifact.bytes", "lower", scale=1 / MB, digits=2),
@@ -58,11 +63,9 @@ def default_columns(frame: pd.DataFrame) -> list[Column]:
     return [c for c in columns if c.field in frame.columns]
 
 
-def _settings_label(frame: pd.DataFrame) -> pd.Series:
+def settings_label(frame: pd.DataFrame) -> pd.Series:
     """Per run, the settings that tell it from the other runs (seed aside), e.g. ``r=8 lr=0.0005``."""
-    varying = [c for c in frame.columns if c.startswith(("config.method_config.", "config.task_config.",
-                                                         "config.train.")) and c != "config.train.seed"
-               and frame[c].dropna().map(repr).nunique() > 1]
+    varying = varying_settings(frame)
 
     def label(row: pd.Series) -> str:
         return " ".join(f"{c.rsplit('.', 1)[-1]}={_setting(row[c])}" for c in varying
@@ -78,20 +81,14 @@ def _setting(value: Any) -> str:
 
 
 def compact_columns(frame: pd.DataFrame) -> list[Column]:
-    """The default table: what was compared and what it scored and cost, in few columns.
+    """The default table: what was compared and what it scored and cost, in few columns. Its
+    ``settings`` column reads the frame's ``settings`` field (``settings_label``), when it has one.
     ``--all-columns`` shows every varying setting, score, cost and memory figure instead."""
-    frame["settings"] = _settings_label(frame)
     columns = [Column("method", "method.name"), Column("task", "task.name"), Column("backbone", "backbone.name")]
-    if frame["settings"].astype(bool).any():
+    if "settings" in frame and frame["settings"].astype(bool).any():
         columns.append(Column("settings", "settings"))
-    directions: dict[str, bool] = {}
-    for col in (c for c in frame.columns if c.startswith("task.greater_is_better.")):
-        if frame[col].notna().any():
-            directions.setdefault(col.rsplit(".", 1)[-1], bool(frame[col].dropna().iloc[0]))
-    mains = list(dict.fromkeys(frame["task.main_score"].dropna())) if "task.main_score" in frame else []
-    for metric in mains:
-        columns.append(Column(f"test {metric}", f"scores.test.{metric}",
-                              "higher" if directions.get(metric, True) else "lower"))
+    mains = dict.fromkeys(frame["task.main_score"].dropna()) if "task.main_score" in frame else {}
+    columns += [_score_column(frame, metric) for metric in mains]
     columns += [
         Column("trainable params", "params.trainable", "lower", digits=0),
         Column("size MB", "artifact.bytes", "lower", scale=1 / MB, digits=2),

@@ -35,7 +35,7 @@ from . import records
 from .api import LoadedBackbone, Method, Splits, Stage, Task
 from .config import TrainConfig
 from .datacache import encode_cached, tokenizer_fingerprint
-from .errors import PeftbenchError
+from .errors import ConfigError, PeftbenchError
 from .measure import PeakMemory, Stopwatch, count_parameters, directory_bytes, environment, tensor_bytes
 from .plugins import Components, distributions
 from .progress import Progress
@@ -53,6 +53,7 @@ def dry_run(resolved: Resolved) -> list[dict[str, Any]]:
     rows = []
     previous = None
     for stage in method.stages(resolved.task, spec.task_config, spec.method_config, resolved.backbone):
+        _stage_train(spec.train, stage)  # a bad stage setting is caught here, not after hours of a first stage
         loaded = resolved.backbone.load(stage.head, weights=False)
         model = method.prepare(loaded, spec.method_config, stage, previous)
         params = count_parameters(model, method.is_adapter_parameter, loaded.head_modules,
@@ -61,6 +62,15 @@ def dry_run(resolved: Resolved) -> list[dict[str, Any]]:
         rows.append({"stage": stage.name, "params": params, "artifact_tensor_bytes": artifact, "backbone": loaded.info})
         previous = model
     return rows
+
+
+def _stage_train(train: TrainConfig, stage: Stage) -> TrainConfig:
+    """A stage's train settings: the run's, with the stage's overrides, checked like `--set` values."""
+    try:
+        return dataclasses.replace(train, **dict(stage.train_overrides))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid train settings for stage {stage.name!r}: {exc}",
+                          "fix the method setting that sets it") from None
 
 
 # ------------------------------------------------------------------- one run
@@ -234,7 +244,7 @@ def _prepare_stage(current: _Run, stage: Stage, previous: torch.nn.Module | None
     """Data, backbone, encoding and the method's model for one stage, with loaders, under accelerate."""
     spec, method = current.resolved.spec, current.resolved.method
     objective = stage.objective or current.resolved.task
-    train = dataclasses.replace(spec.train, **dict(stage.train_overrides))
+    train = _stage_train(spec.train, stage)
     splits = _load_data(current, objective, deployed)
     current.progress.log(f"[{stage.name}] loading backbone {spec.backbone}")
     load_start = time.perf_counter()

@@ -108,6 +108,12 @@ def resolve_json(components: Components, data: dict[str, Any], where: str = "spe
     if not isinstance(data, dict) or data.get("format") != SPEC_FORMAT:
         raise ConfigError(f"{where} is not a peftbench run spec ({SPEC_FORMAT})",
                           "write it with `peftbench suite run` or RunSpec.to_json")
+    missing = [k for k in ("method", "task", "backbone", "method_config", "task_config", "train") if k not in data]
+    if missing:
+        raise ConfigError(f"{where} has no {', '.join(missing)}", "write the spec again with `peftbench suite run`")
+    if data.get("budget") is not None and (not isinstance(data["budget"], dict)
+                                           or set(data["budget"]) != {f.name for f in dataclasses.fields(Budget)}):
+        raise ConfigError(f"{where}: budget must hold {', '.join(f.name for f in dataclasses.fields(Budget))}")
     method_obj = components.methods.get(data["method"])
     task_obj = components.tasks.get(data["task"])
     spec = RunSpec(
@@ -135,11 +141,12 @@ def load_spec(components: Components, path: Path) -> Resolved:
 
 
 def match_params(components: Components, method: str, task: str, backbone: str | None, sets: list[str],
-                 target: int) -> Resolved:
+                 target: int, counts: dict[str, int] | None = None) -> Resolved:
     """Resolve with the method's size setting chosen so the deployed stage's own parameters
     (``params.adapter``: the task head is the same for every method, so it is left out) come
     closest to ``target``. A binary search over the monotone dry-run counts (no weights),
-    skipping values the model cannot take (e.g. a bottleneck above the hidden size)."""
+    skipping values the model cannot take (e.g. a bottleneck above the hidden size). ``counts``
+    (spec hash -> count) lets the runs of one suite share the dry runs they have in common."""
     from .runner import dry_run
 
     method_obj = components.methods.get(method)
@@ -147,14 +154,17 @@ def match_params(components: Components, method: str, task: str, backbone: str |
         raise ConfigError(f"method {method!r} has no size setting to match a parameter budget",
                           "--match-params works with methods that declare one (e.g. lora: r, adapter: bottleneck)")
     key, allowed = method_obj.capacity[0], list(method_obj.capacity[1])
+    counts = {} if counts is None else counts
     counted: dict[int, tuple[int, Resolved]] = {}
 
     def size(index: int) -> int:
         if index not in counted:
             resolved = resolve(components, method, task, backbone, [*sets, f"{key}={allowed[index]}"])
-            if resolved.spec.hash not in _METHOD_PARAMS:  # a suite matches many runs to one budget
-                _METHOD_PARAMS[resolved.spec.hash] = dry_run(resolved)[-1]["params"]["adapter"]
-            counted[index] = (_METHOD_PARAMS[resolved.spec.hash], resolved)
+            # The seed does not change a count: seeds of one grid point share their dry runs.
+            unseeded = dataclasses.replace(resolved.spec, train=dataclasses.replace(resolved.spec.train, seed=0))
+            if unseeded.hash not in counts:
+                counts[unseeded.hash] = dry_run(resolved)[-1]["params"]["adapter"]
+            counted[index] = (counts[unseeded.hash], resolved)
         return counted[index][0]
 
     low, high = 0, _largest_valid(size, len(allowed))
@@ -170,9 +180,6 @@ def match_params(components: Components, method: str, task: str, backbone: str |
     achieved, resolved = counted[best]
     budget = Budget(target, key, allowed[best], achieved, (achieved - target) / target)
     return dataclasses.replace(resolved, spec=dataclasses.replace(resolved.spec, budget=budget))
-
-
-_METHOD_PARAMS: dict[str, int] = {}  # spec hash -> the deployed stage's method parameters (dry run)
 
 
 def _largest_valid(size: typing.Callable[[int], int], n: int) -> int:

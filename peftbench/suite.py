@@ -151,7 +151,7 @@ def _block(raw: Any, index: int, defaults: dict[str, Any]) -> _Block:
     return _Block(where, name, merged, seeds, base, grid, derive, budget)
 
 
-def _block_runs(block: _Block, components: Components) -> list[PlannedRun]:
+def _block_runs(block: _Block, components: Components, counts: dict[str, int]) -> list[PlannedRun]:
     """Every grid point x seed of a block, resolved (and sized to its budget, if it has one)."""
     keys = list(block.grid)
     runs = []
@@ -171,7 +171,7 @@ def _block_runs(block: _Block, components: Components) -> list[PlannedRun]:
                 if block.budget is None:
                     resolved = resolve(components, method, task, backbone, pairs)
                 else:  # the method's size setting is chosen to meet the parameter budget
-                    resolved = match_params(components, method, task, backbone, pairs, block.budget)
+                    resolved = match_params(components, method, task, backbone, pairs, block.budget, counts)
             except ConfigError as exc:
                 raise ConfigError(f"{block.where} ({block.name}): {exc.what}", exc.fix) from None
             budget = resolved.spec.budget
@@ -189,9 +189,10 @@ def expand(path: Path, components: Components) -> tuple[str, list[PlannedRun]]:
         raise ConfigError(f"{path}: no [[runs]] blocks", "add at least one [[runs]] table with a method")
     planned: list[PlannedRun] = []
     seen: dict[str, str] = {}
+    counts: dict[str, int] = {}  # dry-run counts shared by the budget searches of this suite
     for index, raw in enumerate(blocks):
         block = _block(raw, index, defaults)
-        for run in _block_runs(block, components):
+        for run in _block_runs(block, components, counts):
             if run.hash in seen:
                 raise ConfigError(f"{block.where} ({block.name}) repeats a run of {seen[run.hash]} "
                                   f"(config hash {run.hash})", "remove the duplicate grid value or block")

@@ -128,6 +128,20 @@ def files(folder: Path, suffix: str, **texts: str) -> Path:
     return folder
 
 
+ALREADY_DONE = ["-m", "full", "-t", "livedoor-news", "--backbone", "minilm-l6", "--set", f"data_dir={SAMPLE}"]
+
+
+def succeeded(folder: Path) -> Path:
+    """A results folder holding a successful record of ALREADY_DONE's configuration and seed."""
+    from peftbench import plugins, spec
+
+    resolved = spec.resolve(plugins.load(), "full", "livedoor-news", "minilm-l6", [f"data_dir={SAMPLE}"])
+    record = records.read_record(V1_RECORD)
+    record.update(config_hash=resolved.spec.hash, status="success")
+    records.write_json_atomic(folder / "results" / "done" / records.RECORD_FILE, record)
+    return folder / "results"
+
+
 def unequal_parallel_files(folder: Path) -> Path:
     return files(folder, ".txt", text_train="x\ny", label_train="a", text_test="x", label_test="a")
 
@@ -177,6 +191,13 @@ BAD_INPUTS = {
     "title2article non-UTF-8 article": (lambda t: ["data", "check", "livedoor-title2article", "--set",
                                                    f"data_dir={livedoor_with_a_latin1_article(t)}"],
                                         "is not UTF-8"),
+    "stage setting out of range (dry run)": (lambda t: ["run", "-m", "tapt-lora", "-t", "livedoor-news", "--set",
+                                                        "tapt_patience=0", "--dry-run"], "patience must be >= 1"),
+    "spec without its method": (lambda t: ["run", "--spec",
+                                           str(suite_text(t, "s.json", '{"format": "peftbench.run-spec/1"}'))],
+                                "has no method"),
+    "a configuration that already succeeded": (lambda t: ["run", *ALREADY_DONE, "--results", str(succeeded(t))],
+                                               "already succeeded"),
     "record that is a list": (lambda t: ["report", str(suite_text(t, "record.json", "[1, 2, 3]").parent)],
                               "not an object"),
 }
@@ -220,13 +241,12 @@ def test_duplicate_records_are_set_aside_with_one_line(tmp_path, cli):
     assert {row["n"] for row in stats if row["metric"] == "accuracy"} == {2}
 
 
-def test_records_keep_the_users_umask(tmp_path):
-    old = os.umask(0o022)
-    try:
-        records.write_json_atomic(tmp_path / "record.json", {"a": 1})
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "record.json").stat().st_mode) == 0o644
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_records_keep_the_users_umask(tmp_path, umask, mode):
+    script = (f"import os; os.umask({umask}); from pathlib import Path; from peftbench import records; "
+              f"records.write_json_atomic(Path({str(tmp_path / 'record.json')!r}), {{'a': 1}})")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert stat.S_IMODE((tmp_path / "record.json").stat().st_mode) == mode
 
 
 def test_viterbi_never_returns_an_invalid_path_whatever_the_scores():

@@ -156,7 +156,8 @@ class HuggingFaceBackbone(Backbone):
                                                   use_safetensors=None if pickles else True)
         except OSError as exc:
             first = str(exc).splitlines()[0]
-            if not pickles and "safetensors" in str(exc).lower():
+            # transformers names the file it looked for: "... no file named model.safetensors ..."
+            if not pickles and "model.safetensors" in first:
                 raise BackboneError(f"backbone {self.spec!r} has no safetensors weights ({first})",
                                     "convert it (save_pretrained(..., safe_serialization=True)), or set "
                                     "PEFTBENCH_ALLOW_PICKLE=1 to load pickled weights you trust") from None

@@ -35,8 +35,8 @@ import torch
 import typer
 from torch import nn
 
-from peftbench.sdk import (BackboneError, CommandContext, ConfigError, Example, HeadSpec, LoadedBackbone, Method, Splits, Stage, Task,
-                           current_progress, encode_cached, hookimpl, tokenizer_fingerprint)
+from peftbench.sdk import (BackboneError, CommandContext, ConfigError, Example, HeadSpec, LoadedBackbone, Method,
+                           Splits, Stage, Task, current_progress, encode_cached, hookimpl, tokenizer_fingerprint)
 
 from . import l3masking, ngrams
 from .adapter import BottleneckAdapter

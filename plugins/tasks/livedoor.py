@@ -73,10 +73,11 @@ def _iter_folder(root: Path) -> Iterator[tuple[str, str, str]]:
             if path.name == "LICENSE.txt":
                 continue
             try:
-                yield folder.name, str(path), path.read_text(encoding="utf-8")
+                raw = path.read_text(encoding="utf-8")
             except UnicodeDecodeError as exc:
                 raise DataError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})",
                                 "convert it to UTF-8 or remove it; the livedoor corpus is UTF-8") from None
+            yield folder.name, str(path), raw
 
 
 def _iter_archive(archive: Path) -> Iterator[tuple[str, str, str]]:
