@@ -10,9 +10,10 @@ import contextlib
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Literal, Mapping, Sequence
 
-import torch
+if TYPE_CHECKING:  # annotations only: listing components must not pay for importing torch
+    import torch
 
 Example = dict[str, Any]
 """One raw example as a task loads it (e.g. ``{"text": ..., "label": 3}``)."""
@@ -142,6 +143,12 @@ class Task(Component):
     def encoding_report(self, examples: Sequence[Example], encoded: Sequence[Encoded], config: Any) -> dict[str, Any]:
         """What encoding lost (e.g. entities cut by truncation); recorded per split."""
         return {}
+
+    def data_files(self, config: Any) -> Sequence[str]:
+        """The files or folders `load` reads. Given them, a rerun with the same files (paths, sizes,
+        modification times), config and plugin code takes the parsed splits from the on-disk cache
+        instead of parsing the corpus again. Empty (the default): `load` runs every time."""
+        return ()
 
     def text(self, example: Example) -> str:
         """The example's raw text, for objectives that need unlabelled text (masked-LM, ...)."""

@@ -1,22 +1,27 @@
-"""On-disk cache of tokenised splits, so a second run starts training at once.
+"""On-disk caches of parsed corpora and tokenised splits, so a second run starts training at once.
 
-Encoded examples are dicts of numbers / number lists (ints, or floats such as
+Parsed splits are stored as JSON, keyed on the task's config, its data files'
+sizes and modification times, and its plugin's code. Encoded examples are dicts of numbers / number lists (ints, or floats such as
 per-token masking probabilities); each field is stored as one flat array
 (int64 or float64) plus offsets in a .npz (no pickles).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
+from . import __version__
+from .api import Encoded, Example, Splits
 
-from .api import Encoded, Example
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import numpy as np
 
 
 def cache_root() -> Path:
@@ -44,10 +49,14 @@ def examples_fingerprint(examples: Sequence[Example]) -> str:
 
 
 def _dtype(values) -> type:
+    import numpy as np
+
     return np.float64 if any(isinstance(x, float) for x in values) else np.int64
 
 
 def _save(path: Path, encoded: list[Encoded]) -> None:
+    import numpy as np
+
     arrays: dict[str, np.ndarray] = {}
     fields = list(encoded[0]) if encoded else []
     for name in fields:
@@ -66,6 +75,8 @@ def _save(path: Path, encoded: list[Encoded]) -> None:
 
 
 def _load(path: Path) -> list[Encoded]:
+    import numpy as np
+
     with np.load(path, allow_pickle=False) as data:
         columns: dict[str, list] = {}
         for key in data.files:
@@ -101,3 +112,63 @@ def encode_cached(
     except OSError:
         pass  # a read-only cache must not fail the run; it only costs time
     return encoded, False
+
+
+# ------------------------------------------------------------------ parsed corpora
+
+def _files_fingerprint(paths: Sequence[str], pattern: str = "*") -> list:
+    """(path, size, mtime) of every file under ``paths``: cheap next to parsing the files."""
+    entries = []
+    for root in map(Path, paths):
+        files = sorted(p for p in root.rglob(pattern) if p.is_file()) if root.is_dir() else [root]
+        for path in files:
+            stat = path.stat()
+            entries.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    return entries
+
+
+def _code_fingerprint(task: Any) -> list:
+    """The task's whole plugin package (its loader may use helpers from sibling modules)."""
+    top = sys.modules[type(task).__module__.split(".")[0]]
+    roots = [Path(p) for p in getattr(top, "__path__", [])] or [Path(top.__file__)]
+    return _files_fingerprint([str(r) for r in roots if r.exists()], "*.py") + [__version__]
+
+
+def _splits_path(task: Any, config: Any, files: Sequence[str]) -> Path:
+    key = {"task": task.name, "config": dataclasses.asdict(config), "files": _files_fingerprint(files),
+           "code": _code_fingerprint(task)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return cache_root() / "parsed" / f"{digest}.json"
+
+
+def load_splits(task: Any, config: Any) -> Splits:
+    """``task.load(config)``, from the parsed-corpus cache when the task names its data files
+    (`Task.data_files`) and neither they nor the config nor the plugin's code changed since."""
+    files = task.data_files(config)
+    if not files:
+        return task.load(config)
+    path = _splits_path(task, config, files)
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            return Splits(saved["train"], saved["dev"], saved["test"], saved["info"])
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # corrupt cache entry: parse again
+    splits = task.load(config)
+    _save_splits(path, splits)
+    return splits
+
+
+def _save_splits(path: Path, splits: Splits) -> None:
+    data = {"train": splits.train, "dev": splits.dev, "test": splits.test, "info": splits.info}
+    try:
+        text = json.dumps(data, ensure_ascii=False)
+        if json.loads(text) != data:
+            return  # tuples or other non-JSON values would come back changed: never cache those
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except (OSError, TypeError, ValueError):
+        pass  # a read-only cache or unserialisable info must not fail the run; it only costs time

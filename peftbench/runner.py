@@ -32,14 +32,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import records
-from .api import LoadedBackbone, Method, Splits, Stage, Task
+from .api import LoadedBackbone, Splits, Stage, Task
 from .config import TrainConfig
-from .datacache import encode_cached, tokenizer_fingerprint
+from .datacache import encode_cached, load_splits, tokenizer_fingerprint
 from .errors import ConfigError, PeftbenchError
 from .measure import PeakMemory, Stopwatch, count_parameters, directory_bytes, environment, tensor_bytes
 from .plugins import Components, distributions
 from .progress import Progress
-from .records import (Artifact, BackboneRef, ComponentRef, Environment, Memory, Params, RunRecord, StageRecord,
+from .records import (BackboneRef, ComponentRef, Environment, Memory, Params, RunRecord, StageRecord,
                       TaskRef)
 from .spec import Resolved
 from .trainer import FitContext, FitResult, evaluate, fit, model_inputs
@@ -213,7 +213,7 @@ def _train_stages(current: _Run) -> None:
 
 def _load_data(current: _Run, objective: Task, deployed: bool) -> Splits:
     if id(objective) not in current.splits:
-        current.splits[id(objective)] = objective.load(current.resolved.spec.task_config)
+        current.splits[id(objective)] = load_splits(objective, current.resolved.spec.task_config)
     splits = current.splits[id(objective)]
     if deployed:  # the deployed stage's data is the run's data
         current.record.data = {"sizes": {name: len(examples) for name, examples in splits.items()}, **splits.info}

@@ -15,7 +15,7 @@ from .api import (Backbone, Column, Component, Encoded, Example, HeadSpec, Loade
                   TableSpec, Task, TaskMetadata)
 from .config import apply_sets, field_types, parse_sets, parse_value
 from .data import locate
-from .datacache import cache_root, encode_cached, tokenizer_fingerprint
+from .datacache import cache_root, encode_cached, load_splits, tokenizer_fingerprint
 from .errors import (BackboneError, ConfigError, DataError, PeftbenchError, RegistryError, ResultsError,
                      TrainingError)
 from .executor import Executor, Job
@@ -35,7 +35,7 @@ __all__ = [
     # errors: one line and exit 1 in the CLI
     "PeftbenchError", "ConfigError", "DataError", "BackboneError", "TrainingError", "ResultsError", "RegistryError",
     # data location and caching
-    "locate", "cache_root", "encode_cached", "tokenizer_fingerprint",
+    "locate", "cache_root", "encode_cached", "load_splits", "tokenizer_fingerprint",
     # settings from `--set` pairs
     "parse_sets", "apply_sets", "parse_value", "field_types",
     # progress bars inside a run

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from peftbench.sdk import Backbone, BackboneError, HeadSpec, LoadedBackbone, hookimpl
+
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import torch
 
 HEAD_CLASSES = {
     "sequence-classification": "AutoModelForSequenceClassification",
@@ -131,6 +132,7 @@ class HuggingFaceBackbone(Backbone):
                                 OFFLINE_HINT.format(spec=self.spec)) from None
 
     def load(self, head: HeadSpec, *, weights: bool = True) -> LoadedBackbone:
+        import torch
         from transformers import AutoTokenizer
 
         config = self._config(head, weights)

@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import torch
 import typer
 
 from peftbench.sdk import (CommandContext, Components, ConfigError, DataError, TrainingError, apply_sets, cache_root,
@@ -159,6 +158,8 @@ def make_pairs(docs: list[list[str]], rng: random.Random) -> list[tuple[str, str
 
 
 def evaluate(model, loader) -> dict[str, float]:
+    import torch
+
     model.eval()
     mlm_right = mlm_total = nsp_right = nsp_total = 0
     with torch.no_grad():
@@ -175,6 +176,7 @@ def evaluate(model, loader) -> dict[str, float]:
 
 def build(corpora: list[str], sets: list[str], out: Path, preset: str, overrides: dict[str, Any], name: str | None,
           overwrite: bool, components: Components, log=print) -> dict[str, Any]:
+    import torch
     from rich.progress import Progress
     from torch.utils.data import DataLoader
     from transformers import (BertConfig, BertForPreTraining, BertJapaneseTokenizer,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, hookimpl
+
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import torch
 
 LIBRARY_CONFIGS = {"houlsby": "double_seq_bn", "pfeiffer": "seq_bn", "double_seq_bn": "double_seq_bn",
                    "seq_bn": "seq_bn"}

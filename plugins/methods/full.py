@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 
-import torch
-
 from peftbench.sdk import LoadedBackbone, Method, Stage, hookimpl
+
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import torch
 
 
 @dataclass(frozen=True)

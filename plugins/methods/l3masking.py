@@ -18,10 +18,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import torch
 
 
 def word_spans(documents: Sequence[Sequence[int]], tokenizer: Any) -> list[list[tuple[int, int]]]:
@@ -58,6 +58,8 @@ def pll_word_l2r(model: torch.nn.Module, documents: Sequence[Sequence[int]], spa
                  mask_id: int, pad_id: int, batch_size: int = 16,
                  advance: Callable[[int], None] = lambda n: None) -> list[list[float | None]]:
     """P_MLM(token | context) per token (None for tokens outside every word, e.g. special tokens)."""
+    import torch
+
     jobs = [(d, i, end) for d, doc_spans in enumerate(spans) for start, end in doc_spans for i in range(start, end)]
     jobs.sort(key=lambda job: len(documents[job[0]]))  # similar lengths share a batch: less padding
     probabilities: list[list[float | None]] = [[None] * len(doc) for doc in documents]
@@ -87,6 +89,8 @@ def pll_word_l2r(model: torch.nn.Module, documents: Sequence[Sequence[int]], spa
 
 def mask_probabilities(likelihoods: Sequence[float | None], rate: float) -> list[float]:
     """f(1 - P) rescaled to mean ``rate`` over the scored tokens, each in [0, 1]; 0 where P is None."""
+    import numpy as np
+
     if not 0 < rate < 1:
         raise ValueError(f"the target mask rate must be in (0, 1), got {rate}")
     scored = [i for i, p in enumerate(likelihoods) if p is not None]
@@ -122,6 +126,8 @@ def bert_masking(input_ids: torch.Tensor, probabilities: torch.Tensor, mask_id: 
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Choose tokens with their own probabilities, then 80% [MASK] / 10% random / 10% kept.
     Returns (masked input ids, labels with -100 where nothing is predicted)."""
+    import torch
+
     chosen = torch.bernoulli(probabilities, generator=generator).bool()
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
     masked = input_ids.clone()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
-
-import torch
+from typing import TYPE_CHECKING, Iterator
 
 from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, hookimpl
+
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import torch
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class LoraSettings:
 
 
 def _linear_names(model: torch.nn.Module) -> list[str]:
+    import torch
     from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
 
     return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()

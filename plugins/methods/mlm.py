@@ -9,11 +9,12 @@ and early stopping use the dev loss.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
+from peftbench.sdk import BackboneError, Example, Splits, Task, load_splits
 
-from peftbench.sdk import BackboneError, Example, Splits, Task
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import torch
 
 
 class MaskedLMObjective(Task):
@@ -32,7 +33,7 @@ class MaskedLMObjective(Task):
         raise NotImplementedError("the stage declares the masked-lm head")
 
     def load(self, config: Any) -> Splits:
-        splits = self.task.load(config)
+        splits = load_splits(self.task, config)
         as_text = {name: [{"text": self.task.text(ex)} for ex in examples] for name, examples in splits.items()}
         return Splits(as_text["train"], as_text["dev"], as_text["test"],
                       {"source": splits.info.get("source"), "text_of": self.task.name})

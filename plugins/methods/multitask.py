@@ -29,19 +29,22 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import field, make_dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Sequence
 
-import torch
 import typer
-from torch import nn
 
 from peftbench.sdk import (BackboneError, CommandContext, ConfigError, Example, HeadSpec, LoadedBackbone, Method,
-                           Splits, Stage, Task, current_progress, encode_cached, hookimpl, tokenizer_fingerprint)
+                           Splits, Stage, Task, current_progress, encode_cached, hookimpl, load_splits,
+                           tokenizer_fingerprint)
 
 from . import l3masking, ngrams
 from .adapter import BottleneckAdapter
 from .full import FullFineTuning
 from .lora import Lora
+
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import torch
+    from torch import nn
 
 TRAIN_MARK = "_auxiliary_targets"  # marks the training examples: only they get auxiliary targets
 
@@ -159,6 +162,8 @@ class NgramRecognition(Auxiliary):
             ex["ngram_tags"] = [-100 if t in special else index[next(it)] for t in ex["input_ids"]]
 
     def head(self, main: nn.Module, loaded: LoadedBackbone) -> nn.Module | None:
+        from torch import nn
+
         if loaded.tokenizer is None:
             return None  # the tag set comes from the data: unknown in a dry-run
         config = (main.get_base_model() if hasattr(main, "get_base_model") else main).config
@@ -166,6 +171,8 @@ class NgramRecognition(Auxiliary):
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(config.hidden_size, len(self.tag_labels(loaded.tokenizer))))
 
     def loss(self, head: nn.Module, outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from torch import nn
+
         logits = head(outputs.hidden_states[-1])
         return nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch["ngram_tags"].flatten(),
                                            ignore_index=-100)
@@ -189,6 +196,8 @@ class MaskedLanguageModelling(Auxiliary):
 
     def _likelihoods(self, documents: list[list[int]], tokenizer: Any) -> list[list[float | None]]:
         """PLL-word-l2r per token under the vanilla MLM, cached on disk (scoring is the expensive part)."""
+        import torch
+
         def score(examples: Sequence[dict]) -> list[dict]:
             loaded = self.backbone.load(HeadSpec("masked-lm"))
             fresh = fresh_head_weights(loaded)
@@ -250,6 +259,8 @@ class MaskedLanguageModelling(Auxiliary):
         return model
 
     def loss(self, head: nn.Module, outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from torch import nn
+
         labels = batch["mlm_labels"]
         chosen = labels != -100
         if not bool(chosen.any()):
@@ -286,7 +297,7 @@ class MultiTaskObjective(Task):
         return self.task.head(config)
 
     def load(self, config: Any) -> Splits:
-        splits = self.task.load(config)
+        splits = load_splits(self.task, config)
         self.auxiliary.bind(self.task, splits.train, config)
         train = [{**ex, TRAIN_MARK: True} for ex in splits.train]
         return Splits(train, splits.dev, splits.test, dict(splits.info, auxiliary=self.auxiliary.name))
@@ -300,6 +311,8 @@ class MultiTaskObjective(Task):
         return encoded
 
     def collator(self, tokenizer: Any, config: Any, padding: str = "longest"):
+        import torch
+
         main_collate = self.task.collator(tokenizer, config, padding)
         auxiliary = self.auxiliary
         left = getattr(tokenizer, "padding_side", "right") == "left"
@@ -333,33 +346,6 @@ class MultiTaskObjective(Task):
 
     def cache_key(self, config: Any) -> dict[str, Any]:
         return {"main": self.task.cache_key(config), "auxiliary": self.auxiliary.cache_key()}
-
-
-AUXILIARY_BATCH_FIELDS = ("ngram_tags", "mask_probs", "mlm_input_ids", "mlm_labels")
-
-
-class MultiTaskModel(nn.Module):
-    """The main model plus auxiliary heads on its encoder. Evaluation and inference see the main
-    model only; in training, a batch with auxiliary targets adds the weighted auxiliary loss."""
-
-    def __init__(self, main: nn.Module, auxiliary: Auxiliary, head: nn.Module | None, weight: float) -> None:
-        super().__init__()
-        self.main = main  # registered first: shared parameters are named (and counted) as the main model's
-        self.aux = nn.ModuleDict({auxiliary.name: head} if head is not None else {})
-        self.auxiliary = auxiliary
-        self.weight = weight
-
-    def forward(self, **batch: Any) -> Any:
-        targets = {k: batch.pop(k) for k in AUXILIARY_BATCH_FIELDS if k in batch}
-        if not (self.training and targets and self.aux):
-            return self.main(**batch)
-        hidden = self.auxiliary.needs_hidden_states
-        outputs = self.main(**batch, **({"output_hidden_states": True} if hidden else {}))
-        auxiliary_loss = self.auxiliary.loss(self.aux[self.auxiliary.name], outputs, {**batch, **targets})
-        outputs.loss = outputs.loss + self.weight * auxiliary_loss
-        if hidden:
-            outputs.hidden_states = None  # not needed any more; do not keep them alive
-        return outputs
 
 
 # --------------------------------------------------------------------------- method
@@ -424,6 +410,8 @@ class MultiTask(Method):
         main = self.inner.prepare(loaded, config, stage)
         auxiliary = stage.objective.auxiliary
         head = auxiliary.head(main, loaded)
+        from .multitask_model import MultiTaskModel
+
         return MultiTaskModel(main, auxiliary, head, config.aux_weight)
 
     def learning_rate(self, config: Any, stage: Stage) -> float:

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field, make_dataclass, replace
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from peftbench.sdk import ConfigError, HeadSpec, LoadedBackbone, Method, Stage, hookimpl
 
 from .adapter import BottleneckAdapter
 from .lora import Lora
 from .mlm import MaskedLMObjective
+
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import torch
 
 TAPT_FIELDS = [
     ("tapt_lr", float, 2e-4),
@@ -55,6 +56,8 @@ def transfer_parameters(source: torch.nn.Module, target: torch.nn.Module, select
     Both wrap the same encoder, so parameter names match one to one; anything
     else is an error rather than a partial copy.
     """
+    import torch
+
     carried = {n: p for n, p in source.named_parameters() if select(n)}
     receiving = {n: p for n, p in target.named_parameters() if select(n)}
     if carried.keys() != receiving.keys() or any(carried[n].shape != receiving[n].shape for n in receiving):

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Sequence
 
 from peftbench.sdk import Example, Task
+
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import torch
 
 
 class DocumentClassification(Task):

@@ -24,14 +24,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Sequence
 
 from peftbench.sdk import (ConfigError, DataError, Example, HeadSpec, LoadedBackbone, Splits, Task, TaskMetadata,
                            hookimpl, locate)
 
 from .livedoor import CATEGORIES, SOURCE, _articles
+
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import torch
 
 IGNORE = -100
 # Recurrent models ignore attention masks: padding in front of a prompt would enter their state, so
@@ -155,6 +156,9 @@ class Title2Article(Task):
     def head(self, config: Title2ArticleConfig) -> HeadSpec:
         return HeadSpec("text-generation")
 
+    def data_files(self, config: Title2ArticleConfig) -> list[str]:
+        return [str(locate(self.metadata.corpus, config.data_dir, SOURCE))]
+
     def load(self, config: Title2ArticleConfig) -> Splits:
         root = locate(self.metadata.corpus, config.data_dir, SOURCE)
         examples: list[Example] = []
@@ -238,6 +242,8 @@ class Title2Article(Task):
                 for p, t in zip(prompts, targets)]
 
     def collator(self, tokenizer: Any, config: Any, padding: str = "longest"):
+        import torch
+
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
         def pad_to(rows: list[list[int]], value: int, width: int, left: bool = False) -> torch.Tensor:
@@ -280,6 +286,8 @@ class Title2Article(Task):
         return kwargs
 
     def predict(self, model, batch, logits, config: Title2ArticleConfig) -> tuple[list, list]:
+        import torch
+
         tokenizer = self.tokenizer
         counts = self._token_counts(logits.float(), batch["labels"])
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id

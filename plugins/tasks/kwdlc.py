@@ -175,6 +175,10 @@ class KwdlcNer(TokenClassificationTask):
                 raise DataError(f"split file {path} is missing", f"id/{config.split_set}/ needs train.id, dev.id, test.id")
         return root, files
 
+    def data_files(self, config: KwdlcConfig) -> list[str]:
+        root, split_files = self._layout(config)
+        return [str(root / "knp"), *map(str, split_files.values())]
+
     def load(self, config: KwdlcConfig) -> Splits:
         root, split_files = self._layout(config)
         documents = {p.stem: p for p in sorted((root / "knp").rglob("*.knp"))}

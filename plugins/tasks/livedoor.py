@@ -138,6 +138,9 @@ class LivedoorNews(DocumentClassification):
     def head(self, config: LivedoorConfig) -> HeadSpec:
         return HeadSpec("sequence-classification", CATEGORIES)
 
+    def data_files(self, config: LivedoorConfig) -> list[str]:
+        return [str(locate(self.metadata.corpus, config.data_dir, SOURCE))]
+
     def load(self, config: LivedoorConfig) -> Splits:
         root = locate(self.metadata.corpus, config.data_dir, SOURCE)
         by_category: dict[str, list[Example]] = {c: [] for c in CATEGORIES}

@@ -11,11 +11,12 @@ silently disappears.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Sequence
 
 from peftbench.sdk import Encoded, Example, HeadSpec, Task
+
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import torch
 
 IGNORE = -100
 PENALTY = float("-inf")  # a forbidden transition never wins; the all-O path is always allowed, so every
@@ -28,6 +29,8 @@ def bio_labels(types: Sequence[str]) -> tuple[str, ...]:
 
 def bio_constraints(labels: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(transitions[L, L], start[L]): 0 where allowed, PENALTY where I-X does not follow B-X or I-X."""
+    import torch
+
     n = len(labels)
     transitions = torch.zeros(n, n)
     start = torch.zeros(n)
@@ -47,6 +50,8 @@ def viterbi(emissions: torch.Tensor, lengths: torch.Tensor, transitions: torch.T
 
     emissions: (B, N, M) log-scores; lengths: (B,) valid positions per sequence.
     """
+    import torch
+
     batch, positions, labels = emissions.shape
     if positions == 0:
         return [[] for _ in range(batch)]
@@ -136,6 +141,7 @@ class TokenClassificationTask(Task):
         return encoded
 
     def collator(self, tokenizer: Any, config: Any, padding: str = "longest"):
+        import torch
         from transformers import DataCollatorForTokenClassification
 
         base = DataCollatorForTokenClassification(tokenizer, padding=padding, max_length=config.max_length)
@@ -150,6 +156,8 @@ class TokenClassificationTask(Task):
         return collate
 
     def decode(self, logits: torch.Tensor, batch, config: Any) -> tuple[list, list]:
+        import torch
+
         labels = self.labels(config)
         first_piece = batch["labels"] != IGNORE  # one position per word fed to the model
         kept = first_piece.sum(dim=1)

@@ -265,6 +265,9 @@ class TextClassification(DocumentClassification):
         # The classes are the training split's, so the head needs the data (dry-runs too).
         return HeadSpec("sequence-classification", self.labels(config))
 
+    def data_files(self, config: TextClassificationConfig) -> list[str]:
+        return [str(self.root(config))]
+
     def load(self, config: TextClassificationConfig) -> Splits:
         layout, raw, root = self.raw_splits(config)
         labels = self.labels(config)
