@@ -69,6 +69,17 @@ class Memory:
 
 
 @dataclass
+class StepTimes:
+    """Training-step times of one stage, batch fetching excluded. Measured on CPU only (null on a
+    GPU, where timing each step would need a sync per step). The minimum is the least disturbed
+    figure on a shared machine."""
+
+    count: int
+    min: float
+    median: float
+
+
+@dataclass
 class StageRecord:
     """What one training stage (e.g. TAPT's masked-LM stage, then fine-tuning) cost and chose."""
 
@@ -88,6 +99,7 @@ class StageRecord:
     artifact_tensor_bytes: int
     auxiliary_tensor_bytes: int
     memory: Memory | None = None
+    step_seconds: StepTimes | None = None
 
 
 @dataclass
@@ -111,6 +123,7 @@ class BackboneRef(ComponentRef):
 class Timing:
     epoch_seconds: list[float] = field(default_factory=list)  # of the deployed stage; evaluation excluded
     epoch_mean_seconds: float | None = None
+    step_seconds: StepTimes | None = None  # of the deployed stage; CPU only
     train_seconds: float | None = None  # all stages, per-epoch dev evaluation included
     run_seconds: float | None = None
     model_load_seconds: float | None = None

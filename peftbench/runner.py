@@ -39,7 +39,7 @@ from .errors import ConfigError, PeftbenchError
 from .measure import PeakMemory, Stopwatch, count_parameters, directory_bytes, environment, tensor_bytes
 from .plugins import Components, distributions
 from .progress import Progress
-from .records import (BackboneRef, ComponentRef, Environment, Memory, Params, RunRecord, StageRecord,
+from .records import (BackboneRef, ComponentRef, Environment, Memory, Params, RunRecord, StageRecord, StepTimes,
                       TaskRef)
 from .spec import Resolved
 from .trainer import FitContext, FitResult, evaluate, fit, model_inputs
@@ -304,6 +304,8 @@ def _stage_record(current: _Run, prepared: _Stage, result: FitResult, train_seco
         backbone=prepared.loaded.info,
         artifact_tensor_bytes=tensor_bytes(method.artifact_tensors(model)),
         auxiliary_tensor_bytes=tensor_bytes(method.auxiliary_tensors(model)),
+        step_seconds=StepTimes(len(result.step_seconds), min(result.step_seconds),
+                               statistics.median(result.step_seconds)) if result.step_seconds else None,
     )
 
 
@@ -384,6 +386,7 @@ def _summarise(current: _Run, memory: Memory) -> None:
     record.memory, record.params = memory, last.params
     record.best_epoch, record.stopped_because = last.best_epoch, last.stopped_because
     record.time.epoch_seconds, record.time.epoch_mean_seconds = last.epoch_seconds, last.epoch_mean_seconds
+    record.time.step_seconds = last.step_seconds
     record.time.train_seconds = sum(stage.train_seconds for stage in stages)
     record.time.model_load_seconds = sum(stage.model_load_seconds for stage in stages)
     record.time.process_start_to_first_step_seconds = current.marks.marks.get("first_step_started")

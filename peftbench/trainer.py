@@ -47,6 +47,9 @@ class FitResult:
     history: list[dict[str, Any]]
     first_step_started_at: float | None = None  # time.time() when the first batch reached the model
     first_step_done_at: float | None = None
+    # Each training step's time, batch fetching excluded; CPU only (on a GPU a step's time needs a
+    # sync per step, which would slow training; epochs are timed there).
+    step_seconds: list[float] = field(default_factory=list)
 
 
 def evaluate(
@@ -221,6 +224,7 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
     start = time.perf_counter()
     with context.progress.steps(f"{context.stage.name} epoch {epoch}/{cfg.epochs}", steps) as advance:
         for step, batch in enumerate(context.train_loader, 1):
+            fetched = time.perf_counter()
             if result.first_step_started_at is None:
                 result.first_step_started_at = time.time()
             with accelerator.autocast():
@@ -233,7 +237,9 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
             optimizer.zero_grad(set_to_none=True)
             if result.first_step_done_at is None:
                 result.first_step_done_at = time.time()
-            watch.add(loss, step, step == steps)
+            watch.add(loss, step, step == steps)  # on CPU this reads the loss: the step has ended
+            if accelerator.device.type == "cpu":
+                result.step_seconds.append(time.perf_counter() - fetched)
             advance()
     synchronize(accelerator.device)
     return time.perf_counter() - start, watch.total / max(steps, 1)

@@ -37,6 +37,8 @@ def smoke_commands(tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         "s5-r8-cpu.sh": (["bash", "benchmarks/s5-r8-cpu.sh"],
                          {"SMOKE": "1", "DATA": str(textgcn), "OUT": str(tmp / "s5")}),
         "ner_padding.py": ([sys.executable, "benchmarks/ner_padding.py", "--smoke", "--data", str(kwdlc)], {}),
+        "gpu.py": ([sys.executable, "benchmarks/gpu.py", "--smoke"], {}),
+        "vs_trainer.py": ([sys.executable, "benchmarks/vs_trainer.py", "--smoke", "--kwdlc", str(kwdlc)], {}),
         "scratch-vs-minilm.sh": (["bash", "benchmarks/scratch-vs-minilm.sh"],
                                  {"SMOKE": "1", "PEFTBENCH_DATA": str(SHARED_DATA), "RESULTS": str(tmp / "sv"),
                                   "BUILT": str(tmp / "built")}),
@@ -79,6 +81,18 @@ def test_overhead_smoke(smoked):
 
 def test_startup_smoke(smoked):
     assert "start -> first step minus model loading" in output(smoked, "startup.py")
+
+
+def test_gpu_script_smoke_falls_back_to_cpu(smoked):
+    shown = output(smoked, "gpu.py")
+    assert "bf16 autocast | skipped: no CUDA device" in shown and "GPU peaks skipped" in shown
+    assert "lora: inference over" in shown and "(merged)" in shown and "tokens/s" in shown
+
+
+def test_vs_trainer_smoke(smoked):
+    shown = output(smoked, "vs_trainer.py")
+    rows = [line for line in shown.splitlines() if line.startswith(("| livedoor-full", "| kwdlc-lora"))]
+    assert len(rows) == 2 and all(line.count("|") == 7 for line in rows), shown
 
 
 def test_ner_padding_smoke(smoked):

@@ -34,7 +34,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from peftbench.sdk import (CommandContext, Components, ConfigError, DataError, TrainingError, apply_sets, cache_root,
-                           field_types, hookimpl, parse_sets, parse_value)
+                           field_types, hookimpl, load_splits, parse_sets, parse_value)
 
 from .hf_backbone import HuggingFaceBackbone
 
@@ -114,7 +114,7 @@ def documents_from(corpus: str, sets: list[str], components: Components) -> tupl
                         f"pass a folder of .txt files or one of: {', '.join(e.name for e in components.tasks)}")
     task = components.tasks.get(corpus)
     config = apply_sets({"task": task.default_config()}, parse_sets(sets))["task"]
-    splits = task.load(config)
+    splits = load_splits(task, config)
     try:
         texts = [task.text(example) for example in splits.train]
     except NotImplementedError as exc:

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from peftbench.sdk import (PREDICTIONS_FILE, CommandContext, Components, ConfigError, DataError, PeftbenchError,
-                           hookimpl, iter_records)
+                           hookimpl, iter_records, load_splits)
 
 SCALES = {
     "fluency": "Is the article fluent, natural Japanese?",
@@ -75,7 +75,7 @@ def _test_titles(record: dict, components: Components) -> list[str]:
     """The run's test split, as titles written in the data (not as a tokenizer decodes them)."""
     task = components.tasks.get(record["task"]["name"])
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in record["config"]["task_config"].items()}
-    return [example["title"] for example in task.load(task.Config(**saved)).test]
+    return [example["title"] for example in load_splits(task, task.Config(**saved)).test]
 
 
 def export_sheet(results: Path, out: Path, per_system: int, seed: int, components: Components) -> dict[str, Any]:

@@ -16,8 +16,6 @@ Entity policy (counted in ``peftbench data check kwdlc-ner``):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 from collections import Counter
@@ -25,14 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from peftbench.sdk import DataError, Splits, TaskMetadata, cache_root, hookimpl, locate
+from peftbench.sdk import DataError, Splits, TaskMetadata, hookimpl, locate
 
 from .ner import TokenClassificationTask, entity_spans
 
 IREX_TYPES = ("ORGANIZATION", "PERSON", "LOCATION", "ARTIFACT", "DATE", "TIME", "MONEY", "PERCENT")
 SOURCE = "https://github.com/ku-nlp/KWDLC (clone it; pass the repository folder as data_dir)"
 RAW_NE = re.compile(r"<NE:([^:>]+):")
-PARSER_VERSION = 1  # bump when the parsed-example format changes (invalidates the cache)
 
 
 @dataclass(frozen=True)
@@ -175,11 +172,8 @@ class KwdlcNer(TokenClassificationTask):
                 raise DataError(f"split file {path} is missing", f"id/{config.split_set}/ needs train.id, dev.id, test.id")
         return root, files
 
-    def data_files(self, config: KwdlcConfig) -> list[str]:
-        root, split_files = self._layout(config)
-        return [str(root / "knp"), *map(str, split_files.values())]
-
-    def load(self, config: KwdlcConfig) -> Splits:
+    def _documents(self, config: KwdlcConfig) -> tuple[Path, dict[str, Path], dict[str, list[Path]]]:
+        """(root, split files, the .knp files each split lists, in order)."""
         root, split_files = self._layout(config)
         documents = {p.stem: p for p in sorted((root / "knp").rglob("*.knp"))}
         wanted = {split: _read_ids(path)[: config.max_documents] for split, path in split_files.items()}
@@ -188,40 +182,29 @@ class KwdlcNer(TokenClassificationTask):
             if missing:
                 raise DataError(f"{split_files[split]} lists {len(missing)} document(s) with no .knp file under "
                                 f"{root / 'knp'} (first: {missing[0]})", "use a complete KWDLC checkout")
-        fingerprint = hashlib.sha256(json.dumps([
-            PARSER_VERSION, config.types, config.on_parse_error,
-            {s: [(i, documents[i].stat().st_size, documents[i].stat().st_mtime_ns) for i in ids]
-             for s, ids in wanted.items()},
-        ]).encode()).hexdigest()[:20]
-        cache = cache_root() / "parsed" / f"kwdlc-{fingerprint}.json"
-        if cache.exists():
-            payload = json.loads(cache.read_text(encoding="utf-8"))
-        else:
-            payload = {"splits": {}, "stats": {}, "skipped": []}
-            for split, ids in wanted.items():
-                stats: Counter = Counter(documents=len(ids))
-                examples = []
-                for doc_id in ids:
-                    try:
-                        examples.extend(parse_document(documents[doc_id], config.types, stats))
-                    except DataError as exc:
-                        if config.on_parse_error == "stop":
-                            raise
-                        payload["skipped"].append(str(exc))
-                        stats["documents_skipped"] += 1
-                payload["splits"][split] = examples
-                payload["stats"][split] = dict(sorted(stats.items()))
-            try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(".tmp")
-                tmp.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
-                tmp.replace(cache)
-            except OSError:
-                pass  # caching is an optimisation only
-        info = {"source": str(root), "split_set": config.split_set, "counts": payload["stats"],
-                "skipped_documents": payload["skipped"]}
-        s = payload["splits"]
-        return Splits(s["train"], s["dev"], s["test"], info)
+        return root, split_files, {split: [documents[i] for i in ids] for split, ids in wanted.items()}
+
+    def data_files(self, config: KwdlcConfig) -> list[str]:
+        _, split_files, wanted = self._documents(config)
+        return [*map(str, split_files.values()), *(str(path) for paths in wanted.values() for path in paths)]
+
+    def load(self, config: KwdlcConfig) -> Splits:
+        root, _, wanted = self._documents(config)
+        splits, counts, skipped = {}, {}, []
+        for split, paths in wanted.items():
+            stats: Counter = Counter(documents=len(paths))
+            examples = []
+            for path in paths:
+                try:
+                    examples.extend(parse_document(path, config.types, stats))
+                except DataError as exc:
+                    if config.on_parse_error == "stop":
+                        raise
+                    skipped.append(str(exc))
+                    stats["documents_skipped"] += 1
+            splits[split], counts[split] = examples, dict(sorted(stats.items()))
+        info = {"source": str(root), "split_set": config.split_set, "counts": counts, "skipped_documents": skipped}
+        return Splits(splits["train"], splits["dev"], splits["test"], info)
 
     def encoding_report(self, examples: list, encoded: list, config: KwdlcConfig) -> dict[str, int]:
         """Sentences cut by max_length and the gold entities that lost words to the cut."""
