@@ -16,7 +16,7 @@ per-step minimum of each side over all its steps (the least disturbed figure
 on a shared machine), and the test score of each side (mean +- std over the
 seeds).
 
-    python benchmarks/vs_trainer.py                       # 4 cases x 3 pairs
+    python benchmarks/vs_trainer.py                       # 4 cases x 3 pairs (CPU-sized subsets)
     python benchmarks/vs_trainer.py --cases livedoor-lora --pairs 5
     python benchmarks/vs_trainer.py --smoke               # tiny subsets: checks it runs (CI)
 """
@@ -48,8 +48,8 @@ class Case:
     score: str  # the main score, the same on both sides
 
 
-def cases(kwdlc: str, kwdlc_documents: int) -> dict[str, Case]:
-    livedoor = (f"data_dir={REPO / 'examples' / 'livedoor-sample'}",)
+def cases(kwdlc: str, kwdlc_documents: int, per_category: int) -> dict[str, Case]:
+    livedoor = (f"data_dir={REPO / 'examples' / 'livedoor-sample'}", f"per_category={per_category}")
     ner = (f"data_dir={kwdlc}", f"max_documents={kwdlc_documents}")
     return {
         "livedoor-full": Case("livedoor-news", "full", livedoor, "accuracy"),
@@ -67,7 +67,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--kwdlc", default=str(SHARED / "kwdlc"))
-    parser.add_argument("--kwdlc-documents", type=int, default=100, help="KWDLC documents per split")
+    parser.add_argument("--kwdlc-documents", type=int, default=40, help="KWDLC documents per split")
+    parser.add_argument("--per-category", type=int, default=20, help="livedoor sample articles per category (<= 40)")
     parser.add_argument("--smoke", action="store_true", help="two cases (both tasks, both methods), 1 pair, 1 epoch, "
                                                              "tiny subsets: checks it runs (CI)")
     parser.add_argument("--side", choices=["trainer"], help=argparse.SUPPRESS)  # one Trainer run (internal)
@@ -76,9 +77,9 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.smoke:
-        args.pairs, args.epochs, args.max_length, args.kwdlc_documents = 1, 1, 32, 3
+        args.pairs, args.epochs, args.max_length, args.kwdlc_documents, args.per_category = 1, 1, 32, 3, 10
         args.cases = "livedoor-full,kwdlc-lora"
-    known = cases(args.kwdlc, args.kwdlc_documents)
+    known = cases(args.kwdlc, args.kwdlc_documents, args.per_category)
     if args.side == "trainer":
         return trainer_run(args, known[args.case])
     chosen = args.cases.split(",")
@@ -93,8 +94,7 @@ def main() -> None:
 # --------------------------------------------------------------------------- the two sides
 
 def common_sets(args, case: Case) -> list[str]:
-    subset = ["per_category=10"] if args.smoke and case.task == "livedoor-news" else []
-    return [*case.sets, *subset, f"max_length={args.max_length}", f"batch_size={args.batch_size}",
+    return [*case.sets, f"max_length={args.max_length}", f"batch_size={args.batch_size}",
             f"epochs={args.epochs}", "grad_clip=1.0"]
 
 
@@ -119,7 +119,8 @@ def run_side(side: str, args, name: str, case: Case, seed: int, folder: Path, en
         command = [sys.executable, __file__, "--side", "trainer", "--case", name, "--seed", str(seed),
                    "--out", str(folder / "trainer.json"), "--epochs", str(args.epochs), "--batch-size",
                    str(args.batch_size), "--max-length", str(args.max_length), "--kwdlc", args.kwdlc,
-                   "--kwdlc-documents", str(args.kwdlc_documents), *(["--smoke"] if args.smoke else [])]
+                   "--kwdlc-documents", str(args.kwdlc_documents), "--per-category", str(args.per_category),
+                   *(["--smoke"] if args.smoke else [])]
     else:
         command = [sys.executable, "-m", "peftbench.cli", "run", "--method", case.method, "--task", case.task,
                    "--backbone", "minilm-l6", "--results", str(folder), "--quiet",
