@@ -78,11 +78,10 @@ def test_parsed_splits_come_from_the_cache_until_files_or_config_change(tmp_path
     load_splits(task, Settings(lowercase=True))  # another config: parse again
     assert task.loads == 3
     assert load_splits(task, Settings(lowercase=True)).train[0]["text"] == "one" and task.loads == 3
-    stale = next((tmp_path / "cache" / "parsed").glob("*.json"))
-    stale.write_text("{not json")  # a corrupt entry is parsed again, not an error
+    for entry in (tmp_path / "cache" / "parsed").glob("*.json"):
+        entry.write_text("{not json")  # a corrupt entry is parsed again, not an error
     for _ in range(2):
         load_splits(task, Settings())
-        load_splits(task, Settings(lowercase=True))
     assert task.loads == 4
 
 
