@@ -221,6 +221,25 @@ class Method(Component):
         yield iter(["default"])
 
 
+class MethodWrapper(ABC):
+    """Composes with any method: ``<prefix>+<method>`` (e.g. ``tapt+ia3``) is the method that
+    `wrap` returns for the registered method named after the ``+``, from whatever plugin."""
+
+    prefix: ClassVar[str]
+    description: ClassVar[str] = ""
+    Config: ClassVar[type] = None  # a frozen dataclass of the settings it adds to the inner method's
+    libraries: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def name(self) -> str:  # the registry key
+        return self.prefix
+
+    @abstractmethod
+    def wrap(self, inner: Method) -> Method:
+        """The composed method, named ``<prefix>+<inner.name>``. Raise ConfigError with one line
+        saying why when ``inner`` cannot be wrapped."""
+
+
 @dataclass
 class LoadedBackbone:
     model: torch.nn.Module

@@ -62,6 +62,9 @@ def _listing(comps) -> dict[str, list[dict]]:
     for kind, registry in (("methods", comps.methods), ("tasks", comps.tasks), ("backbones", comps.backbones)):
         listing[kind] = [{"name": e.name, "plugin": e.source, "description": e.component.description,
                           "settings": settings(e.component.Config)} for e in registry]
+    listing["method wrappers"] = [{"name": f"{e.name}+<method>", "plugin": e.source,
+                                   "description": e.component.description, "settings": settings(e.component.Config)}
+                                  for e in comps.wrappers]
     for kind, registry in (("tables", comps.tables), ("executors", comps.executors)):
         listing[kind] = [{"name": e.name, "plugin": e.source, "description": e.component.description}
                          for e in registry]
@@ -78,18 +81,22 @@ def list_components(
     if as_json:
         out.print_json(json.dumps(listing))
         return
-    for kind in ("methods", "tasks", "backbones", "tables", "executors"):
-        table = Table(title=kind, title_justify="left", show_lines=kind in ("methods", "tasks"))
+    with_settings = ("methods", "method wrappers", "tasks")
+    for kind in ("methods", "method wrappers", "tasks", "backbones", "tables", "executors"):
+        table = Table(title=kind, title_justify="left", show_lines=kind in with_settings)
         # A name is never cut (it is what users type); descriptions and settings wrap instead.
         table.add_column("name", no_wrap=True, style="bold")
         table.add_column("description (plugin)", overflow="fold", ratio=2)
-        if kind in ("methods", "tasks"):
+        if kind in with_settings:
             table.add_column("settings (--set key=value)", overflow="fold", ratio=3)
         for item in listing[kind]:
             about = f"{escape(item['description'])} [dim]({escape(item['plugin'])})[/]"
-            extra = [escape(_settings_text(item["settings"]))] if kind in ("methods", "tasks") else []
+            extra = [escape(_settings_text(item["settings"]))] if kind in with_settings else []
             table.add_row(item["name"], about, *extra)
         out.print(table)
+        if kind == "method wrappers":
+            out.print("A wrapper composes with any method above, from any plugin (e.g. tapt+lora); its settings "
+                      "come on top of the method's.", soft_wrap=False)
         if kind == "backbones":
             out.print("Any other --backbone value goes to the plugins' resolve_backbone hook "
                       "(built in: a Hugging Face hub id or a local model directory).", soft_wrap=False)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable
 
 import pluggy
 
-from .api import Backbone, Method, TableSpec, Task
+from .api import Backbone, Method, MethodWrapper, TableSpec, Task
 
 if TYPE_CHECKING:  # typer and the executor protocol are only needed by whoever calls these hooks
     import typer
@@ -39,6 +39,15 @@ def register_methods(register: Callable[[Method], None]) -> None:
 
     :param register: call ``register(method)`` once per Method instance this plugin provides;
         a name another plugin already registered is an error naming both plugins.
+    """
+
+
+@hookspec
+def register_method_wrappers(register: Callable[[MethodWrapper], None]) -> None:
+    """Declare methods that compose with any method (``<prefix>+<method>``, e.g. ``tapt+lora``).
+
+    :param register: call ``register(wrapper)`` once per MethodWrapper; its ``prefix`` must be
+        unique among wrappers.
     """
 
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import pluggy
 
 from . import hookspecs
-from .api import Backbone, Method, TableSpec, Task
-from .errors import RegistryError
+from .api import Backbone, Method, MethodWrapper, TableSpec, Task
+from .errors import RegistryError, UnknownComponentError
 from .executor import Executor, LocalExecutor
 from .registry import Registry
 
@@ -27,7 +27,34 @@ class Components:
     backbones: Registry[Backbone]
     tables: Registry[TableSpec]
     executors: Registry[Executor]
+    wrappers: Registry[MethodWrapper]
     manager: pluggy.PluginManager
+
+    def resolve_method(self, name: str) -> Method:
+        """A registered method, or ``<prefix>+<method>``: the wrapper named by the prefix around
+        the method after the ``+`` (itself resolved the same way)."""
+        if name in self.methods:
+            return self.methods.get(name)
+        prefix, plus, inner = name.partition("+")
+        if not plus:
+            raise UnknownComponentError(self.methods.unknown_message(name) + self._composition_hint())
+        if prefix not in self.wrappers:
+            raise UnknownComponentError(f"{self.wrappers.unknown_message(prefix)}; in {name!r} the part before '+' "
+                                f"names a method wrapper")
+        composed = self.wrappers.get(prefix).wrap(self.resolve_method(inner))
+        if composed.name != name:
+            raise RegistryError(f"method wrapper {prefix!r} named its composition {composed.name!r}, not {name!r}")
+        return composed
+
+    def method_source(self, name: str) -> str | None:
+        if name in self.methods:
+            return self.methods.entry(name).source
+        prefix, _, inner = name.partition("+")
+        return f"{self.wrappers.entry(prefix).source} + {self.method_source(inner)}"
+
+    def _composition_hint(self) -> str:
+        prefixes = ", ".join(f"{e.name}+<method>" for e in self.wrappers)
+        return f"; compositions: {prefixes}" if prefixes else ""
 
     def resolve_backbone(self, spec: str) -> Backbone:
         if spec in self.backbones:
@@ -105,8 +132,9 @@ def load(extra_plugins: tuple[object, ...] = ()) -> Components:
     except ValueError as exc:  # pluggy: same plugin object registered twice
         raise RegistryError(f"a peftbench plugin could not be loaded: {exc}") from exc
     components = Components(Registry("method"), Registry("task"), Registry("backbone"), Registry("table"),
-                            Registry("executor"), manager)
+                            Registry("executor"), Registry("method wrapper"), manager)
     _collect(manager, "register_methods", components.methods, Method)
+    _collect(manager, "register_method_wrappers", components.wrappers, MethodWrapper)
     _collect(manager, "register_tasks", components.tasks, Task)
     _collect(manager, "register_backbones", components.backbones, Backbone)
     _collect(manager, "register_tables", components.tables, TableSpec)

@@ -167,7 +167,7 @@ def _start(components: Components, resolved: Resolved, results_dir: Path, progre
     record = RunRecord(
         run_id=run_id, pid=os.getpid(), host=platform.node(), started_at=started.isoformat(),
         config=spec.config_dict(), config_hash=spec.hash, seed=spec.seed, budget=spec.budget,
-        method=ComponentRef(spec.method, source(components.methods, spec.method)),
+        method=ComponentRef(spec.method, components.method_source(spec.method)),
         task=TaskRef(spec.task, source(components.tasks, spec.task), metadata.main_score,
                      dict(metadata.greater_is_better)),
         backbone=BackboneRef(spec.backbone, source(components.backbones, spec.backbone)),

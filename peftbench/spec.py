@@ -73,7 +73,7 @@ class Resolved:
 def resolve(components: Components, method: str, task: str, backbone: str | None = None,
             sets: list[str] | None = None) -> Resolved:
     """Names + `--set` pairs -> a validated RunSpec and the components it names."""
-    method_obj = components.methods.get(method)
+    method_obj = components.resolve_method(method)
     task_obj = components.tasks.get(task)
     backbone_name = backbone or task_obj.metadata.default_backbone
     backbone_obj = components.resolve_backbone(backbone_name)
@@ -114,7 +114,7 @@ def resolve_json(components: Components, data: dict[str, Any], where: str = "spe
     if data.get("budget") is not None and (not isinstance(data["budget"], dict)
                                            or set(data["budget"]) != {f.name for f in dataclasses.fields(Budget)}):
         raise ConfigError(f"{where}: budget must hold {', '.join(f.name for f in dataclasses.fields(Budget))}")
-    method_obj = components.methods.get(data["method"])
+    method_obj = components.resolve_method(data["method"])
     task_obj = components.tasks.get(data["task"])
     spec = RunSpec(
         data["method"], data["task"], data["backbone"],
@@ -149,7 +149,7 @@ def match_params(components: Components, method: str, task: str, backbone: str |
     (spec hash -> count) lets the runs of one suite share the dry runs they have in common."""
     from .runner import dry_run
 
-    method_obj = components.methods.get(method)
+    method_obj = components.resolve_method(method)
     if method_obj.capacity is None:
         raise ConfigError(f"method {method!r} has no size setting to match a parameter budget",
                           "--match-params works with methods that declare one (e.g. lora: r, adapter: bottleneck)")

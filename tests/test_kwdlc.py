@@ -119,9 +119,11 @@ def test_mismatched_lora_shapes_are_refused(tiny_bert):
     method, task = comps.methods.get("tapt-lora"), KwdlcNer()
     settings = method.Config
     tapt_stage, ner_stage = method.stages(task, KwdlcConfig(), settings())
-    tapt = method.prepare(backbone.load(tapt_stage.head), settings(target=("query",)), tapt_stage)
+    tapt = method.prepare(backbone.load(tapt_stage.head), settings(target=("query",), r=4), tapt_stage)
     with pytest.raises(ConfigError, match="do not match"):
-        method.prepare(backbone.load(ner_stage.head), settings(target=("query", "value")), ner_stage, tapt)
+        method.prepare(backbone.load(ner_stage.head), settings(target=("value",), r=4), ner_stage, tapt)
+    with pytest.raises(ConfigError, match="do not match"):
+        method.prepare(backbone.load(ner_stage.head), settings(target=("query",), r=8), ner_stage, tapt)
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "tapt-lora"])

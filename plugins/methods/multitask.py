@@ -17,16 +17,18 @@ Auxiliary tasks:
   vanilla MLM's pseudo-likelihoods (plugins/l3masking.py).
 STL, the other S5 baseline, is the inner method on its own (e.g. `full`).
 
-Methods: ``mtl-<aux>`` fine-tunes the whole shared encoder (as in S5);
-``mtl-<aux>-lora`` / ``mtl-<aux>-adapter`` train LoRA / bottleneck adapters on
-it instead. Settings: the inner method's plus ``aux_weight`` and the
-auxiliary task's own.
+Methods: ``mtl-<aux>+<method>`` trains any method (LoRA, IA3, a method from
+another package, ...) on the shared encoder; ``mtl-<aux>`` (S5's name) fine-tunes
+the whole encoder, and ``mtl-<aux>-lora`` / ``mtl-<aux>-adapter`` are the older
+names of ``mtl-<aux>+lora`` / ``mtl-<aux>+adapter``. Settings: the inner
+method's plus ``aux_weight`` and the auxiliary task's own.
 """
 
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+import dataclasses
 from dataclasses import field, make_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Sequence
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Sequence
 import typer
 
 from peftbench.sdk import (BackboneError, CommandContext, ConfigError, Example, HeadSpec, LoadedBackbone, Method,
-                           Splits, Stage, Task, current_progress, encode_cached, hookimpl, load_splits,
+                           MethodWrapper, Splits, Stage, Task, current_progress, encode_cached, hookimpl, load_splits,
                            tokenizer_fingerprint)
 
 from . import l3masking, ngrams
@@ -362,7 +364,11 @@ AUXILIARY_FIELDS: dict[str, list[tuple[str, Any, Any]]] = {
 }
 
 
-def _config_class(inner: type, aux: str) -> type:
+def _auxiliary_fields(aux: str) -> list[tuple[str, Any, Any]]:
+    return [("aux_weight", float, 1.0), *AUXILIARY_FIELDS[aux]]
+
+
+def _config_class(inner: type, aux: str, name: str) -> type:
     def __post_init__(self) -> None:
         if hasattr(inner, "__post_init__"):
             inner.__post_init__(self)
@@ -375,21 +381,25 @@ def _config_class(inner: type, aux: str) -> type:
         if getattr(self, "pll_batch_size", 1) < 1:
             raise ValueError("pll_batch_size must be >= 1")
 
-    fields = [("aux_weight", float, 1.0), *AUXILIARY_FIELDS[aux]]
+    fields = _auxiliary_fields(aux)
+    clash = sorted({f.name for f in dataclasses.fields(inner)} & {n for n, _, _ in fields})
+    if clash:
+        raise ConfigError(f"{name}: the method's own settings {', '.join(clash)} clash with the auxiliary task's",
+                          "rename those settings in the method's plugin")
     return make_dataclass(f"Mtl{aux.title()}{inner.__name__}", [(n, t, field(default=d)) for n, t, d in fields],
                           bases=(inner,), frozen=True, namespace={"__post_init__": __post_init__})
 
 
 class MultiTask(Method):
-    def __init__(self, inner: Method, aux: str) -> None:
+    def __init__(self, inner: Method, aux: str, name: str | None = None) -> None:
         self.inner, self.aux = inner, aux
-        self.name = f"mtl-{aux}" if isinstance(inner, FullFineTuning) else f"mtl-{aux}-{inner.name}"
+        self.name = name or (f"mtl-{aux}" if isinstance(inner, FullFineTuning) else f"mtl-{aux}-{inner.name}")
         self.description = {
             "ngram": "multi-task: + token n-gram recognition (BIO tags of BPE-merged sub-word n-grams)",
             "rtm": "multi-task: + masked-LM with random token masking (S5's RTM baseline)",
             "l3masking": "multi-task: + masked-LM masking what the vanilla MLM finds hard (L3Masking)",
         }[aux] + ("" if isinstance(inner, FullFineTuning) else f"; {inner.name} on the shared encoder")
-        self.Config = _config_class(inner.Config, aux)
+        self.Config = _config_class(inner.Config, aux, self.name)
         self.mergeable = inner.mergeable
         self.capacity = inner.capacity
         self.libraries = (*inner.libraries, *(("tokenizers",) if aux == "ngram" else ()))
@@ -441,6 +451,29 @@ def register_methods(register) -> None:
     for aux in ("ngram", "rtm", "l3masking"):
         for inner in (FullFineTuning(), Lora(), BottleneckAdapter()):
             register(MultiTask(inner, aux))
+
+
+class MultiTaskWrapper(MethodWrapper):
+    """``mtl-<aux>+<method>``: any single-stage method, plus the auxiliary task."""
+
+    def __init__(self, aux: str) -> None:
+        self.aux, self.prefix = aux, f"mtl-{aux}"
+        self.description = f"{MultiTask(FullFineTuning(), aux).description}; the method trains the shared encoder"
+        self.Config = make_dataclass(f"Mtl{aux.title()}Settings", [(n, t, field(default=d))
+                                                                   for n, t, d in _auxiliary_fields(aux)], frozen=True)
+
+    def wrap(self, inner: Method) -> Method:
+        name = f"{self.prefix}+{inner.name}"
+        if type(inner).stages is not Method.stages:
+            raise ConfigError(f"{name}: {inner.name} has training stages of its own; the multi-task loss wraps "
+                              f"a single-stage method", f"wrap the method {inner.name} itself wraps")
+        return MultiTask(inner, self.aux, name=name)
+
+
+@hookimpl
+def register_method_wrappers(register) -> None:
+    for aux in AUXILIARY_FIELDS:
+        register(MultiTaskWrapper(aux))
 
 
 @hookimpl

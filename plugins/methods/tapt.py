@@ -1,8 +1,9 @@
-"""Task-adaptive pre-training (TAPT, study S1) in front of any adapter-style method:
-`tapt-lora`, `tapt-adapter`.
+"""Task-adaptive pre-training (TAPT, study S1) in front of any method: `tapt+<method>`
+(e.g. `tapt+ia3`, or a method from another package); `tapt-lora` and `tapt-adapter` are
+S1's names for `tapt+lora` and `tapt+adapter`.
 
 Stage "tapt": masked-LM on the task's training text (plugins/mlm.py) with the
-inner method's modules (LoRA, adapters) on the encoder; of the MLM head, by
+inner method's modules (LoRA, adapters, ...) on the encoder; of the MLM head, by
 default the transform (dense + LayerNorm) and the decoder bias train while the
 decoder weight stays tied to the frozen word embeddings. Stage "finetune": a
 fresh task head, the inner method's weights from stage 1 copied in exactly,
@@ -15,7 +16,7 @@ import dataclasses
 from dataclasses import field, make_dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from peftbench.sdk import ConfigError, HeadSpec, LoadedBackbone, Method, Stage, hookimpl
+from peftbench.sdk import ConfigError, HeadSpec, LoadedBackbone, Method, MethodWrapper, Stage, hookimpl
 
 from .adapter import BottleneckAdapter
 from .lora import Lora
@@ -36,7 +37,7 @@ TAPT_FIELDS = [
 ]
 
 
-def _tapt_config(inner: type) -> type:
+def _tapt_config(inner: type, name: str) -> type:
     def __post_init__(self) -> None:
         inner.__post_init__(self) if hasattr(inner, "__post_init__") else None
         if not 0 < self.mlm_probability < 1:
@@ -44,38 +45,42 @@ def _tapt_config(inner: type) -> type:
         if not self.tapt_lr > 0 or self.tapt_batch_size < 1 or self.tapt_epochs < 1:
             raise ValueError("tapt_lr must be > 0, tapt_batch_size and tapt_epochs >= 1")
 
-    if "train_head" not in {f.name for f in dataclasses.fields(inner)}:
-        raise TypeError(f"{inner.__name__} needs a train_head setting to be wrapped by TAPT")
+    clash = sorted({f.name for f in dataclasses.fields(inner)} & {n for n, _, _ in TAPT_FIELDS})
+    if clash:
+        raise ConfigError(f"{name}: the method's own settings {', '.join(clash)} clash with TAPT's",
+                          "rename those settings in the method's plugin")
     return make_dataclass(f"Tapt{inner.__name__}", [(n, t, field(default=d)) for n, t, d in TAPT_FIELDS],
                           bases=(inner,), frozen=True, namespace={"__post_init__": __post_init__})
 
 
-def transfer_parameters(source: torch.nn.Module, target: torch.nn.Module, select) -> None:
+def transfer_parameters(source: torch.nn.Module, target: torch.nn.Module, select, skip=()) -> None:
     """Copy the inner method's parameters from the TAPT model into the fine-tuning model, exactly.
 
-    Both wrap the same encoder, so parameter names match one to one; anything
-    else is an error rather than a partial copy.
+    Both wrap the same encoder, so every carried parameter (``select``ed, not in ``skip``: the
+    masked-LM head's) must land on a parameter of the same name and shape; anything else is an
+    error rather than a partial copy. A selected parameter only the fine-tuning model has (e.g.
+    BERT's pooler bias under BitFit: the masked-LM model has no pooler) starts as initialised.
     """
     import torch
 
-    carried = {n: p for n, p in source.named_parameters() if select(n)}
+    carried = {n: p for n, p in source.named_parameters() if select(n) and n not in skip}
     receiving = {n: p for n, p in target.named_parameters() if select(n)}
-    if carried.keys() != receiving.keys() or any(carried[n].shape != receiving[n].shape for n in receiving):
-        differing = sorted(receiving.keys() ^ carried.keys())[:3] or "shapes differ"
-        raise ConfigError(f"TAPT weights do not match the fine-tuning model's ({differing})",
+    lost = sorted(n for n in carried if n not in receiving or receiving[n].shape != carried[n].shape)
+    if lost:
+        raise ConfigError(f"TAPT weights do not match the fine-tuning model's ({', '.join(lost[:3])})",
                           "both stages must use the same method settings")
     with torch.no_grad():
-        for name, param in receiving.items():
-            param.copy_(carried[name])
+        for name, param in carried.items():
+            receiving[name].copy_(param)
 
 
 class Tapt(Method):
-    def __init__(self, inner: Method) -> None:
+    def __init__(self, inner: Method, name: str | None = None) -> None:
         self.inner = inner
-        self.name = f"tapt-{inner.name}"
+        self.name = name or f"tapt-{inner.name}"
         self.description = f"TAPT+{inner.name}: masked-LM on the task's text with {inner.name}, then fine-tuning " \
                            f"from those weights"
-        self.Config = _tapt_config(inner.Config)
+        self.Config = _tapt_config(inner.Config, self.name)
         self.mergeable = inner.mergeable
         self.capacity = inner.capacity
         self.libraries = inner.libraries
@@ -95,17 +100,19 @@ class Tapt(Method):
         if stage.name != "tapt":
             model = self.inner.prepare(loaded, config, stage)
             if previous is not None:
-                transfer_parameters(previous, model, self.inner.is_adapter_parameter)
+                transfer_parameters(previous, model, self.inner.is_adapter_parameter,
+                                    skip=set(getattr(previous, "_peftbench_tapt_head", ())))
             return model
         # The inner method must not wrap the MLM head itself (peft's modules_to_save would copy
         # and untie the 32k x 768 decoder); its parameters are unfrozen here instead.
-        model = self.inner.prepare(loaded, replace(config, train_head=False), stage)
+        has_train_head = "train_head" in {f.name for f in dataclasses.fields(config)}
+        model = self.inner.prepare(loaded, replace(config, train_head=False) if has_train_head else config, stage)
         heads = set(loaded.head_modules)
         trained_head = []
         for name, param in model.named_parameters():  # the tied decoder weight is listed as the embeddings
-            if heads.intersection(name.split(".")) and not self.inner.is_adapter_parameter(name):
+            if heads.intersection(name.split(".")):
                 param.requires_grad_(True)
-                trained_head.append(name)
+                trained_head.append(name)  # stays behind with the head: never carried to fine-tuning
         if config.tapt_head == "all":
             # Tied to the word embeddings: training the output layer trains them too (S1: 25,642,496).
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -136,7 +143,28 @@ class Tapt(Method):
         return self.inner.inference_modes(model)
 
 
+TaptSettings = make_dataclass("TaptSettings", [(n, t, field(default=d)) for n, t, d in TAPT_FIELDS], frozen=True)
+
+
+class TaptWrapper(MethodWrapper):
+    prefix = "tapt"
+    description = "TAPT: masked-LM on the task's text with the method's own trainable parts, then fine-tuning " \
+                  "from those weights (S1)"
+    Config = TaptSettings
+
+    def wrap(self, inner: Method) -> Method:
+        if type(inner).stages is not Method.stages:
+            raise ConfigError(f"tapt+{inner.name}: {inner.name} has training stages of its own; TAPT wraps a "
+                              f"single-stage method", f"wrap the method {inner.name} itself wraps")
+        return Tapt(inner, name=f"tapt+{inner.name}")
+
+
 @hookimpl
 def register_methods(register) -> None:
     for inner in (Lora(), BottleneckAdapter()):
-        register(Tapt(inner))
+        register(Tapt(inner))  # S1's names: tapt-lora, tapt-adapter
+
+
+@hookimpl
+def register_method_wrappers(register) -> None:
+    register(TaptWrapper())

@@ -1,0 +1,200 @@
+"""Every tuner type peft implements, as a method named after it (`ia3`, `loha`, `lokr`, `vera`,
+`boft`, `prefix-tuning`, `prompt-tuning`, ...), plus LoRA's variants `dora` and `rslora`.
+
+The list comes from peft itself (``peft.PeftType``), not from a copy of it: a peft release
+that adds a tuner adds a method here. Each method's settings are its peft config
+dataclass's fields that a command line can express (numbers, booleans, strings, choices,
+lists of names), with peft's defaults, plus peftbench's ``lr`` and ``train_head``.
+A type that cannot apply to the run's model (e.g. a decoder-only prompt method on an
+encoder classifier) is refused with peft's own reason in one line.
+
+LoRA itself is plugins/methods/lora.py (S1/S2's method, with its study defaults).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import types
+import typing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Literal
+
+from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, cache_root, hookimpl, write_json_atomic
+
+if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
+    import torch
+
+# Not settings: peftbench decides them (the model, the head, the task type) or they are bookkeeping.
+DECIDED_BY_PEFTBENCH = {"peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode",
+                        "auto_mapping", "modules_to_save"}
+TASK_TYPES = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS"}
+LORA_VARIANTS = {"dora": ("use_dora", "DoRA: LoRA with weight decomposition (magnitude + direction)"),
+                 "rslora": ("use_rslora", "rsLoRA: LoRA scaled by alpha/sqrt(r), stable at high ranks")}
+
+
+def _command_line_type(hint: Any) -> Any | None:
+    """The field's type as `--set` can parse it (lists become tuples); None: not expressible."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint in (int, float, bool, str) or origin is Literal:
+        return hint
+    if origin in (list, tuple) and args and args[0] in (int, str):
+        return tuple[args[0], ...]
+    if origin in (typing.Union, types.UnionType):
+        members = [_command_line_type(a) for a in args if a is not type(None)]
+        if any(m is None for m in members):
+            members = [m for m in members if m is not None and typing.get_origin(m) is tuple] or [None]
+        if None in members:
+            return None
+        # "a,b" parses as a tuple of names, which also covers a single name (peft: list[str] | str).
+        if any(typing.get_origin(m) is tuple for m in members):
+            members = [m for m in members if m is not str and m is not int]
+        unique = list(dict.fromkeys(members))
+        kind = unique[0] if len(unique) == 1 else typing.Union[tuple(unique)]
+        return kind | None if type(None) in args else kind
+    return None
+
+
+def _default(field: dataclasses.Field) -> Any:
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
+def _describe(kind: Any) -> Any:
+    """A command-line type as JSON (for the catalogue cache)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Literal:
+        return {"choices": list(args)}
+    if origin is tuple:
+        return {"names" if args[0] is str else "numbers": True}
+    if origin in (typing.Union, types.UnionType):
+        return {"any": [_describe(a) for a in args if a is not type(None)], "none": type(None) in args}
+    return kind.__name__
+
+
+def _rebuild(described: Any) -> Any:
+    if isinstance(described, str):
+        return {"int": int, "float": float, "bool": bool, "str": str}[described]
+    if "choices" in described:
+        return Literal[tuple(described["choices"])]
+    if "names" in described or "numbers" in described:
+        return tuple[str, ...] if "names" in described else tuple[int, ...]
+    members = tuple(_rebuild(a) for a in described["any"])
+    kind = members[0] if len(members) == 1 else typing.Union[members]
+    return kind | None if described["none"] else kind
+
+
+def _catalogue_entry(peft_type: str, name: str, about: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """What listing and running a tuner need, from its peft config dataclass."""
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING
+
+    config_class = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
+    hints, fields = typing.get_type_hints(config_class), []
+    for field in dataclasses.fields(config_class):
+        kind = _command_line_type(hints.get(field.name))
+        default = overrides.get(field.name, _default(field))
+        if field.name in DECIDED_BY_PEFTBENCH or kind is None or field.name in ("lr", "train_head"):
+            continue
+        if default is None or isinstance(default, (int, float, str, list, tuple)):
+            fields.append([field.name, _describe(kind), list(default) if isinstance(default, tuple) else default])
+    prompt = config_class().is_prompt_learning
+    return {"peft_type": peft_type, "name": name, "prompt_learning": prompt, "fields": fields,
+            "prefix": PEFT_TYPE_TO_PREFIX_MAPPING.get(peft_type) or f"{peft_type.lower()}_",
+            "description": about or f"peft {peft_type} ({'virtual tokens' if prompt else 'tuner layers'}) "
+                                    f"+ trainable task head"}
+
+
+def catalogue() -> list[dict[str, Any]]:
+    """Every tuner type of the installed peft, read from peft once per peft version (and version
+    of this file) and kept in the cache folder, so listing methods does not import peft and torch."""
+    version = importlib.metadata.version("peft")
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    path = cache_root() / f"peft-{version}-tuners-{code}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return json.loads(path.read_text(encoding="utf-8"))["tuners"]
+    from peft import PeftType
+
+    entries = [_catalogue_entry(t.value, t.value.lower().replace("_", "-"), None, {})
+               for t in PeftType if t.value != "LORA"]  # LoRA itself: plugins/methods/lora.py
+    entries += [_catalogue_entry("LORA", name, f"{about} (peft) + trainable task head", {flag: True})
+                for name, (flag, about) in LORA_VARIANTS.items()]
+    with contextlib.suppress(OSError):
+        write_json_atomic(path, {"tuners": entries})
+    return entries
+
+
+class PeftTuner(Method):
+    """One peft tuner type; what trains is what peft marks trainable, plus the task head."""
+
+    libraries = ("peft",)
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.peft_type, self.name, self.prefix = entry["peft_type"], entry["name"], entry["prefix"]
+        self.description, self.prompt_learning = entry["description"], entry["prompt_learning"]
+        self.mergeable = None if self.prompt_learning else True
+        fields = [(n, _rebuild(kind), dataclasses.field(default=tuple(d) if isinstance(d, list) else d))
+                  for n, kind, d in entry["fields"]]
+        fields += [("lr", float, dataclasses.field(default=5e-4)),
+                   ("train_head", bool, dataclasses.field(default=True))]
+        self.Config = dataclasses.make_dataclass(f"{self.name.title().replace('-', '')}Settings", fields, frozen=True)
+
+    def prepare(self, loaded: LoadedBackbone, config: Any, stage: Stage, previous=None) -> torch.nn.Module:
+        from peft import get_peft_model
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+        settings = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+                    if k not in ("lr", "train_head")}
+        task_type = TASK_TYPES.get(stage.head.kind)
+        try:
+            peft_config = PEFT_TYPE_TO_CONFIG_MAPPING[self.peft_type](
+                **settings, **({"task_type": task_type} if task_type else {}),
+                **({"modules_to_save": list(loaded.head_modules)} if config.train_head and not task_type else {}))
+            model = get_peft_model(loaded.model, peft_config)
+        except (ValueError, TypeError, NotImplementedError, AttributeError, RuntimeError, KeyError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ConfigError(f"peft cannot apply {self.name} to {type(loaded.model).__name__}: {reason}",
+                              f"change its settings (`peftbench list` shows them) or pick another method") from None
+        if task_type and not config.train_head:  # peft trains the classifier of SEQ_CLS/TOKEN_CLS models itself
+            for name, param in model.named_parameters():
+                if set(loaded.head_modules).intersection(name.split(".")):
+                    param.requires_grad_(False)
+        return model
+
+    def is_adapter_parameter(self, name: str) -> bool:
+        return self.prefix in name or "prompt_encoder" in name
+
+    def artifact_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(model)
+
+    def save(self, model: torch.nn.Module, directory: str) -> None:
+        from pathlib import Path
+
+        model.save_pretrained(directory, safe_serialization=True)
+        (Path(directory) / "README.md").unlink(missing_ok=True)  # peft's boilerplate model card
+
+    @contextlib.contextmanager
+    def inference_modes(self, model: torch.nn.Module) -> Iterator[Iterator[str]]:
+        def modes() -> Iterator[str]:
+            yield "unmerged"
+            if self.mergeable:
+                try:
+                    model.merge_adapter()
+                except NotImplementedError:  # a few tuners (e.g. Lily, OSF) cannot merge: unmerged only
+                    return
+                yield "merged"
+
+        try:
+            yield modes()
+        finally:
+            if any(getattr(m, "merged", False) for m in model.modules()):
+                model.unmerge_adapter()
+
+
+@hookimpl
+def register_methods(register) -> None:
+    for entry in catalogue():
+        register(PeftTuner(entry))

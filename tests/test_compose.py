@@ -1,0 +1,90 @@
+"""Open composition: `tapt+<method>` and `mtl-<aux>+<method>` wrap any registered method, one
+from an outside package included (the example BitFit plugin, loaded as it is), with no list of
+names anywhere."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from dataclasses import make_dataclass
+
+import pytest
+
+from conftest import REPO
+from peftbench import plugins, runner, spec
+from peftbench.errors import ConfigError
+from peftbench.progress import Progress
+
+
+@pytest.fixture(scope="module")
+def with_bitfit():
+    """The example plugin's module, unedited, registered next to the built-in plugins."""
+    path = REPO / "examples" / "peftbench-plugin-bitfit" / "peftbench_bitfit.py"
+    module_spec = importlib.util.spec_from_file_location("peftbench_bitfit", path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules["peftbench_bitfit"] = module  # as an installed distribution's module would be
+    try:
+        module_spec.loader.exec_module(module)
+        yield plugins.load(extra_plugins=(module,))
+    finally:
+        del sys.modules["peftbench_bitfit"]
+
+
+@pytest.mark.parametrize(("method", "own_sets"), [("tapt+bitfit", ["tapt_epochs=1", "tapt_batch_size=16"]),
+                                                  ("mtl-ngram+bitfit", ["merges=20", "min_frequency=2"])])
+def test_an_outside_method_runs_wrapped(method, own_sets, with_bitfit, tiny_bert, sample_dir, tmp_path):
+    sets = [f"data_dir={sample_dir}", "per_category=10", "max_length=32", "epochs=1", "inference_repeats=0"]
+    resolved = spec.resolve(with_bitfit, method, "livedoor-news", str(tiny_bert), [*sets, *own_sets])
+    record, _ = runner.run(with_bitfit, resolved, tmp_path, Progress(quiet=True))
+    assert record.status == "success", record.error
+    assert record.method.name == method and record.method.plugin.endswith("+ peftbench_bitfit")
+    final = record.stages["finetune"].params
+    assert final.adapter > 0 and final.backbone_trainable == 0  # bias terms only, as BitFit trains
+    if method.startswith("tapt"):
+        assert list(record.stages) == ["tapt", "finetune"]
+        tapt = record.stages["tapt"].params
+        # Stage 1: the biases and the MLM transform + decoder bias; the tied word embeddings stay frozen.
+        assert tapt.adapter > 0 and tapt.head > 0 and tapt.backbone_trainable == 0
+    else:
+        assert record.params.auxiliary > 0 and record.artifact.auxiliary_tensor_bytes > 0
+
+
+def test_composed_names_equal_the_studies_names():
+    comps = plugins.load()
+    for old, new in (("tapt-lora", "tapt+lora"), ("mtl-ngram-adapter", "mtl-ngram+adapter"),
+                     ("mtl-rtm", "mtl-rtm+full")):
+        counts = [[row["params"] for row in runner.dry_run(spec.resolve(comps, name, "kwdlc-ner", None, []))]
+                  for name in (old, new)]
+        assert counts[0] == counts[1], (old, new)
+
+
+@pytest.mark.parametrize(("method", "message"), [
+    ("tapt+tapt-lora", "tapt-lora has training stages of its own"),
+    ("mtl-ngram+tapt+lora", "tapt+lora has training stages of its own"),
+    ("tapt+lorra", "unknown method 'lorra'; did you mean 'lora'"),
+    ("tpat+lora", "unknown method wrapper 'tpat'; did you mean 'tapt'"),
+    ("lorra", "compositions: mtl-l3masking+<method>"),
+])
+def test_what_cannot_be_composed_is_one_line(method, message, cli):
+    result = cli("run", "--method", method, "--task", "kwdlc-ner", "--dry-run")
+    assert result.code == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_a_settings_clash_is_refused():
+    from peftbench_plugins.methods.full import FullFineTuning
+
+    class Clashing(FullFineTuning):
+        name = "clashing"
+        Config = make_dataclass("ClashingConfig", [("aux_weight", float, 0.5)], frozen=True)
+
+    with pytest.raises(ConfigError, match="mtl-ngram\\+clashing: the method's own settings aux_weight clash"):
+        plugins.load().wrappers.get("mtl-ngram").wrap(Clashing())
+
+
+def test_list_shows_the_wrappers(cli):
+    listed = cli("list", "--json")
+    wrappers = {w["name"]: w for w in json.loads(listed.stdout)["method wrappers"]}
+    assert set(wrappers) == {"tapt+<method>", "mtl-ngram+<method>", "mtl-rtm+<method>", "mtl-l3masking+<method>"}
+    assert {"name": "tapt_epochs", "type": "int", "default": "50"} in wrappers["tapt+<method>"]["settings"]
