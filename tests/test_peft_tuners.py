@@ -10,7 +10,7 @@ import functools
 import pytest
 import torch
 
-from peftbench import plugins, spec
+from peftbench import plugins, runner, spec
 from peftbench.errors import ConfigError
 from peftbench.measure import count_parameters
 from peftbench_plugins.methods.peft_tuners import PeftTuner
@@ -54,6 +54,11 @@ def test_counts_merging_and_artefact(name, tiny_bert, tmp_path):
         pytest.skip(f"not applicable to the tiny model: {exc}")
     params = count_parameters(model, method.is_adapter_parameter, loaded.head_modules, method.is_auxiliary_parameter)
     assert params["trainable"] == model.get_nb_trainable_parameters()[0]  # peft's own count
+    try:  # `--dry-run` (no weights) counts the same
+        dry = runner.dry_run(spec.resolve(COMPONENTS, name, "livedoor-news", str(tiny_bert), []))[0]["params"]
+        assert dry == params
+    except ConfigError as exc:
+        assert "which a dry run does not load" in str(exc)  # initialised from the weights (e.g. FRoD)
     assert params["adapter"] > 0 and params["backbone_trainable"] == 0 and params["head"] > 0
     with torch.no_grad():  # make the tuner's weights matter (many start as the identity)
         for param_name, param in model.named_parameters():

@@ -3,6 +3,7 @@ executors checked against their protocol, commands given what they need."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from pathlib import Path
@@ -41,12 +42,35 @@ class InlineExecutor:
             on_done(job, 0)
 
 
+class TwiceWrapper(sdk.MethodWrapper):
+    """Doubles the inner method's learning rate: the smallest composition."""
+
+    prefix = "sdk-test-twice"
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        pass
+
+    def wrap(self, inner):
+        class Twice(type(inner)):
+            name = f"{self.prefix}+{inner.name}"
+
+            def learning_rate(self, config, stage):
+                return 2 * super().learning_rate(config, stage)
+
+        return Twice()
+
+
 class AllHooks:
     """A plugin that implements every hook, so each one is exercised."""
 
     @hookimpl
     def register_methods(self, register):
         register(CopyMethod())
+
+    @hookimpl
+    def register_method_wrappers(self, register):
+        register(TwiceWrapper())
 
     @hookimpl
     def register_tasks(self, register):
@@ -92,6 +116,9 @@ def test_every_hook_is_documented_with_each_parameter():
 def test_every_hook_takes_effect():
     comps = plugins.load(extra_plugins=(AllHooks(),))
     assert "sdk-test-method" in comps.methods and "sdk-test-task" in comps.tasks
+    twice = comps.resolve_method("sdk-test-twice+sdk-test-method")
+    assert twice.name == "sdk-test-twice+sdk-test-method" and twice.learning_rate(twice.Config(), None) == \
+        2 * comps.methods.get("sdk-test-method").learning_rate(twice.Config(), None)
     assert comps.backbones.get("sdk-test-backbone").spec == "some/local-folder"
     assert comps.resolve_backbone("sdk-test:x").name == "sdk-test:x"
     assert comps.tables.get("sdk-test-table").columns[0].field == "scores.test.accuracy"

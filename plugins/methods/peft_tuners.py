@@ -88,6 +88,7 @@ def _rebuild(described: Any) -> Any:
 
 def _catalogue_entry(peft_type: str, name: str, about: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """What listing and running a tuner need, from its peft config dataclass."""
+    from peft import PromptLearningConfig
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING
 
     config_class = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
@@ -95,11 +96,13 @@ def _catalogue_entry(peft_type: str, name: str, about: str | None, overrides: di
     for field in dataclasses.fields(config_class):
         kind = _command_line_type(hints.get(field.name))
         default = overrides.get(field.name, _default(field))
+        if field.name == "num_virtual_tokens" and default is None:
+            default = 20  # peft leaves it unset (required); 20 is what peft's own examples use
         if field.name in DECIDED_BY_PEFTBENCH or kind is None or field.name in ("lr", "train_head"):
             continue
         if default is None or isinstance(default, (int, float, str, list, tuple)):
             fields.append([field.name, _describe(kind), list(default) if isinstance(default, tuple) else default])
-    prompt = config_class().is_prompt_learning
+    prompt = issubclass(config_class, PromptLearningConfig)
     return {"peft_type": peft_type, "name": name, "prompt_learning": prompt, "fields": fields,
             "prefix": PEFT_TYPE_TO_PREFIX_MAPPING.get(peft_type) or f"{peft_type.lower()}_",
             "description": about or f"peft {peft_type} ({'virtual tokens' if prompt else 'tuner layers'}) "
@@ -151,9 +154,18 @@ class PeftTuner(Method):
             peft_config = PEFT_TYPE_TO_CONFIG_MAPPING[self.peft_type](
                 **settings, **({"task_type": task_type} if task_type else {}),
                 **({"modules_to_save": list(loaded.head_modules)} if config.train_head and not task_type else {}))
+            if {"n_tasks", "num_tasks"} & settings.keys():
+                raise ValueError("it needs a task id per example (multi-task prompts), which peftbench's tasks "
+                                 "do not give")
             model = get_peft_model(loaded.model, peft_config)
+            if not any(self.is_adapter_parameter(n) and p.requires_grad and p.numel()
+                       for n, p in model.named_parameters()):
+                raise ValueError("it added no trainable parameters with these settings")
         except (ValueError, TypeError, NotImplementedError, AttributeError, RuntimeError, KeyError) as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
+            if "meta tensor" in reason:
+                raise ConfigError(f"{self.name} computes its initial weights from the backbone's, which a dry run "
+                                  f"does not load", "run it without --dry-run to count its parameters") from None
             raise ConfigError(f"peft cannot apply {self.name} to {type(loaded.model).__name__}: {reason}",
                               f"change its settings (`peftbench list` shows them) or pick another method") from None
         if task_type and not config.train_head:  # peft trains the classifier of SEQ_CLS/TOKEN_CLS models itself
@@ -168,6 +180,8 @@ class PeftTuner(Method):
     def artifact_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
 
+        if any(p.is_meta for p in model.parameters()):  # a dry run: peft cannot copy prompts out of meta
+            return {n: p for n, p in model.named_parameters() if p.requires_grad}
         return get_peft_model_state_dict(model)
 
     def save(self, model: torch.nn.Module, directory: str) -> None:
@@ -180,18 +194,39 @@ class PeftTuner(Method):
     def inference_modes(self, model: torch.nn.Module) -> Iterator[Iterator[str]]:
         def modes() -> Iterator[str]:
             yield "unmerged"
-            if self.mergeable:
-                try:
-                    model.merge_adapter()
-                except NotImplementedError:  # a few tuners (e.g. Lily, OSF) cannot merge: unmerged only
-                    return
+            if self.mergeable and _merges_and_unmerges(model):
+                model.merge_adapter()
                 yield "merged"
 
         try:
             yield modes()
-        finally:
-            if any(getattr(m, "merged", False) for m in model.modules()):
-                model.unmerge_adapter()
+        finally:  # layer by layer: some tuners (OSF) refuse unmerging at the model level only
+            for layer in _tuner_layers(model):
+                if layer.merged:
+                    layer.unmerge()
+
+
+def _tuner_layers(model: torch.nn.Module) -> list:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def _merges_and_unmerges(model: torch.nn.Module) -> bool:
+    """Whether this tuner's layers merge and unmerge (a few peft tuners, e.g. Lily and OSF, cannot do
+    one or the other), tried on a copy of one layer so the model itself is never left merged."""
+    import copy
+
+    layers = _tuner_layers(model)
+    if not layers:
+        return False
+    probe = copy.deepcopy(layers[0])
+    try:
+        probe.merge()
+        probe.unmerge()
+    except NotImplementedError:
+        return False
+    return not probe.merged
 
 
 @hookimpl
