@@ -107,3 +107,10 @@ def test_a_tuner_runs_end_to_end_and_times_both_inference_modes(tiny_bert, sampl
     assert record["status"] == "success" and record["params"]["adapter"] > 0
     assert set(record["inference"]["modes"]) == {"unmerged", "merged"}
     assert record["artifact"]["format"] == ["json", "safetensors"]
+
+
+@pytest.mark.parametrize(("name", "setting"), [("loha", "r"), ("prompt-tuning", "num_virtual_tokens")])
+def test_a_parameter_budget_sizes_a_tuner(name, setting, tiny_bert):
+    resolved = spec.match_params(COMPONENTS, name, "livedoor-news", str(tiny_bert), [], 3000)
+    budget = resolved.spec.budget
+    assert budget.setting == setting and abs(budget.deviation) <= 0.05, budget

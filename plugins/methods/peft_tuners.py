@@ -142,6 +142,9 @@ class PeftTuner(Method):
         fields += [("lr", float, dataclasses.field(default=5e-4)),
                    ("train_head", bool, dataclasses.field(default=True))]
         self.Config = dataclasses.make_dataclass(f"{self.name.title().replace('-', '')}Settings", fields, frozen=True)
+        names = {n for n, _, _ in fields}  # the size setting, so --match-params can size it to a budget
+        size = "num_virtual_tokens" if self.prompt_learning else "r"
+        self.capacity = (size, range(1, 1025)) if size in names else None
 
     def prepare(self, loaded: LoadedBackbone, config: Any, stage: Stage, previous=None) -> torch.nn.Module:
         from peft import get_peft_model
