@@ -3,8 +3,8 @@
 # training text beat a mismatched pre-trained model (English MiniLM-L6) at this scale?
 #   PEFTBENCH_DATA=../shared/data bash benchmarks/scratch-vs-minilm.sh
 # CPU-sized: tiny preset, livedoor 40 articles per category, KWDLC 300 documents per split.
-# SMOKE=1: seconds (1 pre-training epoch on 60 documents, then LoRA on the built backbone only,
-# 1 epoch); CI runs it so the script cannot rot.
+# SMOKE=1: seconds (1 pre-training epoch on 60 of the livedoor sample's files, then LoRA on the
+# built backbone only, 1 epoch); CI runs it so the script cannot rot.
 set -euo pipefail
 PEFTBENCH="${PEFTBENCH:-peftbench}"
 RESULTS="${RESULTS:-results/scratch-vs-minilm}"
@@ -12,11 +12,13 @@ BUILT="${BUILT:-results/scratch-ja}"
 : "${PEFTBENCH_DATA:?set PEFTBENCH_DATA to a folder holding livedoor/ and kwdlc/}"
 
 SMOKE=${SMOKE:-0}
+corpora=(--corpus livedoor-news --corpus kwdlc-ner)
 build=() per_category=40 documents=300 epochs=6 backbones=(minilm-l6 scratch-ja)
-if [ "$SMOKE" = 1 ]; then
+if [ "$SMOKE" = 1 ]; then  # the sample's text files: no pass over the two whole corpora
+  corpora=(--corpus "$(dirname "$0")/../examples/livedoor-sample")
   build=(--set epochs=1 --set max_documents=60) per_category=10 documents=3 epochs=1 backbones=(scratch-ja)
 fi
-"$PEFTBENCH" backbone build --corpus livedoor-news --corpus kwdlc-ner --out "$BUILT" --name scratch-ja \
+"$PEFTBENCH" backbone build "${corpora[@]}" --out "$BUILT" --name scratch-ja \
   --preset tiny --overwrite "${build[@]}"
 
 for backbone in "${backbones[@]}"; do

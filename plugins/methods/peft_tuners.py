@@ -36,7 +36,7 @@ LORA_VARIANTS = {"dora": ("use_dora", "DoRA: LoRA with weight decomposition (mag
                  "rslora": ("use_rslora", "rsLoRA: LoRA scaled by alpha/sqrt(r), stable at high ranks")}
 
 
-def _command_line_type(hint: Any) -> Any | None:
+def command_line_type(hint: Any) -> Any | None:
     """The field's type as `--set` can parse it (lists become tuples); None: not expressible."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint in (int, float, bool, str) or origin is Literal:
@@ -44,7 +44,7 @@ def _command_line_type(hint: Any) -> Any | None:
     if origin in (list, tuple) and args and args[0] in (int, str):
         return tuple[args[0], ...]
     if origin in (typing.Union, types.UnionType):
-        members = [_command_line_type(a) for a in args if a is not type(None)]
+        members = [command_line_type(a) for a in args if a is not type(None)]
         if any(m is None for m in members):
             members = [m for m in members if m is not None and typing.get_origin(m) is tuple] or [None]
         if None in members:
@@ -58,11 +58,11 @@ def _command_line_type(hint: Any) -> Any | None:
     return None
 
 
-def _default(field: dataclasses.Field) -> Any:
+def field_default(field: dataclasses.Field) -> Any:
     return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
 
 
-def _describe(kind: Any) -> Any:
+def describe_type(kind: Any) -> Any:
     """A command-line type as JSON (for the catalogue cache)."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin is Literal:
@@ -70,20 +70,28 @@ def _describe(kind: Any) -> Any:
     if origin is tuple:
         return {"names" if args[0] is str else "numbers": True}
     if origin in (typing.Union, types.UnionType):
-        return {"any": [_describe(a) for a in args if a is not type(None)], "none": type(None) in args}
+        return {"any": [describe_type(a) for a in args if a is not type(None)], "none": type(None) in args}
     return kind.__name__
 
 
-def _rebuild(described: Any) -> Any:
+def rebuild_type(described: Any) -> Any:
     if isinstance(described, str):
         return {"int": int, "float": float, "bool": bool, "str": str}[described]
     if "choices" in described:
         return Literal[tuple(described["choices"])]
     if "names" in described or "numbers" in described:
         return tuple[str, ...] if "names" in described else tuple[int, ...]
-    members = tuple(_rebuild(a) for a in described["any"])
+    members = tuple(rebuild_type(a) for a in described["any"])
     kind = members[0] if len(members) == 1 else typing.Union[members]
     return kind | None if described["none"] else kind
+
+
+def settings_class(name: str, fields: list) -> type:
+    """A frozen dataclass from catalogue fields ([name, described type, default]), plus lr and train_head."""
+    rows = [(n, rebuild_type(kind), dataclasses.field(default=tuple(d) if isinstance(d, list) else d))
+            for n, kind, d in fields]
+    rows += [("lr", float, dataclasses.field(default=5e-4)), ("train_head", bool, dataclasses.field(default=True))]
+    return dataclasses.make_dataclass(f"{name.title().replace('-', '')}Settings", rows, frozen=True)
 
 
 def _catalogue_entry(peft_type: str, name: str, about: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -94,14 +102,14 @@ def _catalogue_entry(peft_type: str, name: str, about: str | None, overrides: di
     config_class = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
     hints, fields = typing.get_type_hints(config_class), []
     for field in dataclasses.fields(config_class):
-        kind = _command_line_type(hints.get(field.name))
-        default = overrides.get(field.name, _default(field))
+        kind = command_line_type(hints.get(field.name))
+        default = overrides.get(field.name, field_default(field))
         if field.name == "num_virtual_tokens" and default is None:
             default = 20  # peft leaves it unset (required); 20 is what peft's own examples use
         if field.name in DECIDED_BY_PEFTBENCH or kind is None or field.name in ("lr", "train_head"):
             continue
         if default is None or isinstance(default, (int, float, str, list, tuple)):
-            fields.append([field.name, _describe(kind), list(default) if isinstance(default, tuple) else default])
+            fields.append([field.name, describe_type(kind), list(default) if isinstance(default, tuple) else default])
     prompt = issubclass(config_class, PromptLearningConfig)
     return {"peft_type": peft_type, "name": name, "prompt_learning": prompt, "fields": fields,
             "prefix": PEFT_TYPE_TO_PREFIX_MAPPING.get(peft_type) or f"{peft_type.lower()}_",
@@ -137,12 +145,8 @@ class PeftTuner(Method):
         self.peft_type, self.name, self.prefix = entry["peft_type"], entry["name"], entry["prefix"]
         self.description, self.prompt_learning = entry["description"], entry["prompt_learning"]
         self.mergeable = None if self.prompt_learning else True
-        fields = [(n, _rebuild(kind), dataclasses.field(default=tuple(d) if isinstance(d, list) else d))
-                  for n, kind, d in entry["fields"]]
-        fields += [("lr", float, dataclasses.field(default=5e-4)),
-                   ("train_head", bool, dataclasses.field(default=True))]
-        self.Config = dataclasses.make_dataclass(f"{self.name.title().replace('-', '')}Settings", fields, frozen=True)
-        names = {n for n, _, _ in fields}  # the size setting, so --match-params can size it to a budget
+        self.Config = settings_class(self.name, entry["fields"])
+        names = {f.name for f in dataclasses.fields(self.Config)}  # the size setting, for --match-params
         size = "num_virtual_tokens" if self.prompt_learning else "r"
         self.capacity = (size, range(1, 1025)) if size in names else None
 
