@@ -22,7 +22,7 @@ TUNERS = sorted(e.name for e in COMPONENTS.methods if isinstance(e.component, Pe
 def test_every_peft_type_is_a_method():
     from peft import PeftType
 
-    expected = {t.value.lower().replace("_", "-") for t in PeftType} - {"lora"} | {"dora", "rslora"}
+    expected = {t.value.lower().replace("_", "-") for t in PeftType} - {"lora"} | {"dora", "rslora", "pissa", "olora"}
     assert set(TUNERS) == expected
     assert len(COMPONENTS.methods) >= 25 + len(COMPONENTS.methods) - len(TUNERS)
     ia3 = {f.name: f.default for f in dataclasses.fields(COMPONENTS.methods.get("ia3").Config)}

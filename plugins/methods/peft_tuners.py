@@ -1,5 +1,6 @@
 """Every tuner type peft implements, as a method named after it (`ia3`, `loha`, `lokr`, `vera`,
-`boft`, `prefix-tuning`, `prompt-tuning`, ...), plus LoRA's variants `dora` and `rslora`.
+`boft`, `prefix-tuning`, `prompt-tuning`, ...), plus LoRA's variants `dora`, `rslora`, `pissa` and
+`olora`.
 
 The list comes from peft itself (``peft.PeftType``), not from a copy of it: a peft release
 that adds a tuner adds a method here. Each method's settings are its peft config
@@ -32,8 +33,14 @@ if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins s
 DECIDED_BY_PEFTBENCH = {"peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode",
                         "auto_mapping", "modules_to_save"}
 TASK_TYPES = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS"}
-LORA_VARIANTS = {"dora": ("use_dora", "DoRA: LoRA with weight decomposition (magnitude + direction)"),
-                 "rslora": ("use_rslora", "rsLoRA: LoRA scaled by alpha/sqrt(r), stable at high ranks")}
+# LoRA variants peft selects with one LoraConfig setting (those needing data or quantisation, e.g.
+# EVA, CorDA, LoftQ, are left out).
+LORA_VARIANTS = {
+    "dora": ({"use_dora": True}, "DoRA: LoRA with weight decomposition (magnitude + direction)"),
+    "rslora": ({"use_rslora": True}, "rsLoRA: LoRA scaled by alpha/sqrt(r), stable at high ranks"),
+    "pissa": ({"init_lora_weights": "pissa"}, "PiSSA: LoRA initialised from the principal singular vectors"),
+    "olora": ({"init_lora_weights": "olora"}, "OLoRA: LoRA initialised by QR (orthonormal) decomposition"),
+}
 
 
 def command_line_type(hint: Any) -> Any | None:
@@ -129,8 +136,8 @@ def catalogue() -> list[dict[str, Any]]:
 
     entries = [_catalogue_entry(t.value, t.value.lower().replace("_", "-"), None, {})
                for t in PeftType if t.value != "LORA"]  # LoRA itself: plugins/methods/lora.py
-    entries += [_catalogue_entry("LORA", name, f"{about} (peft) + trainable task head", {flag: True})
-                for name, (flag, about) in LORA_VARIANTS.items()]
+    entries += [_catalogue_entry("LORA", name, f"{about} (peft) + trainable task head", overrides)
+                for name, (overrides, about) in LORA_VARIANTS.items()]
     with contextlib.suppress(OSError):
         write_json_atomic(path, {"tuners": entries})
     return entries
@@ -170,7 +177,8 @@ class PeftTuner(Method):
                 raise ValueError("it added no trainable parameters with these settings")
         except (ValueError, TypeError, NotImplementedError, AttributeError, RuntimeError, KeyError) as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
-            if "meta tensor" in reason:
+            dry_run = any(p.is_meta for p in loaded.model.parameters())
+            if dry_run and any(word in reason for word in ("meta", "set_data", "copy out")):  # needs the weights
                 raise ConfigError(f"{self.name} computes its initial weights from the backbone's, which a dry run "
                                   f"does not load", "run it without --dry-run to count its parameters") from None
             raise ConfigError(f"peft cannot apply {self.name} to {type(loaded.model).__name__}: {reason}",
