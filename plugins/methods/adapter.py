@@ -64,6 +64,7 @@ class BottleneckAdapter(Method):
     mergeable = False
     capacity = ("bottleneck", range(1, 4097))
     libraries = ("adapters",)
+    adapter_name = ADAPTER_NAME
 
     def prepare(self, loaded: LoadedBackbone, config: AdapterSettings, stage: Stage, previous=None) -> torch.nn.Module:
         import adapters
@@ -80,32 +81,46 @@ class BottleneckAdapter(Method):
         library_config = {"double_seq_bn": DoubleSeqBnConfig, "seq_bn": SeqBnConfig}[LIBRARY_CONFIGS[config.config]](
             reduction_factor=factor, non_linearity=config.non_linearity)
         adapters.init(model)
-        model.add_adapter(ADAPTER_NAME, config=library_config)
-        model.train_adapter(ADAPTER_NAME)  # freezes the encoder, activates the adapter
-        heads = set(loaded.head_modules)
-        for name, param in model.named_parameters():
-            if heads.intersection(name.split(".")):
-                param.requires_grad_(config.train_head)
+        model.add_adapter(self.adapter_name, config=library_config)
+        model.train_adapter(self.adapter_name)  # freezes the encoder, activates the adapter
+        set_head_trainable(model, loaded, config.train_head)
         return model
 
     def is_adapter_parameter(self, name: str) -> bool:
-        return f".adapters.{ADAPTER_NAME}." in name
+        return f".adapters.{self.adapter_name}." in name
 
     def artifact_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
     def save(self, model: torch.nn.Module, directory: str) -> None:
-        from safetensors.torch import save_file
+        save_adapter_files(model, directory, self.adapter_name, self.is_adapter_parameter)
 
-        model.save_adapter(directory, ADAPTER_NAME, use_safetensors=True)
-        head = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters()
-                if p.requires_grad and not self.is_adapter_parameter(n)}
-        if head:
-            save_file(head, os.path.join(directory, "head.safetensors"))
-        # The library may also write a pickled copy; only safetensors are kept.
-        for name in os.listdir(directory):
-            if name.endswith(".bin"):
-                os.remove(os.path.join(directory, name))
+
+def set_head_trainable(model: torch.nn.Module, loaded: LoadedBackbone, trainable: bool) -> None:
+    heads = set(loaded.head_modules)
+    for name, param in model.named_parameters():
+        if heads.intersection(name.split(".")):
+            param.requires_grad_(trainable)
+
+
+def save_adapter_files(model: torch.nn.Module, directory: str, adapter: str, is_adapter_parameter) -> None:
+    """The library's adapter files as safetensors, plus the trained head; never a pickle."""
+    from safetensors.torch import save_file
+
+    try:
+        model.save_adapter(directory, adapter, use_safetensors=True)
+    except RuntimeError:  # tensors shared inside the adapter (prefix pools): safetensors refuses them
+        model.save_adapter(directory, adapter, use_safetensors=False)  # its config; the .bin goes below
+        unique = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters()  # shared ones once
+                  if is_adapter_parameter(n)}
+        save_file(unique, os.path.join(directory, "adapter.safetensors"))
+    head = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters()
+            if p.requires_grad and not is_adapter_parameter(n)}
+    if head:
+        save_file(head, os.path.join(directory, "head.safetensors"))
+    for name in os.listdir(directory):  # the library may also write a pickled copy: keep safetensors only
+        if name.endswith(".bin"):
+            os.remove(os.path.join(directory, name))
 
 
 @hookimpl

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import importlib.metadata
-import json
 import logging
-import os
 import typing
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, cache_root, hookimpl, write_json_atomic
+from peftbench.sdk import ConfigError, LoadedBackbone, Stage, hookimpl
 
-from .peft_tuners import command_line_type, describe_type, field_default, settings_class
+from .adapter import BottleneckAdapter, set_head_trainable
+from .peft_tuners import cached_catalogue, command_line_type, describe_type, field_default, settings_class
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
@@ -54,13 +50,7 @@ def _entry(key: str, config: Any) -> dict[str, Any]:
             "description": f"adapters library config {key!r} ({type(config).__name__}) + trainable task head"}
 
 
-def catalogue() -> list[dict[str, Any]]:
-    """The library's named configurations, read once per library version (and version of this file)."""
-    version = importlib.metadata.version("adapters")
-    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-    path = cache_root() / f"adapters-{version}-configs-{code}.json"
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        return json.loads(path.read_text(encoding="utf-8"))["configs"]
+def _config_entries() -> list[dict[str, Any]]:
     from adapters import ADAPTER_CONFIG_MAP
 
     entries, seen = [], []
@@ -69,15 +59,14 @@ def catalogue() -> list[dict[str, Any]]:
         if identity not in seen:  # not an alias of a configuration already listed
             seen.append(identity)
             entries.append(_entry(key, config))
-    with contextlib.suppress(OSError):
-        write_json_atomic(path, {"configs": entries})
     return entries
 
 
-class AdaptersConfig(Method):
-    """One named configuration of the `adapters` library."""
+class AdaptersConfig(BottleneckAdapter):
+    """One named configuration of the `adapters` library (artefact and files as `adapter`'s)."""
 
-    libraries = ("adapters",)
+    capacity = None
+    adapter_name = ADAPTER_NAME
 
     def __init__(self, entry: dict[str, Any]) -> None:
         self.key, self.name, self.description = entry["key"], entry["name"], entry["description"]
@@ -98,43 +87,18 @@ class AdaptersConfig(Method):
         try:
             adapters.init(model)
             library_config = ADAPTER_CONFIG_MAP[self.key]
-            model.add_adapter(ADAPTER_NAME, config=library_config.replace(**settings) if settings else library_config)
-            model.train_adapter(ADAPTER_NAME)  # freezes the encoder, activates the adapter
+            model.add_adapter(self.adapter_name,
+                              config=library_config.replace(**settings) if settings else library_config)
+            model.train_adapter(self.adapter_name)  # freezes the encoder, activates the adapter
         except (ValueError, TypeError, AssertionError, AttributeError, KeyError, NotImplementedError) as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise ConfigError(f"adapters cannot apply {self.name} to {type(model).__name__}: {reason}",
                               "change its settings (`peftbench list` shows them) or pick another method") from None
-        heads = set(loaded.head_modules)
-        for name, param in model.named_parameters():
-            if heads.intersection(name.split(".")):
-                param.requires_grad_(config.train_head)
+        set_head_trainable(model, loaded, config.train_head)
         return model
 
     def is_adapter_parameter(self, name: str) -> bool:
-        return f".{ADAPTER_NAME}." in name
-
-    def artifact_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-    def save(self, model: torch.nn.Module, directory: str) -> None:
-        from safetensors.torch import save_file
-
-        try:
-            model.save_adapter(directory, ADAPTER_NAME, use_safetensors=True)
-        except RuntimeError:  # tensors shared inside the adapter (prefix pools): safetensors refuses them
-            model.save_adapter(directory, ADAPTER_NAME, use_safetensors=False)  # its config; the .bin goes below
-            unique = {}
-            for name, param in model.named_parameters():  # named_parameters lists a shared tensor once
-                if self.is_adapter_parameter(name):
-                    unique[name] = param.detach().contiguous().cpu()
-            save_file(unique, os.path.join(directory, "adapter.safetensors"))
-        head = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters()
-                if p.requires_grad and not self.is_adapter_parameter(n)}
-        if head:
-            save_file(head, os.path.join(directory, "head.safetensors"))
-        for name in os.listdir(directory):  # the library may also write a pickled copy: keep safetensors only
-            if name.endswith(".bin"):
-                os.remove(os.path.join(directory, name))
+        return f".{self.adapter_name}." in name  # in any of the library's containers (adapters, loras, refts...)
 
     @contextlib.contextmanager
     def inference_modes(self, model: torch.nn.Module) -> Iterator[Iterator[str]]:
@@ -143,7 +107,7 @@ class AdaptersConfig(Method):
         def modes() -> Iterator[str]:
             yield "unmerged"
             if self.mergeable:
-                model.merge_adapter(ADAPTER_NAME)
+                model.merge_adapter(self.adapter_name)
                 merged.append(True)
                 yield "merged"
 
@@ -156,5 +120,5 @@ class AdaptersConfig(Method):
 
 @hookimpl
 def register_methods(register) -> None:
-    for entry in catalogue():
+    for entry in cached_catalogue("adapters", __file__, _config_entries):
         register(AdaptersConfig(entry))

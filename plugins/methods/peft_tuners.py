@@ -22,7 +22,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, cache_root, hookimpl, write_json_atomic
 
@@ -124,23 +124,27 @@ def _catalogue_entry(peft_type: str, name: str, about: str | None, overrides: di
                                     f"+ trainable task head"}
 
 
-def catalogue() -> list[dict[str, Any]]:
-    """Every tuner type of the installed peft, read from peft once per peft version (and version
-    of this file) and kept in the cache folder, so listing methods does not import peft and torch."""
-    version = importlib.metadata.version("peft")
-    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-    path = cache_root() / f"peft-{version}-tuners-{code}.json"
+def cached_catalogue(library: str, source_file: str, build: Callable[[], list[dict]]) -> list[dict[str, Any]]:
+    """``build()`` (which imports ``library``) once per version of the library and of the plugin's
+    ``source_file``; later calls read the cache folder, so listing methods imports neither it nor torch."""
+    version = importlib.metadata.version(library)
+    code = hashlib.sha256(Path(source_file).read_bytes()).hexdigest()[:12]
+    path = cache_root() / f"{library}-{version}-methods-{code}.json"
     with contextlib.suppress(OSError, ValueError, KeyError):
-        return json.loads(path.read_text(encoding="utf-8"))["tuners"]
+        return json.loads(path.read_text(encoding="utf-8"))["methods"]
+    entries = build()
+    with contextlib.suppress(OSError):
+        write_json_atomic(path, {"methods": entries})
+    return entries
+
+
+def _tuner_entries() -> list[dict[str, Any]]:
     from peft import PeftType
 
     entries = [_catalogue_entry(t.value, t.value.lower().replace("_", "-"), None, {})
                for t in PeftType if t.value != "LORA"]  # LoRA itself: plugins/methods/lora.py
-    entries += [_catalogue_entry("LORA", name, f"{about} (peft) + trainable task head", overrides)
-                for name, (overrides, about) in LORA_VARIANTS.items()]
-    with contextlib.suppress(OSError):
-        write_json_atomic(path, {"tuners": entries})
-    return entries
+    return entries + [_catalogue_entry("LORA", name, f"{about} (peft) + trainable task head", overrides)
+                      for name, (overrides, about) in LORA_VARIANTS.items()]
 
 
 class PeftTuner(Method):
@@ -246,5 +250,5 @@ def _merges_and_unmerges(model: torch.nn.Module) -> bool:
 
 @hookimpl
 def register_methods(register) -> None:
-    for entry in catalogue():
+    for entry in cached_catalogue("peft", __file__, _tuner_entries):
         register(PeftTuner(entry))
