@@ -70,7 +70,7 @@ def main() -> None:
     def plain_loop() -> float:
         train_loader = loader(train, True)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=method.learning_rate(cfg.method_config, stage))
+        optimizer = torch.optim.AdamW(params, lr=method.learning_rate(cfg.method_config, stage), fused=True)
         scheduler = transformers.get_linear_schedule_with_warmup(optimizer, 0, len(train_loader))
         model.train()
         start = time.perf_counter()
