@@ -114,3 +114,14 @@ def test_a_parameter_budget_sizes_a_tuner(name, setting, tiny_bert):
     resolved = spec.match_params(COMPONENTS, name, "livedoor-news", str(tiny_bert), [], 3000)
     budget = resolved.spec.budget
     assert budget.setting == setting and abs(budget.deviation) <= 0.05, budget
+
+
+def test_s1_configuration_dry_run_equals_peft_count():
+    """The issue's check: `--method ia3 --task kwdlc-ner --backbone cl-tohoku/...` counted without weights."""
+    resolved = spec.resolve(COMPONENTS, "ia3", "kwdlc-ner", "cl-tohoku/bert-base-japanese-whole-word-masking", [])
+    stage = resolved.method.stages(resolved.task, resolved.spec.task_config, resolved.spec.method_config)[0]
+    loaded = resolved.backbone.load(stage.head, weights=False)
+    model = resolved.method.prepare(loaded, resolved.spec.method_config, stage)
+    dry = runner.dry_run(resolved)[0]["params"]
+    assert dry["trainable"] == model.get_nb_trainable_parameters()[0] == 77_585
+    assert dry["adapter"] == 64_512 and dry["head"] == 13_073
