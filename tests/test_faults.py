@@ -70,8 +70,10 @@ def test_ctrl_c_stops_the_suite_at_once(tiny_bert, tmp_path, whom):
     shows the plan without touching any record."""
     path, results = two_run_suite(tmp_path, tiny_bert), tmp_path / "results"
     command = [sys.executable, "-m", "peftbench.cli", "suite", "run", str(path), "--results", str(results)]
+    # As from a terminal: a shell running the tests in the background (`cmd &`) leaves SIGINT ignored,
+    # and an ignored signal is inherited; the suite must see Ctrl-C as a user's terminal delivers it.
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_running(results, process)
     interrupted = time.time()
     if whom == "process group":  # what a terminal's Ctrl-C does
