@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from peftbench import plugins, runner, spec
+from peftbench import plugins, spec
 from peftbench.progress import Progress
 from peftbench.trainer import FitContext, fit
 

@@ -228,7 +228,6 @@ class MethodWrapper(ABC):
     prefix: ClassVar[str]
     description: ClassVar[str] = ""
     Config: ClassVar[type] = None  # a frozen dataclass of the settings it adds to the inner method's
-    libraries: ClassVar[tuple[str, ...]] = ()
 
     @property
     def name(self) -> str:  # the registry key

@@ -63,7 +63,8 @@ def _listing(comps) -> dict[str, list[dict]]:
         listing[kind] = [{"name": e.name, "plugin": e.source, "description": e.component.description,
                           "settings": settings(e.component.Config)} for e in registry]
     listing["method wrappers"] = [{"name": f"{e.name}+<method>", "plugin": e.source,
-                                   "description": e.component.description, "settings": settings(e.component.Config)}
+                                   "description": e.component.description,
+                                   "settings": settings(e.component.Config) if e.component.Config else []}
                                   for e in comps.wrappers]
     for kind, registry in (("tables", comps.tables), ("executors", comps.executors)):
         listing[kind] = [{"name": e.name, "plugin": e.source, "description": e.component.description}
@@ -95,8 +96,8 @@ def list_components(
             table.add_row(item["name"], about, *extra)
         out.print(table)
         if kind == "method wrappers":
-            out.print("A wrapper composes with any method above, from any plugin (e.g. tapt+lora); its settings "
-                      "come on top of the method's.", soft_wrap=False)
+            out.print("A wrapper composes with any method above, from any plugin: --method <prefix>+<method>; "
+                      "its settings come on top of the method's.", soft_wrap=False)
         if kind == "backbones":
             out.print("Any other --backbone value goes to the plugins' resolve_backbone hook "
                       "(built in: a Hugging Face hub id or a local model directory).", soft_wrap=False)
@@ -134,8 +135,8 @@ def run(
     results: Annotated[Path, typer.Option(help="folder for run records")] = DEFAULT_RESULTS,
     mixed_precision: Annotated[Optional[str], typer.Option(help="no, fp16 or bf16 (same as --set mixed_precision=)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or logs")] = False,
-    match_params: Annotated[Optional[int], typer.Option(help="choose the method's size setting (LoRA r, adapter "
-                                                             "bottleneck) closest to this many method params "
+    match_params: Annotated[Optional[int], typer.Option(help="choose the method's size setting (e.g. a rank) "
+                                                             "closest to this many method params "
                                                              "(head excluded)")] = None,
     spec: Annotated[Optional[Path], typer.Option(help="a run spec (JSON) instead of --method/--task/--set; "
                                                       "what suites hand their child runs")] = None,

@@ -1,9 +1,10 @@
 """On-disk caches of parsed corpora and tokenised splits, so a second run starts training at once.
 
 Parsed splits are stored as JSON, keyed on the task's config, its data files'
-sizes and modification times, and its plugin's code. Encoded examples are dicts of numbers / number lists (ints, or floats such as
-per-token masking probabilities); each field is stored as one flat array
-(int64 or float64) plus offsets in a .npz (no pickles).
+sizes and modification times, and its plugin's code. Encoded examples are dicts
+of numbers / number lists (ints, or floats such as per-token masking
+probabilities); each field is stored as one flat array (int64 or float64) plus
+offsets in a .npz (no pickles).
 """
 
 from __future__ import annotations
@@ -119,24 +120,29 @@ def encode_cached(
 def _files_fingerprint(paths: Sequence[str], pattern: str = "*") -> list:
     """(path, size, mtime) of every file under ``paths``: cheap next to parsing the files."""
     entries = []
-    for root in map(Path, paths):
+    for root in map(Path, paths):  # a missing path is left to the task's own `load` error
         files = sorted(p for p in root.rglob(pattern) if p.is_file()) if root.is_dir() else [root]
+        files = [path for path in files if path.exists()]
         for path in files:
             stat = path.stat()
             entries.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
     return entries
 
 
-def _code_fingerprint(task: Any) -> list:
-    """The task's whole plugin package (its loader may use helpers from sibling modules)."""
-    top = sys.modules[type(task).__module__.split(".")[0]]
-    roots = [Path(p) for p in getattr(top, "__path__", [])] or [Path(top.__file__)]
-    return _files_fingerprint([str(r) for r in roots if r.exists()], "*.py") + [__version__]
+def _code_fingerprint(task: Any) -> list | None:
+    """The task's whole plugin package (its loader may use helpers from sibling modules); None
+    when its code has no file to fingerprint (a class defined in a notebook)."""
+    top = sys.modules.get(type(task).__module__.split(".")[0])
+    paths = list(getattr(top, "__path__", [])) or [getattr(top, "__file__", None)]
+    roots = [path for path in paths if path and Path(path).exists()]
+    return _files_fingerprint(roots, "*.py") + [__version__] if roots else None
 
 
-def _splits_path(task: Any, config: Any, files: Sequence[str]) -> Path:
-    key = {"task": task.name, "config": dataclasses.asdict(config), "files": _files_fingerprint(files),
-           "code": _code_fingerprint(task)}
+def _splits_path(task: Any, config: Any, files: Sequence[str]) -> Path | None:
+    code = _code_fingerprint(task)
+    if code is None:
+        return None
+    key = {"task": task.name, "config": dataclasses.asdict(config), "files": _files_fingerprint(files), "code": code}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
     return cache_root() / "parsed" / f"{digest}.json"
 
@@ -145,9 +151,9 @@ def load_splits(task: Any, config: Any) -> Splits:
     """``task.load(config)``, from the parsed-corpus cache when the task names its data files
     (`Task.data_files`) and neither they nor the config nor the plugin's code changed since."""
     files = task.data_files(config)
-    if not files:
+    path = _splits_path(task, config, files) if files else None
+    if path is None:
         return task.load(config)
-    path = _splits_path(task, config, files)
     if path.exists():
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))

@@ -39,8 +39,8 @@ class Components:
         if not plus:
             raise UnknownComponentError(self.methods.unknown_message(name) + self._composition_hint())
         if prefix not in self.wrappers:
-            raise UnknownComponentError(f"{self.wrappers.unknown_message(prefix)}; in {name!r} the part before '+' "
-                                f"names a method wrapper")
+            raise UnknownComponentError(f"{self.wrappers.unknown_message(prefix)}; in {name!r} the part before "
+                                        f"'+' names a method wrapper")
         composed = self.wrappers.get(prefix).wrap(self.resolve_method(inner))
         if composed.name != name:
             raise RegistryError(f"method wrapper {prefix!r} named its composition {composed.name!r}, not {name!r}")

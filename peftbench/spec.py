@@ -151,8 +151,9 @@ def match_params(components: Components, method: str, task: str, backbone: str |
 
     method_obj = components.resolve_method(method)
     if method_obj.capacity is None:
+        sized = sorted(f"{e.name}: {e.component.capacity[0]}" for e in components.methods if e.component.capacity)
         raise ConfigError(f"method {method!r} has no size setting to match a parameter budget",
-                          "--match-params works with methods that declare one (e.g. lora: r, adapter: bottleneck)")
+                          f"--match-params works with methods that declare one ({', '.join(sized[:6])}, ...)")
     key, allowed = method_obj.capacity[0], list(method_obj.capacity[1])
     counts = {} if counts is None else counts
     counted: dict[int, tuple[int, Resolved]] = {}

@@ -148,23 +148,26 @@ def unequal_parallel_files(folder: Path) -> Path:
     return files(folder, ".txt", text_train="x\ny", label_train="a", text_test="x", label_test="a")
 
 
+def data_check(task: str, folder) -> list[str]:
+    return ["data", "check", task, "--set", f"data_dir={folder}"]
+
+
 def suite_text(tmp_path: Path, name: str, text: str) -> Path:
     (tmp_path / name).write_text(text, encoding="utf-8")
     return tmp_path / name
 
 
 BAD_INPUTS = {
-    "livedoor non-UTF-8 article": (lambda t: ["data", "check", "livedoor-news", "--set",
-                                             f"data_dir={livedoor_with_a_latin1_article(t)}"],
+    "livedoor non-UTF-8 article": (lambda t: data_check("livedoor-news", livedoor_with_a_latin1_article(t)),
                                    "sports-watch-0000000.txt is not UTF-8"),
     "batch_size=0 (dry run too)": (lambda t: ["run", "-m", "lora", "-t", "livedoor-news", "--set", "batch_size=0",
                                               "--dry-run"], "batch_size must be >= 1"),
     "epochs=0": (lambda t: ["run", "-m", "full", "-t", "livedoor-news", "--set", "epochs=0", "--dry-run"],
                  "epochs must be >= 1"),
-    "csv unclosed quote": (lambda t: ["data", "check", "text-classification", "--set",
-                                      f"data_dir={csv_with_an_unclosed_quote(t)}"], "train.csv:2: not valid CSV"),
-    "one training class": (lambda t: ["data", "check", "text-classification", "--set",
-                                      f"data_dir={tsv_with_one_class(t)}"], "a classifier needs at least two"),
+    "csv unclosed quote": (lambda t: data_check("text-classification", csv_with_an_unclosed_quote(t)),
+                           "train.csv:2: not valid CSV"),
+    "one training class": (lambda t: data_check("text-classification", tsv_with_one_class(t)),
+                           "a classifier needs at least two"),
     "empty suite": (lambda t: ["suite", "run", str(suite_text(t, "empty.toml", ""))], "no [[runs]] blocks"),
     "yaml suite": (lambda t: ["suite", "run", str(suite_text(t, "s.yaml", "runs:\n  - method: lora\n"))],
                    "suites are TOML files, not YAML"),
@@ -176,23 +179,23 @@ BAD_INPUTS = {
     "unwritable results folder": (lambda t: ["run", "-m", "full", "-t", "livedoor-news", "--backbone", "minilm-l6",
                                              "--results", str(suite_text(t, "a-file", "") / "results"), "--quiet"],
                                   "is not writable"),
-    "jsonl line not an object": (lambda t: ["data", "check", "text-classification", "--set",
-                                            f"data_dir={files(t, '.jsonl', train='[1]', test='[2]')}"],
+    "jsonl line not an object": (lambda t: data_check("text-classification",
+                                                      files(t, ".jsonl", train="[1]", test="[2]")),
                                  "train.jsonl:1 is not a JSON object"),
-    "tsv line without a TAB": (lambda t: ["data", "check", "text-classification", "--set",
-                                          f"data_dir={files(t, '.tsv', train='a b', test='a b')}"],
+    "tsv line without a TAB": (lambda t: data_check("text-classification", files(t, ".tsv", train="a b", test="a b")),
                                "train.tsv:1 has no TAB"),
-    "text and label files of different lengths": (lambda t: ["data", "check", "text-classification", "--set",
-                                                             f"data_dir={unequal_parallel_files(t)}"],
-                                                  "has 2 lines but"),
-    "livedoor archive that is not one": (lambda t: ["data", "check", "livedoor-news", "--set",
-                                                    f"data_dir={suite_text(t, 'ldcc.tar.gz', 'garbage')}"],
-                                         "cannot read archive"),
-    "KWDLC folder without knp/": (lambda t: ["data", "check", "kwdlc-ner", "--set", f"data_dir={t}"],
-                                  "has no knp/ folder"),
-    "title2article non-UTF-8 article": (lambda t: ["data", "check", "livedoor-title2article", "--set",
-                                                   f"data_dir={livedoor_with_a_latin1_article(t)}"],
-                                        "is not UTF-8"),
+    "text and label files of different lengths": (
+        lambda t: data_check("text-classification", unequal_parallel_files(t)), "has 2 lines but"),
+    "livedoor archive that is not one": (
+        lambda t: data_check("livedoor-news", suite_text(t, "ldcc.tar.gz", "garbage")), "cannot read archive"),
+    "KWDLC folder without knp/": (lambda t: data_check("kwdlc-ner", t), "has no knp/ folder"),
+    "title2article non-UTF-8 article": (
+        lambda t: data_check("livedoor-title2article", livedoor_with_a_latin1_article(t)), "is not UTF-8"),
+    "composition with nothing to wrap": (lambda t: ["run", "-m", "tapt+", "-t", "livedoor-news", "--dry-run"],
+                                         "unknown method ''"),
+    "peft setting of the wrong type": (lambda t: ["run", "-m", "ia3", "-t", "livedoor-news", "--set",
+                                                  "init_ia3_weights=maybe", "--dry-run"],
+                                       "init_ia3_weights='maybe' is not a boolean"),
     "stage setting out of range (dry run)": (lambda t: ["run", "-m", "tapt-lora", "-t", "livedoor-news", "--set",
                                                         "tapt_patience=0", "--dry-run"], "patience must be >= 1"),
     "spec without its method": (lambda t: ["run", "--spec",

@@ -70,6 +70,7 @@ def test_counts_merging_and_artefact(name, tiny_bert, tmp_path):
         for mode in modes:
             logits[mode] = model(**_inputs()).logits
     assert list(logits)[0] == "unmerged"
+    assert ("merged" in logits) == bool(method.mergeable)  # the record's `mergeable` says what was timed
     if method.mergeable and "merged" in logits:
         assert torch.allclose(logits["merged"], logits["unmerged"], atol=1e-4), name
     assert not any(getattr(m, "merged", False) for m in model.modules())  # back in training form

@@ -65,7 +65,6 @@ def _config_entries() -> list[dict[str, Any]]:
 class AdaptersConfig(BottleneckAdapter):
     """One named configuration of the `adapters` library (artefact and files as `adapter`'s)."""
 
-    capacity = None
     adapter_name = ADAPTER_NAME
 
     def __init__(self, entry: dict[str, Any]) -> None:
@@ -73,8 +72,8 @@ class AdaptersConfig(BottleneckAdapter):
         self.mergeable = bool(entry["merges"])
         self.Config = settings_class(self.name, entry["fields"])
         names = {f.name for f in dataclasses.fields(self.Config)}
-        size = next((s for s in ("r", "reduction_factor", "prefix_length", "prompt_length") if s in names), None)
-        self.capacity = (size, range(1, 1025)) if size and size != "reduction_factor" else None
+        size = next((s for s in ("r", "prefix_length", "prompt_length") if s in names), None)
+        self.capacity = (size, range(1, 1025)) if size else None
 
     def prepare(self, loaded: LoadedBackbone, config: Any, stage: Stage, previous=None) -> torch.nn.Module:
         import adapters

@@ -400,9 +400,12 @@ class MultiTask(Method):
             "l3masking": "multi-task: + masked-LM masking what the vanilla MLM finds hard (L3Masking)",
         }[aux] + ("" if isinstance(inner, FullFineTuning) else f"; {inner.name} on the shared encoder")
         self.Config = _config_class(inner.Config, aux, self.name)
-        self.mergeable = inner.mergeable
         self.capacity = inner.capacity
         self.libraries = (*inner.libraries, *(("tokenizers",) if aux == "ngram" else ()))
+
+    @property
+    def mergeable(self) -> bool | None:  # the inner method's, as known once it has prepared a model
+        return self.inner.mergeable
 
     def stages(self, task: Task, task_config: Any, config: Any, backbone=None) -> list[Stage]:
         if backbone is None:

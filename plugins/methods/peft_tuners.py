@@ -187,6 +187,9 @@ class PeftTuner(Method):
                                   f"does not load", "run it without --dry-run to count its parameters") from None
             raise ConfigError(f"peft cannot apply {self.name} to {type(loaded.model).__name__}: {reason}",
                               f"change its settings (`peftbench list` shows them) or pick another method") from None
+        if not self.prompt_learning and not any(p.is_meta for p in model.parameters()):
+            # Recorded with the inference times: True only where merged inference will be timed.
+            self.mergeable = _merges_and_unmerges(model)
         if task_type and not config.train_head:  # peft trains the classifier of SEQ_CLS/TOKEN_CLS models itself
             for name, param in model.named_parameters():
                 if set(loaded.head_modules).intersection(name.split(".")):
@@ -204,8 +207,6 @@ class PeftTuner(Method):
         return get_peft_model_state_dict(model)
 
     def save(self, model: torch.nn.Module, directory: str) -> None:
-        from pathlib import Path
-
         model.save_pretrained(directory, safe_serialization=True)
         (Path(directory) / "README.md").unlink(missing_ok=True)  # peft's boilerplate model card
 
@@ -213,7 +214,7 @@ class PeftTuner(Method):
     def inference_modes(self, model: torch.nn.Module) -> Iterator[Iterator[str]]:
         def modes() -> Iterator[str]:
             yield "unmerged"
-            if self.mergeable and _merges_and_unmerges(model):
+            if self.mergeable:
                 model.merge_adapter()
                 yield "merged"
 

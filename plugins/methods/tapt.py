@@ -81,9 +81,12 @@ class Tapt(Method):
         self.description = f"TAPT+{inner.name}: masked-LM on the task's text with {inner.name}, then fine-tuning " \
                            f"from those weights"
         self.Config = _tapt_config(inner.Config, self.name)
-        self.mergeable = inner.mergeable
         self.capacity = inner.capacity
         self.libraries = inner.libraries
+
+    @property
+    def mergeable(self) -> bool | None:  # the inner method's, as known once it has prepared a model
+        return self.inner.mergeable
 
     def stages(self, task, task_config, config: Any, backbone=None) -> list[Stage]:
         tapt = Stage(
