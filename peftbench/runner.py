@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from . import records
 from .api import LoadedBackbone, Splits, Stage, Task
 from .config import TrainConfig
-from .datacache import encode_cached, load_splits, tokenizer_fingerprint
+from .datacache import encode_cached, examples_fingerprint, load_splits, tokenizer_fingerprint
 from .errors import ConfigError, PeftbenchError
 from .measure import PeakMemory, Stopwatch, count_parameters, directory_bytes, environment, tensor_bytes
 from .plugins import Components, distributions
@@ -216,7 +216,9 @@ def _load_data(current: _Run, objective: Task, deployed: bool) -> Splits:
         current.splits[id(objective)] = load_splits(objective, current.resolved.spec.task_config)
     splits = current.splits[id(objective)]
     if deployed:  # the deployed stage's data is the run's data
-        current.record.data = {"sizes": {name: len(examples) for name, examples in splits.items()}, **splits.info}
+        current.record.data = {"sizes": {name: len(examples) for name, examples in splits.items()},
+                               "fingerprints": {name: examples_fingerprint(examples) for name, examples in splits.items()
+                                                if name != "train"}, **splits.info}
     current.marks("data_loaded")
     return splits
 
@@ -319,7 +321,8 @@ def _score(current: _Run, prepared: _Stage) -> bool:
         scored = evaluate(prepared.model, prepared.loaders[split], prepared.objective, spec.task_config,
                           current.accelerator, current.progress, split, final=True)
         record.scores[split] = scored.scores
-        predictions[split] = {"predictions": scored.predictions, "references": scored.references}
+        predictions[split] = {"ids": _example_ids(current.splits[id(prepared.objective)], split, scored.predictions),
+                              "predictions": scored.predictions, "references": scored.references}
         predicted = scored.predict_seconds is not None
         if predicted and split == spec.train.inference_split:
             seconds, tokens = scored.predict_seconds, scored.scores.get("generated_tokens")
@@ -330,6 +333,15 @@ def _score(current: _Run, prepared: _Stage) -> bool:
                 "tokens_per_second": tokens / seconds if tokens is not None else None}
     records.write_json_atomic(current.run_dir / records.PREDICTIONS_FILE, predictions)
     return predicted
+
+
+def _example_ids(splits: Splits, split: str, predictions: list) -> list | None:
+    """Per prediction, its example's id (the position where the task gives none), so paired tests
+    match two runs' predictions by example; None when the task did not predict once per example."""
+    examples = getattr(splits, split)
+    if len(examples) != len(predictions):
+        return None
+    return [example.get("id", index) if isinstance(example, dict) else index for index, example in enumerate(examples)]
 
 
 def _time_inference(current: _Run, prepared: _Stage) -> dict[str, Any]:
