@@ -1,9 +1,25 @@
-"""peftbench: fair, reproducible benchmarks of parameter-efficient fine-tuning."""
+"""peftbench: fair, reproducible benchmarks of parameter-efficient fine-tuning.
+
+For notebooks: ``peftbench.load_results(folder)`` (one row per run) and
+``peftbench.compare(frame, baseline=...)`` (paired tests against a baseline); see
+docs/results-api.md.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
 
 from .hookspecs import hookimpl  # noqa: E402  (plugins write `from peftbench import hookimpl`)
 
-__all__ = ["__version__", "hookimpl"]
+__all__ = ["__version__", "hookimpl", "load_results", "compare"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: `peftbench list` and plugins importing `hookimpl` must not pay for pandas.
+    if name in ("load_results", "compare"):
+        from . import results
+
+        return getattr(results, name)
+    raise AttributeError(f"module 'peftbench' has no attribute {name!r}")

@@ -55,6 +55,17 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class ExampleStatistics:
+    """Additive per-example statistics of one score, so paired tests can rescore thousands of
+    resamples fast: ``values`` has one row per example, and ``score(totals)`` maps the column
+    sums of any resample (shape ``(k,)``) to the score, e.g. rows ``[correct, 1]`` and
+    ``score = lambda t: t[0] / t[1]`` for accuracy."""
+
+    values: Any  # numpy array, shape (examples, k)
+    score: Callable[[Any], float]
+
+
+@dataclass(frozen=True)
 class TaskMetadata:
     kind: str  # e.g. "classification", "ner", "generation"
     language: str
@@ -139,6 +150,13 @@ class Task(Component):
     @abstractmethod
     def score(self, predictions: list, references: list, config: Any) -> dict[str, float]:
         """Scores for one split; must contain ``metadata.main_score``."""
+
+    def example_statistics(self, predictions: list, references: list, config: Any,
+                           score: str) -> ExampleStatistics | None:
+        """Per-example statistics of ``score`` (a key of ``score()``'s result) for paired tests on
+        the test examples. None (the default): those tests call ``score`` on every resample
+        instead (the same numbers, slower)."""
+        return None
 
     def encoding_report(self, examples: Sequence[Example], encoded: Sequence[Encoded], config: Any) -> dict[str, Any]:
         """What encoding lost (e.g. entities cut by truncation); recorded per split."""

@@ -246,11 +246,21 @@ def report(
     include_failed: Annotated[bool, typer.Option("--all", help="also failed/cancelled runs")] = False,
     fields: Annotated[bool, typer.Option("--fields", help="list the record fields usable as columns")] = False,
     output: Annotated[Optional[Path], typer.Option("--out", help="write to this file instead of stdout")] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="paired comparison against the row where FIELD=VALUE, "
+    baseline: Annotated[Optional[str], typer.Option(help="compare every row with the row where FIELD=VALUE, "
                                                          "e.g. method.name=full")] = None,
+    test: Annotated[str, typer.Option(help="with --baseline: bootstrap (seeds x test examples), randomization, "
+                                           "mcnemar (one run each, accuracy) or t (over seeds)")] = "bootstrap",
+    adjust: Annotated[str, typer.Option(help="with --baseline: holm, bh (Benjamini-Hochberg) or none")] = "holm",
+    metric: Annotated[Optional[str], typer.Option(help="with --baseline: the test score compared "
+                                                       "(default: the task's main score)")] = None,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples / randomization swaps")] = 2000,
+    strict: Annotated[bool, typer.Option(help="refuse to compare runs that differ in train, task, data, "
+                                              "backbone or library settings")] = False,
     alpha: Annotated[float, typer.Option(help="significance level for best marks and paired tests")] = 0.05,
     show_stats: Annotated[bool, typer.Option("--stats", help="per configuration: n, mean, std, 95% CI of "
                                                              "every test score")] = False,
+    html: Annotated[Optional[Path], typer.Option(help="also write a self-contained HTML report (tables, "
+                                                      "interactive Pareto plots, learning curves) to this file")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="also write plots (PNG and SVG) into this folder")] = None,
     sweep: Annotated[Optional[str], typer.Option(help="with --plot: also plot scores, size and time against "
                                                      "this setting, e.g. r")] = None,
@@ -273,11 +283,23 @@ def report(
     cols, title, sort_by, frame = _report_columns(frame, results, table_name, columns, all_columns)
     if include_failed and not table_name and not columns:
         cols = [Column("status", "status"), *cols]
+    if resamples < 1:
+        raise ConfigError(f"--resamples {resamples} must be at least 1")
+    options = {"test": test, "adjust": adjust, "metric": metric, "resamples": resamples, "strict": strict}
     if show_stats:
-        table, notes = stats_table(frame), ["t-based 95% confidence intervals over seeds (n = seeds)"]
+        table, notes = stats_table(frame, strict=strict)
     else:
         table, notes = build_table(frame, cols, sort_by, require_fields=not table_name, alpha=alpha,
-                                   baseline=baseline)
+                                   baseline=baseline, compare_options=options)
+    if baseline:  # one warning per confound where the user asked for a comparison
+        for line in notes:
+            if line.startswith("confound: "):
+                err.print(f"warning: {line}", highlight=False, markup=False)
+    if html:
+        from .html_report import write_html
+
+        write_html(html, frame, table, notes + provenance(frame), title)
+        err.print(f"wrote {html}", highlight=False)
     if plot:
         from .plots import write_plots
 

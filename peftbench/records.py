@@ -275,10 +275,12 @@ def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
 
 
 def load_frame(results_dir: Path, statuses: tuple[str, ...] = ("success",)):
-    """All records as one flat pandas DataFrame (nested keys joined with '.')."""
+    """All records as one flat pandas DataFrame (nested keys joined with '.'), plus ``record_path``
+    (the run's folder, where its predictions and artefact are)."""
     import pandas as pd
 
-    rows = [record for _, record in iter_records(results_dir) if record.get("status") in statuses]
+    rows = [{**record, "record_path": str(path.parent)} for path, record in iter_records(results_dir)
+            if record.get("status") in statuses]
     if not rows:
         return pd.DataFrame()
     return pd.json_normalize(rows)

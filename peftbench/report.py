@@ -121,12 +121,6 @@ def runs_without_scores(frame: pd.DataFrame) -> list[str]:
     return missing
 
 
-def _group_key(frame: pd.DataFrame) -> list[str]:
-    # Runs differing only in seed form one row; a failed run never joins a successful one.
-    return [c for c in frame.columns if c.startswith("config.") and c != "config.train.seed"] + (
-        ["status"] if "status" in frame else [])
-
-
 def _fmt(value: float, digits: int | None) -> str:
     if digits is None:  # a setting: show it as written
         return f"{int(value):,}" if float(value).is_integer() and abs(value) >= 1e4 else (
@@ -204,16 +198,18 @@ def _mark_best(table: pd.DataFrame, columns: list[Column], numeric, samples, alp
 
 
 def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None = None,
-                require_fields: bool = True, alpha: float = 0.05,
-                baseline: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+                require_fields: bool = True, alpha: float = 0.05, baseline: str | None = None,
+                compare_options: dict[str, Any] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Group seeds, aggregate, format and mark the best value per column. Returns (table, notes).
 
     With several seeds a best value is bold only when a Welch t-test says it
     differs from the runner-up at ``alpha``; otherwise it is marked † (best mean,
     within the noise). ``baseline`` ("field=value", e.g. "method.name=full")
-    adds the paired difference of the main test score against that group over
-    shared seeds (paired t-test). With ``require_fields`` (user-chosen columns) a
-    field no record has is an error; a named layout leaves such cells empty.
+    adds ``compare``'s columns against that configuration (``compare_options``
+    are its test, metric, adjustment, ...). Every table lists the confounds under
+    it (``compare_options["strict"]``: a confound is an error). With
+    ``require_fields`` (user-chosen columns) a field no record has is an error; a
+    named layout leaves such cells empty.
     """
     if frame.empty:
         raise ConfigError("no successful run records to report", "run `peftbench run ...` first, or pass --all")
@@ -221,10 +217,11 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
         if column.field not in frame.columns and (column.fallback is None or column.fallback not in frame.columns):
             raise ConfigError(f"column {column.header!r}: no record has the field {column.field!r}",
                               "see `peftbench report --fields` for the fields records have")
-    keys = _group_key(frame)
-    frame = frame.copy()
-    frame["_group"] = frame[keys].map(repr).agg("|".join, axis=1) if keys else "all"
-    groups = [group for _, group in frame.groupby("_group", sort=False)]
+    from .results import check_confounds, configurations
+
+    options = dict(compare_options or {}, alpha=alpha)
+    confound_lines = check_confounds(frame, options.get("strict", False))
+    groups = configurations(frame)
     rows, numeric, samples = _aggregate(groups, columns)
     table = pd.DataFrame(rows)
     within_noise = _mark_best(table, columns, numeric, samples, alpha)
@@ -234,7 +231,8 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
     else:
         notes = ["bold = best in column (single runs: no significance test possible; run several seeds)"]
     if baseline:
-        notes.append(_add_paired_columns(frame, groups, table, baseline, alpha))
+        notes += _add_comparison(frame, table, baseline, options)
+    notes += [f"confound: {line}" for line in confound_lines]
     if sort_by:
         order = sorted(range(len(rows)), key=lambda i: (numeric[sort_by][i] is None, numeric[sort_by][i] or 0))
         table = table.iloc[order].reset_index(drop=True)
@@ -243,78 +241,74 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
     return table, notes
 
 
-def _main_metric(frame: pd.DataFrame) -> str:
-    mains = frame["task.main_score"].dropna().unique() if "task.main_score" in frame else []
-    if len(mains) != 1:
-        raise ConfigError("a paired comparison needs runs of tasks with one main score",
-                          "filter with --task")
-    return f"scores.test.{mains[0]}"
+def _add_comparison(frame: pd.DataFrame, table: pd.DataFrame, baseline: str, options: dict[str, Any]) -> list[str]:
+    """Columns of ``compare`` against the baseline configuration: Δ with its interval, raw and
+    adjusted p. Returns the notes that explain them."""
+    from .results import compare
+
+    result = compare(frame, baseline, **options)
+    metric, test, adjust = result["metric"].iloc[0], result["test"].iloc[0], result.attrs["adjust"]
+    level = int(result.attrs["confidence"] * 100)
+    table[f"test {metric} {level}% CI"] = [_span(lo, hi) for lo, hi in zip(result["ci_low"], result["ci_high"])]
+    table[f"Δ {metric} vs baseline"] = ["baseline" if b else ("" if _absent(d) else f"{d:+.4f}")
+                                        for b, d in zip(result["baseline"], result["delta"])]
+    if result["delta_low"].notna().any():
+        table[f"{level}% CI of Δ"] = [_span(lo, hi) for lo, hi in zip(result["delta_low"], result["delta_high"])]
+    table[f"p ({test})"] = ["" if _absent(p) else f"{p:.3g}" for p in result["p"]]
+    table[f"p adj. ({adjust})"] = ["" if _absent(p) else f"{p:.3g}" + (" *" if sig else "")
+                                   for p, sig in zip(result["p_adjusted"], result["significant"])]
+    tested = result[result["p"].notna()]
+    notes = [f"Δ = row - baseline test {metric}; p: {tested['note'].iloc[0] if len(tested) else test}; "
+             f"p adj.: {_ADJUST_NAMES[adjust]} over the {len(tested)} row(s) compared; "
+             f"* = significant at alpha={result.attrs['alpha']} after adjustment"]
+    notes += [f"not tested: {label}: {note}" for label, note, p, b in
+              zip(result["configuration"], result["note"], result["p"], result["baseline"]) if _absent(p) and not b]
+    return notes
 
 
-def _add_paired_columns(frame: pd.DataFrame, groups: list[pd.DataFrame], table: pd.DataFrame,
-                        baseline: str, alpha: float) -> str:
-    """Paired t-test over shared seeds of each group's main test score against the baseline group."""
+_ADJUST_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "not adjusted"}
+
+
+def _absent(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _span(low: Any, high: Any) -> str:
+    return "" if _absent(low) or _absent(high) else f"[{low:.4f}, {high:.4f}]"
+
+
+def stats_table(frame: pd.DataFrame, confidence: float = 0.95, strict: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """Long form: per configuration and test score, n, mean, std and the t interval over seeds;
+    for the task's main score also the bootstrap interval over seeds x examples (where the runs'
+    predictions are at hand). Returns (table, notes), the confounds among the notes."""
     from scipy import stats
 
-    field_name, sep, wanted = baseline.partition("=")
-    if not sep or field_name not in frame:
-        raise ConfigError(f"--baseline {baseline!r} must be FIELD=VALUE with a record field",
-                          "e.g. --baseline method.name=full")
-    matches = [i for i, g in enumerate(groups) if (g[field_name].astype(str) == wanted).all()]
-    if len(matches) != 1:
-        raise ConfigError(f"--baseline {baseline!r} matches {len(matches)} row(s); it must match exactly one")
-    metric = _main_metric(frame)
-    base = groups[matches[0]].set_index("config.train.seed")[metric]
-    deltas, pvalues = [], []
-    for i, group in enumerate(groups):
-        if i == matches[0]:
-            deltas.append("baseline")
-            pvalues.append("")
-            continue
-        other = group.set_index("config.train.seed")[metric]
-        shared = sorted(set(base.index) & set(other.index))
-        diff = [float(other[s] - base[s]) for s in shared]
-        mean = sum(diff) / len(diff) if diff else float("nan")
-        deltas.append(f"{mean:+.4f}" if diff else "no shared seeds")
-        if len(diff) >= 2 and any(d != diff[0] for d in diff):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                p = float(stats.ttest_rel([other[s] for s in shared], [base[s] for s in shared]).pvalue)
-            pvalues.append(f"{p:.3g} (n={len(diff)})" + (" *" if p < alpha else ""))
-        else:
-            pvalues.append(f"n/a (n={len(diff)})")
-    short = metric.rsplit(".", 1)[-1]
-    table[f"Δ test {short} vs baseline"] = deltas
-    table["p (paired t-test over seeds)"] = pvalues
-    return (f"Δ = mean over shared seeds of (row - baseline) test {short}; p from a paired t-test over those seeds; "
-            f"* = significant at alpha={alpha}")
-
-
-def stats_table(frame: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """Long form: per configuration and test score, n, mean, std and the t-based confidence interval."""
-    from scipy import stats
+    from .results import bootstrap_intervals, check_confounds, configuration_label, configurations, varying_columns
 
     if frame.empty:
         raise ConfigError("no successful run records to report")
-    keys = _group_key(frame)
-    label_cols = [c for c in keys if frame[c].dropna().map(repr).nunique() > 1]
+    confound_lines = check_confounds(frame, strict)
+    groups, varying = configurations(frame), varying_columns(frame)
     metrics = sorted(c for c in frame.columns if c.startswith("scores.test."))
+    mains = set(frame["task.main_score"].dropna()) if "task.main_score" in frame else set()
+    level = int(confidence * 100)
+    boot = bootstrap_intervals(frame, next(iter(mains)), confidence) if len(mains) == 1 else [None] * len(groups)
     rows = []
-    for _, group in frame.groupby(frame[keys].map(repr).agg("|".join, axis=1) if keys else "all", sort=False):
-        label = " ".join([str(group["method.name"].iloc[0])] + [
-            f"{c.rsplit('.', 1)[-1]}={group[c].iloc[0]}" for c in label_cols
-            if c != "config.method" and pd.notna(group[c].iloc[0])])
+    for group, interval in zip(groups, boot):
         for metric in metrics:
             values = group[metric].dropna().astype(float)
-            n = len(values)
-            mean = values.mean()
+            n, mean = len(values), values.mean()
             std = values.std(ddof=1) if n > 1 else float("nan")
             half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
-            rows.append({"configuration": label, "metric": metric.rsplit(".", 1)[-1], "n": n,
-                         "mean": round(mean, 4), "std": round(std, 4),
-                         f"CI{int(confidence * 100)} low": round(mean - half, 4),
-                         f"CI{int(confidence * 100)} high": round(mean + half, 4)})
-    return pd.DataFrame(rows)
+            row = {"configuration": configuration_label(group, varying), "metric": metric.rsplit(".", 1)[-1],
+                   "n": n, "mean": round(mean, 4), "std": round(std, 4),
+                   f"t CI{level} low": round(mean - half, 4), f"t CI{level} high": round(mean + half, 4)}
+            if metric.rsplit(".", 1)[-1] in mains and interval is not None:
+                row[f"bootstrap CI{level} low"], row[f"bootstrap CI{level} high"] = (round(v, 4) for v in interval)
+            rows.append(row)
+    notes = [f"t CI: t-based {level}% interval over seeds (n = seeds); bootstrap CI: percentile interval "
+             "resampling seeds and test examples (main score, where predictions were saved)"]
+    return pd.DataFrame(rows), notes + [f"confound: {line}" for line in confound_lines]
 
 
 def provenance(frame: pd.DataFrame) -> list[str]:
@@ -347,7 +341,7 @@ def render(table: pd.DataFrame, fmt: str, notes: list[str], title: str | None = 
 
 def to_markdown(table: pd.DataFrame, notes: list[str], title: str | None = None) -> str:
     parts = [f"### {title}", ""] if title else []
-    parts.append(table.to_markdown(index=False, disable_numparse=True))
+    parts.append(table.astype(object).where(table.notna(), "").to_markdown(index=False, disable_numparse=True))
     parts.append("")
     parts.extend(f"_{line}_  " for line in notes)
     return "\n".join(parts).rstrip() + "\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, Sequence
 
-from peftbench.sdk import Example, Task
+from peftbench.sdk import Example, ExampleStatistics, Task
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
@@ -41,9 +41,34 @@ class DocumentClassification(Task):
             "micro_f1": float(f1_score(references, predictions, labels=labels, average="micro", zero_division=0)),
         }
 
+    def example_statistics(self, predictions: list, references: list, config: Any,
+                           score: str) -> ExampleStatistics | None:
+        import numpy as np
+
+        predicted, gold = np.asarray(predictions), np.asarray(references)
+        if score in ("accuracy", "micro_f1"):  # one label per document, F1 over all labels: micro-F1 = accuracy
+            values = np.stack([predicted == gold, np.ones(len(gold), dtype=bool)], axis=1).astype(np.int64)
+            return ExampleStatistics(values, lambda t: t[0] / t[1] if t[1] else 0.0)
+        if score != "macro_f1":
+            return None
+        labels = np.arange(self.label_count(config))
+        is_predicted, is_gold = predicted[:, None] == labels, gold[:, None] == labels
+        values = np.concatenate([is_predicted & is_gold, is_predicted & ~is_gold, ~is_predicted & is_gold], axis=1)
+        return ExampleStatistics(values.astype(np.int64), lambda t: _macro_f1(t, len(labels)))
+
     def text(self, example: Example) -> str:
         return example["text"]
 
     def cache_key(self, config: Any) -> dict[str, Any]:
         # Only what changes token ids; the examples themselves are fingerprinted by the core.
         return {"max_length": config.max_length}
+
+
+def _macro_f1(totals, classes: int) -> float:
+    """Mean over classes of 2tp / (2tp + fp + fn); 0 for a class never predicted nor present
+    (scikit-learn's zero_division=0)."""
+    import numpy as np
+
+    tp, fp, fn = totals[:classes], totals[classes:2 * classes], totals[2 * classes:]
+    denominator = 2 * tp + fp + fn
+    return float(np.mean(np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)))

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from peftbench.sdk import (ConfigError, DataError, Example, HeadSpec, LoadedBackbone, Splits, Task, TaskMetadata,
-                           hookimpl, locate)
+from peftbench.sdk import (ConfigError, DataError, Example, ExampleStatistics, HeadSpec, LoadedBackbone, Splits, Task,
+                           TaskMetadata, hookimpl, locate)
 
 from .livedoor import CATEGORIES, SOURCE, _articles
 
@@ -127,6 +127,21 @@ def text_scores(hypotheses: list[str], references: list[str]) -> dict[str, float
                                       tokenize="none").score / 100,
         "rouge_l": sum(rouge_l_chars(h, r) for h, r in zip(hypotheses, references)) / max(len(references), 1),
     }
+
+
+def _sacrebleu_statistics(score: str, hypotheses: list[str], references: list[str]) -> ExampleStatistics:
+    """sacrebleu's own per-sentence sufficient statistics (those its paired bootstrap and
+    approximate randomisation resample), scored as text_scores scores them."""
+    import numpy as np
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if score == "bleu":
+        metric = BLEU(tokenize="none")
+        hypotheses, references = [_Words.split(h) for h in hypotheses], [_Words.split(r) for r in references]
+    else:
+        metric = CHRF()
+    values = np.array(metric._extract_corpus_statistics(hypotheses, [references]), dtype=np.int64)
+    return ExampleStatistics(values, lambda t: metric._compute_score_from_stats(t.tolist()).score / 100)
 
 
 # --------------------------------------------------------------------- task
@@ -321,6 +336,17 @@ class Title2Article(Task):
             })
             references.append(tokenizer.decode([t for t in labels if t != IGNORE], skip_special_tokens=True))
         return predictions, references
+
+    def example_statistics(self, predictions: list, references: list, config: Title2ArticleConfig,
+                           score: str) -> ExampleStatistics | None:
+        import numpy as np
+
+        if score == "token_accuracy":
+            values = np.array([[p["correct"], p["total"]] for p in predictions], dtype=np.int64).reshape(-1, 2)
+            return ExampleStatistics(values, lambda t: t[0] / t[1] if t[1] else 0.0)
+        if score in ("bleu", "chrf") and predictions and "output" in predictions[0]:
+            return _sacrebleu_statistics(score, [p["output"] for p in predictions], references)
+        return None
 
     def score(self, predictions: list, references: list, config: Title2ArticleConfig) -> dict[str, float]:
         total = sum(p["total"] for p in predictions)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, Sequence
 
-from peftbench.sdk import Encoded, Example, HeadSpec, Task
+from peftbench.sdk import Encoded, Example, ExampleStatistics, HeadSpec, Task
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
@@ -177,6 +177,21 @@ class TokenClassificationTask(Task):
             references.append(gold)
         return predictions, references
 
+    def example_statistics(self, predictions: list, references: list, config: Any,
+                           score: str) -> ExampleStatistics | None:
+        """Per sentence: entities right, predicted and in the gold standard (seqeval's strict IOB2
+        entities), from which micro precision, recall and F1 follow."""
+        import numpy as np
+        from seqeval.scheme import IOB2, Entities
+
+        if score not in _ENTITY_SCORES:
+            return None
+        gold = Entities(references, IOB2).entities
+        found = Entities(predictions, IOB2).entities
+        values = np.array([[len({e.to_tuple() for e in g} & {e.to_tuple() for e in f}), len(f), len(g)]
+                           for g, f in zip(gold, found)], dtype=np.int64).reshape(-1, 3)
+        return ExampleStatistics(values, _ENTITY_SCORES[score])
+
     def score(self, predictions: list, references: list, config: Any) -> dict[str, float]:
         from seqeval.metrics import classification_report
         from seqeval.scheme import IOB2
@@ -193,3 +208,11 @@ class TokenClassificationTask(Task):
         scores["token_accuracy"] = (sum(p == g for pr, rf in zip(predictions, references) for p, g in zip(pr, rf))
                                     / words) if words else 0.0
         return scores
+
+
+# From summed (right, predicted, gold) entity counts: micro scores, 0 where undefined (as seqeval's zero_division=0).
+_ENTITY_SCORES = {
+    "f1": lambda t: 2 * t[0] / (t[1] + t[2]) if t[1] + t[2] else 0.0,
+    "precision": lambda t: t[0] / t[1] if t[1] else 0.0,
+    "recall": lambda t: t[0] / t[2] if t[2] else 0.0,
+}

@@ -1,0 +1,382 @@
+"""The results API: ``load_results`` (one row per run) and ``compare`` (every configuration
+against a baseline, with paired tests on the test examples, confidence intervals, adjusted p
+values and the confound check). ``peftbench report`` prints what these return.
+
+    import peftbench
+    runs = peftbench.load_results("results/")
+    table = peftbench.compare(runs, baseline="method.name=full", test="bootstrap")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import significance
+from .errors import ConfigError, ResultsError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TESTS = ("bootstrap", "randomization", "mcnemar", "t")
+ADJUSTMENTS = ("holm", "bh", "none")
+# Settings that cannot change what a run learns or scores (only what it measures or keeps).
+_NOT_CONFOUNDS = {"config.train.seed", "config.train.inference_repeats", "config.train.inference_split",
+                  "config.train.save_artifact"}
+
+
+def load_results(results: str | Path, statuses: tuple[str, ...] = ("success",),
+                 deduplicate: bool = True) -> "pd.DataFrame":
+    """One row per run record under ``results`` (searched recursively), nested fields flattened
+    with dots (``scores.test.accuracy``, ``config.train.batch_size``, ``params.trainable``, ...; see
+    docs/results-api.md), plus ``record_path``: the run's folder. ``deduplicate`` keeps the newest
+    record of a configuration and seed that succeeded more than once."""
+    from . import records
+    from .report import set_aside_duplicates
+
+    frame = records.load_frame(Path(results), statuses)
+    return set_aside_duplicates(frame)[0] if deduplicate else frame
+
+
+# ------------------------------------------------------------------ configurations and confounds
+
+
+def configurations(frame: "pd.DataFrame") -> list["pd.DataFrame"]:
+    """Runs grouped into configurations: the same settings, any seed (a failed run never joins
+    a successful one)."""
+    keys = [c for c in frame.columns if c.startswith("config.") and c != "config.train.seed"]
+    keys += ["status"] if "status" in frame else []
+    if not keys:
+        return [frame]
+    label = frame[keys].map(repr).agg("|".join, axis=1)
+    return [group for _, group in frame.groupby(label, sort=False)]
+
+
+def configuration_label(group: "pd.DataFrame", varying: list[str]) -> str:
+    """The method and the settings that tell this configuration from the others."""
+    first = group.iloc[0]
+    parts = [str(first.get("method.name", first.get("config.method", "?")))]
+    for column in varying:
+        value = first.get(column)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            parts.append(f"{column.rsplit('.', 1)[-1]}={value:g}" if isinstance(value, float)
+                         else f"{column.rsplit('.', 1)[-1]}={value}")
+    return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Confound:
+    """A setting in which compared runs differ beyond their methods' own settings and the seed."""
+
+    kind: str  # train, task, data, backbone or library
+    setting: str  # the record field
+    values: dict[str, list[str]]  # value -> the configurations that have it
+
+    def line(self) -> str:
+        shown = "; ".join(f"{value} ({', '.join(labels)})" for value, labels in self.values.items())
+        return f"{self.kind} setting {self.setting.rsplit('.', 1)[-1]} differs: {shown}"
+
+
+def _confound_kind(column: str) -> str | None:
+    if column in _NOT_CONFOUNDS:
+        return None
+    prefixes = (("config.train.", "train"), ("config.task_config.", "task"), ("data.fingerprints.", "data"),
+                ("data.source", "data"), ("config.task", "task"), ("config.backbone", "backbone"),
+                ("backbone.info.source", "backbone"), ("backbone.info.revision", "backbone"),
+                ("backbone.info.fingerprint", "backbone"), ("environment.packages.", "library"))
+    return next((kind for prefix, kind in prefixes if column == prefix or
+                 (prefix.endswith(".") and column.startswith(prefix))), None)
+
+
+def confounds(frame: "pd.DataFrame") -> list[Confound]:
+    """Every train, task, data, backbone and library setting in which the runs differ. A value a
+    run did not record (an older record) is unknown and never counts as a difference."""
+    groups = configurations(frame)
+    # Configurations named by their method's own settings: the confound is the rest.
+    own = [c for c in varying_columns(frame) if c.startswith("config.method_config.")]
+    labels = [configuration_label(g, own) for g in groups]
+    found = []
+    for column in frame.columns:
+        kind = _confound_kind(column)
+        if kind is None:
+            continue
+        values: dict[str, list[str]] = {}
+        for label, group in zip(labels, groups):
+            for value in group[column].dropna().map(_shown):
+                values.setdefault(value, [])
+                if label not in values[value]:
+                    values[value].append(label)
+        if len(values) > 1:
+            found.append(Confound(kind, column, values))
+    return found
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def varying_columns(frame: "pd.DataFrame") -> list[str]:
+    """Config columns (seed aside) whose value differs between runs: what labels a configuration."""
+    return [c for c in frame.columns if c.startswith("config.") and c not in ("config.train.seed", "config.method")
+            and frame[c].dropna().map(repr).nunique() > 1]
+
+
+def check_confounds(frame: "pd.DataFrame", strict: bool) -> list[str]:
+    """The confound lines every comparison prints; with ``strict`` a confound is an error."""
+    lines = [c.line() for c in confounds(frame)]
+    if strict and lines:
+        raise ConfigError(f"the compared runs are not a fair comparison: {lines[0]}"
+                          + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""),
+                          "filter the runs (e.g. --task, or a results folder per setting) or drop --strict")
+    return lines
+
+
+# ------------------------------------------------------------------ predictions of a run
+
+
+class NotPaired(Exception):
+    """Why a run cannot be paired with the baseline; the row says it instead of a p value."""
+
+
+def _task_scorer(components: Any, row: "pd.Series", metric: str):
+    """(score lists -> float, predictions -> statistics or None) from the run's task plugin."""
+    from .spec import config_from_dict
+
+    name = row["config.task"] if "config.task" in row else row["task.name"]
+    try:
+        task = components.tasks.get(name)
+    except Exception:  # noqa: BLE001 - the registry's error names the missing component
+        raise ConfigError(f"task {name!r} is not installed here; a paired test scores its predictions "
+                          "with the task's own code", "install its plugin, or use --test t") from None
+    task_config = {k.split(".", 2)[2]: v for k, v in row.items()
+                   if k.startswith("config.task_config.") and not _missing(v)}
+    config = config_from_dict(task.Config, task_config, f"{row.get('record_path')}: task_config")
+    return (lambda p, r: float(task.score(p, r, config)[metric]),
+            lambda p, r: task.example_statistics(p, r, config, metric))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _test_predictions(row: "pd.Series") -> dict[str, Any]:
+    path = Path(row["record_path"]) / "predictions.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["test"]
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        raise NotPaired(f"run {row.get('run_id')} has no readable test predictions ({exc})") from None
+    if data.get("ids") is None:
+        raise NotPaired(f"run {row.get('run_id')}'s predictions carry no example ids (recorded by an older "
+                        "peftbench, or its task does not predict once per example); rerun it to pair it")
+    return data
+
+
+def scored_run(row: "pd.Series", order: list, metric: str, components: Any) -> significance.ScoredRun:
+    """One run's test predictions in the baseline's example order, matched by example id."""
+    data = _test_predictions(row)
+    position = {example_id: i for i, example_id in enumerate(data["ids"])}
+    missing = [example_id for example_id in order if example_id not in position]
+    if missing or len(position) != len(order):
+        shared = len(set(position) & set(order))
+        raise NotPaired(f"run {row.get('run_id')} was tested on other examples ({len(position)} vs the baseline's "
+                        f"{len(order)}, {shared} shared)")
+    index = [position[example_id] for example_id in order]
+    predictions = [data["predictions"][i] for i in index]
+    references = [data["references"][i] for i in index]
+    score_lists, statistics = _task_scorer(components, row, metric)
+    return significance.ScoredRun(predictions, references, score_lists, statistics(predictions, references))
+
+
+# ------------------------------------------------------------------ the comparison
+
+
+def _main_metric(frame: "pd.DataFrame", metric: str | None) -> str:
+    if metric:
+        if f"scores.test.{metric}" not in frame:
+            raise ConfigError(f"no run has a test score {metric!r}", "see `peftbench report --fields`")
+        return metric
+    mains = frame["task.main_score"].dropna().unique() if "task.main_score" in frame else []
+    if len(mains) != 1:
+        raise ConfigError(f"a comparison needs runs of one main score, these have {len(mains)}",
+                          "filter with --task, or name the score with --metric")
+    return str(mains[0])
+
+
+def _baseline_index(groups: list["pd.DataFrame"], baseline: str) -> int:
+    field_name, sep, wanted = baseline.partition("=")
+    if not sep or not any(field_name in g for g in groups):
+        raise ConfigError(f"--baseline {baseline!r} must be FIELD=VALUE with a record field",
+                          "e.g. --baseline method.name=full")
+    matches = [i for i, g in enumerate(groups) if field_name in g and (g[field_name].astype(str) == wanted).all()]
+    if len(matches) != 1:
+        raise ConfigError(f"--baseline {baseline!r} matches {len(matches)} configuration(s); it must match one",
+                          "add settings to tell them apart, or filter the runs")
+    return matches[0]
+
+
+def _seed_t_test(base: "pd.DataFrame", other: "pd.DataFrame", column: str) -> significance.TestResult:
+    """Paired t-test over the seeds both configurations ran (the seed-level comparison)."""
+    from scipy import stats
+
+    base_by_seed = base.set_index("config.train.seed")[column]
+    other_by_seed = other.set_index("config.train.seed")[column]
+    shared = sorted(set(base_by_seed.index) & set(other_by_seed.index))
+    diff = [float(other_by_seed[s] - base_by_seed[s]) for s in shared]
+    if not diff:
+        raise NotPaired("no seed in common with the baseline")
+    mean = sum(diff) / len(diff)
+    if len(diff) < 2 or all(d == diff[0] for d in diff):
+        return significance.TestResult(mean, math.nan, note=f"t-test needs 2+ shared seeds with spread (n={len(diff)})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_rel([other_by_seed[s] for s in shared], [base_by_seed[s] for s in shared]).pvalue)
+    return significance.TestResult(mean, p, note=f"paired t-test over {len(diff)} shared seeds")
+
+
+def _paired_test(test: str, base_runs: list, runs: list, base: "pd.DataFrame", other: "pd.DataFrame",
+                 resamples: int) -> significance.TestResult:
+    if test == "bootstrap":
+        return significance.paired_bootstrap(runs, base_runs, resamples)
+    shared = sorted(set(base["config.train.seed"]) & set(other["config.train.seed"]))
+    pick_base = [base_runs[list(base["config.train.seed"]).index(s)] for s in shared]
+    pick = [runs[list(other["config.train.seed"]).index(s)] for s in shared]
+    if not shared:
+        raise NotPaired("no seed in common with the baseline")
+    if test == "randomization":
+        return significance.approximate_randomization(pick, pick_base, resamples)
+    if len(base_runs) != 1 or len(runs) != 1:
+        raise NotPaired(f"McNemar compares one run with one run ({len(runs)} vs {len(base_runs)} here); "
+                        "with several seeds use --test bootstrap")
+    if not (significance.atomic(pick[0].predictions) and significance.atomic(pick[0].references)):
+        raise NotPaired("McNemar needs one label per example; this task's predictions are structured")
+    return significance.mcnemar([p == r for p, r in zip(pick[0].predictions, pick[0].references)],
+                                [p == r for p, r in zip(pick_base[0].predictions, pick_base[0].references)])
+
+
+def _scored_runs(group: "pd.DataFrame", order: list | None, metric: str, components: Any) -> list:
+    """Every seed's ScoredRun of a configuration, in ``order`` (default: its first run's)."""
+    rows = [row for _, row in group.sort_values("config.train.seed").iterrows()]
+    order = order if order is not None else _test_predictions(rows[0])["ids"]
+    return [scored_run(row, order, metric, components) for row in rows]
+
+
+def _same_test_content(base: "pd.DataFrame", other: "pd.DataFrame") -> None:
+    column = "data.fingerprints.test"
+    if column in base and column in other:
+        known = set(base[column].dropna()) | set(other[column].dropna())
+        if len(known) > 1:
+            raise NotPaired("the test examples differ in content from the baseline's (data fingerprints differ)")
+
+
+def _interval(group: "pd.DataFrame", runs: list | None, column: str, confidence: float) -> tuple[float, float]:
+    """The configuration's confidence interval: bootstrap over seeds x examples where its
+    predictions are at hand, else the t interval over seeds."""
+    from scipy import stats
+
+    if isinstance(runs, list) and runs:
+        return significance.confidence_interval(runs, confidence)[1:]
+    values = group[column].dropna().astype(float)
+    if len(values) < 2:
+        return math.nan, math.nan
+    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return values.mean() - half, values.mean() + half
+
+
+def _compare_row(group, base, runs, base_runs, test, column, resamples) -> dict[str, Any]:
+    try:
+        if test == "t":
+            result = _seed_t_test(base, group, column)
+        else:
+            for side in (base_runs, runs):
+                if isinstance(side, NotPaired):
+                    raise side
+            _same_test_content(base, group)
+            result = _paired_test(test, base_runs, runs, base, group, resamples)
+    except NotPaired as exc:
+        return {"note": str(exc)}
+    return {"delta": result.delta, "delta_low": result.low, "delta_high": result.high,
+            "p": None if math.isnan(result.p) else result.p, "note": result.note}
+
+
+def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metric: str | None = None,
+            adjust: str = "holm", alpha: float = 0.05, resamples: int = significance.DEFAULT_RESAMPLES,
+            confidence: float = 0.95, strict: bool = False, components: Any = None) -> "pd.DataFrame":
+    """Each configuration (its seeds grouped) against the one where ``baseline`` (FIELD=VALUE)
+    holds, on the test split's ``metric`` (default: the task's main score). One row per
+    configuration: configuration, method, runs, metric, mean, ci_low, ci_high, baseline, delta,
+    delta_low, delta_high, p, p_adjusted, significant, test, note. ``.attrs["confounds"]`` holds
+    the confound lines (``strict``: a confound raises ConfigError)."""
+    import pandas as pd
+
+    if test not in TESTS or adjust not in ADJUSTMENTS:
+        raise ConfigError(f"test {test!r} / adjustment {adjust!r} unknown",
+                          f"tests: {', '.join(TESTS)}; adjustments: {', '.join(ADJUSTMENTS)}")
+    if frame.empty:
+        raise ResultsError("no successful runs to compare", "run `peftbench run ...` first")
+    metric = _main_metric(frame, metric)
+    column, lines = f"scores.test.{metric}", check_confounds(frame, strict)
+    groups, varying = configurations(frame), varying_columns(frame)
+    base_index = _baseline_index(groups, baseline)
+    components = components if components is not None or test == "t" else _components()
+    scored = _all_scored(groups, base_index, metric, components, test)
+    rows = []
+    for i, group in enumerate(groups):
+        row = {"configuration": configuration_label(group, varying), "method": group.iloc[0].get("method.name"),
+               "runs": len(group), "metric": metric, "mean": float(group[column].astype(float).mean()),
+               "baseline": i == base_index, "test": test}
+        row["ci_low"], row["ci_high"] = _interval(group, scored[i], column, confidence)
+        if i != base_index:
+            row["delta"] = row["mean"] - float(groups[base_index][column].astype(float).mean())
+            row.update(_compare_row(group, groups[base_index], scored[i], scored[base_index], test, column, resamples))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for name in ("delta", "delta_low", "delta_high", "p", "note"):
+        table[name] = table[name] if name in table else None
+    table["p_adjusted"] = significance.adjust([None if _missing(p) else p for p in table["p"]], adjust)
+    table["significant"] = [p is not None and not _missing(p) and p < alpha for p in table["p_adjusted"]]
+    table.attrs.update(confounds=lines, adjust=adjust, alpha=alpha, confidence=confidence, resamples=resamples)
+    return table
+
+
+def bootstrap_intervals(frame: "pd.DataFrame", metric: str, confidence: float = 0.95,
+                        components: Any = None) -> list[tuple[float, float] | None]:
+    """Per configuration, the bootstrap interval (seeds x test examples) of ``metric``; None where
+    its predictions cannot be read."""
+    components = components if components is not None else _components()
+    out = []
+    for group in configurations(frame):
+        try:
+            out.append(significance.confidence_interval(_scored_runs(group, None, metric, components), confidence)[1:])
+        except NotPaired:
+            out.append(None)
+    return out
+
+
+def _all_scored(groups, base_index: int, metric: str, components: Any, test: str) -> list:
+    """Per configuration its ScoredRuns in the baseline's example order, or why they cannot be had
+    (a NotPaired, which the row then shows)."""
+    if test == "t":
+        return [None] * len(groups)
+    try:
+        order = _test_predictions(groups[base_index].sort_values("config.train.seed").iloc[0])["ids"]
+    except NotPaired:
+        order = None
+    out = []
+    for group in groups:
+        try:
+            out.append(_scored_runs(group, order, metric, components))
+        except NotPaired as exc:
+            out.append(exc)
+    return out
+
+
+def _components():
+    from . import plugins
+
+    return plugins.default()

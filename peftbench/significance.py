@@ -1,0 +1,187 @@
+"""Paired significance tests on per-example predictions, and multiple-comparison control.
+
+A configuration is one or more runs (its seeds), each scored on the same test examples. A
+``ScoredRun`` gives the main score of a run on any resample of those examples: from additive
+per-example statistics where the task provides them (``Task.example_statistics``: fast, exact
+for accuracy, micro/macro-F1, entity F1, BLEU, chrF), else by calling the task's own ``score`` on
+the resampled predictions.
+
+- ``paired_bootstrap``: resample examples (and, with several seeds, each side's seeds too: a
+  two-level bootstrap, so seed-to-seed and example-to-example variance both count). Two-sided p
+  from the bootstrap distribution of the difference shifted to the null (Efron & Tibshirani 16.4).
+- ``approximate_randomization``: swap the two sides' outputs per example at random (shared seeds
+  paired); p = share of swaps whose difference is at least the observed one (Noreen 1989).
+- ``mcnemar``: exact binomial test on the discordant pairs of one run each (accuracy).
+- ``adjust``: Holm (family-wise error) or Benjamini-Hochberg (false discovery rate).
+
+Every p value that comes from resampling is (1 + hits) / (1 + resamples): never 0, and with the
+default 2,000 resamples no smaller than 1/2001.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from .api import ExampleStatistics
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DEFAULT_RESAMPLES = 2000
+SEED = 20240229  # fixed: the same records give the same p values on every machine
+
+
+@dataclass
+class ScoredRun:
+    """One run's predictions on the test examples (in a shared example order) and how to score them."""
+
+    predictions: list
+    references: list
+    score_lists: Callable[[list, list], float]  # the task's own scoring (the fallback)
+    statistics: ExampleStatistics | None = None
+
+    def score(self, index: "np.ndarray") -> float:
+        """The score on the examples at ``index`` (repeats count as often as they appear)."""
+        if self.statistics is not None:
+            return float(self.statistics.score(self.statistics.values[index].sum(axis=0)))
+        return self.score_lists([self.predictions[i] for i in index], [self.references[i] for i in index])
+
+    def score_mixed(self, other: "ScoredRun", swap: "np.ndarray") -> float:
+        """The score when the examples where ``swap`` is true take ``other``'s outputs."""
+        if self.statistics is not None and other.statistics is not None:
+            values = self.statistics.values.copy()
+            values[swap] = other.statistics.values[swap]
+            return float(self.statistics.score(values.sum(axis=0)))
+        predictions = [o if s else p for p, o, s in zip(self.predictions, other.predictions, swap)]
+        return self.score_lists(predictions, self.references)
+
+
+@dataclass(frozen=True)
+class TestResult:
+    delta: float  # mean score of ``a`` minus mean score of ``b``
+    p: float
+    low: float | None = None  # confidence interval of delta, where the test gives one
+    high: float | None = None
+    note: str = ""
+
+
+def _rng():
+    import numpy as np
+
+    return np.random.default_rng(SEED)
+
+
+def _examples(runs: Sequence[ScoredRun]) -> int:
+    return len(runs[0].references)
+
+
+def bootstrap_scores(runs: Sequence[ScoredRun], resamples: int = DEFAULT_RESAMPLES) -> "np.ndarray":
+    """The configuration's mean score on ``resamples`` two-level resamples (seeds, then examples)."""
+    import numpy as np
+
+    rng, n = _rng(), _examples(runs)
+    out = np.empty(resamples)
+    for b in range(resamples):
+        index = rng.integers(0, n, n)
+        seeds = rng.integers(0, len(runs), len(runs))
+        out[b] = np.mean([runs[s].score(index) for s in seeds])
+    return out
+
+
+def confidence_interval(runs: Sequence[ScoredRun], confidence: float = 0.95,
+                        resamples: int = DEFAULT_RESAMPLES) -> tuple[float, float, float]:
+    """(mean score, low, high): percentile bootstrap interval over seeds and examples."""
+    import numpy as np
+
+    full = np.arange(_examples(runs))
+    mean = float(np.mean([run.score(full) for run in runs]))
+    scores = bootstrap_scores(runs, resamples)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(scores, [tail, 100 - tail])
+    return mean, float(low), float(high)
+
+
+def paired_bootstrap(a: Sequence[ScoredRun], b: Sequence[ScoredRun], resamples: int = DEFAULT_RESAMPLES,
+                     confidence: float = 0.95) -> TestResult:
+    """Both sides are resampled on the same examples; each side's seeds are resampled on their own
+    (seed s of one method has nothing to do with seed s of another)."""
+    import numpy as np
+
+    rng, n = _rng(), _examples(a)
+    full = np.arange(n)
+    observed = float(np.mean([r.score(full) for r in a]) - np.mean([r.score(full) for r in b]))
+    deltas = np.empty(resamples)
+    for i in range(resamples):
+        index = rng.integers(0, n, n)
+        seeds_a, seeds_b = rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b))
+        per_a = {s: a[s].score(index) for s in set(seeds_a.tolist())}
+        per_b = {s: b[s].score(index) for s in set(seeds_b.tolist())}
+        deltas[i] = np.mean([per_a[s] for s in seeds_a]) - np.mean([per_b[s] for s in seeds_b])
+    hits = int(np.sum(np.abs(deltas - observed) >= abs(observed) - 1e-12))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(deltas, [tail, 100 - tail])
+    levels = "seeds x examples" if len(a) > 1 or len(b) > 1 else "examples"
+    return TestResult(observed, (1 + hits) / (1 + resamples), float(low), float(high),
+                      f"paired bootstrap over {levels}, {resamples} resamples")
+
+
+def approximate_randomization(a: Sequence[ScoredRun], b: Sequence[ScoredRun],
+                              resamples: int = DEFAULT_RESAMPLES) -> TestResult:
+    """``a`` and ``b`` are runs of shared seeds, in the same seed order; one swap pattern per
+    resample is applied to every seed pair."""
+    import numpy as np
+
+    rng, n = _rng(), _examples(a)
+    full = np.arange(n)
+    observed = float(np.mean([x.score(full) - y.score(full) for x, y in zip(a, b)]))
+    hits = 0
+    for _ in range(resamples):
+        swap = rng.random(n) < 0.5
+        delta = np.mean([x.score_mixed(y, swap) - y.score_mixed(x, swap) for x, y in zip(a, b)])
+        hits += bool(abs(delta) >= abs(observed) - 1e-12)
+    return TestResult(observed, (1 + hits) / (1 + resamples),
+                      note=f"approximate randomization over examples, {resamples} swaps, {len(a)} shared seed(s)")
+
+
+def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> TestResult:
+    """Exact McNemar test: under the null the discordant pairs split 50/50 (a binomial test). Exact
+    at every count: it costs nothing here, and the chi-square approximation is only ever a stand-in."""
+    from scipy.stats import binomtest
+
+    only_a = sum(x and not y for x, y in zip(a_correct, b_correct))
+    only_b = sum(y and not x for x, y in zip(a_correct, b_correct))
+    n = len(a_correct)
+    delta = (only_a - only_b) / n if n else 0.0
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return TestResult(delta, float(p), note=f"exact McNemar: {only_a} right only in the row, {only_b} only in "
+                                            "the baseline")
+
+
+def adjust(pvalues: Sequence[float | None], method: str) -> list[float | None]:
+    """Holm's step-down or Benjamini-Hochberg adjusted p values (None entries are left out)."""
+    import numpy as np
+    from scipy.stats import false_discovery_control
+
+    present = [i for i, p in enumerate(pvalues) if p is not None]
+    out: list[float | None] = [None] * len(pvalues)
+    if not present or method == "none":
+        return list(pvalues)
+    values = np.array([pvalues[i] for i in present], dtype=float)
+    if method == "bh":
+        adjusted = false_discovery_control(values, method="bh")
+    elif method == "holm":
+        order = np.argsort(values)
+        steps = values[order] * (len(values) - np.arange(len(values)))
+        adjusted = np.empty_like(values)
+        adjusted[order] = np.minimum(1.0, np.maximum.accumulate(steps))
+    else:
+        raise ValueError(f"unknown adjustment {method!r}")
+    for i, value in zip(present, adjusted):
+        out[i] = float(value)
+    return out
+
+
+def atomic(values: Sequence[Any]) -> bool:
+    """Whether predictions are single labels (McNemar's correct/incorrect per example applies)."""
+    return all(isinstance(v, (str, int, bool)) for v in values)
