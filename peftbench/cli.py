@@ -266,13 +266,14 @@ def report(
                                                      "this setting, e.g. r")] = None,
 ) -> None:
     """Comparison tables (Markdown) from run records."""
-    from . import records
     from .api import Column
-    from .report import build_table, provenance, render, stats_table
+    from .report import build_table, stats_table
+    from .results import load_results
 
     if fmt not in ("md", "csv", "json"):
         raise ConfigError(f"--format {fmt!r} is not md, csv or json")
-    frame = records.load_frame(results, ("success", "failed", "cancelled") if include_failed else ("success",))
+    frame = load_results(results, ("success", "failed", "cancelled") if include_failed else ("success",),
+                         deduplicate=False)
     _note_record_problems(frame := _deduplicated(frame))
     if fields:
         for name in frame.columns:
@@ -283,8 +284,6 @@ def report(
     cols, title, sort_by, frame = _report_columns(frame, results, table_name, columns, all_columns)
     if include_failed and not table_name and not columns:
         cols = [Column("status", "status"), *cols]
-    if resamples < 1:
-        raise ConfigError(f"--resamples {resamples} must be at least 1")
     options = {"test": test, "adjust": adjust, "metric": metric, "resamples": resamples, "strict": strict}
     if show_stats:
         table, notes = stats_table(frame, strict=strict)
@@ -295,17 +294,26 @@ def report(
         for line in notes:
             if line.startswith("confound: "):
                 err.print(f"warning: {line}", highlight=False, markup=False)
+    _write_report(frame, table, notes, title, fmt, output, html, plot, sweep)
+
+
+def _write_report(frame, table, notes: list[str], title: str | None, fmt: str, output: Path | None,
+                  html: Path | None, plot: Path | None, sweep: str | None) -> None:
+    """The table to stdout or --out, and the HTML report and plots where asked for."""
+    from .report import provenance, render
+
+    notes = [*notes, *provenance(frame)]
     if html:
         from .html_report import write_html
 
-        write_html(html, frame, table, notes + provenance(frame), title)
+        write_html(html, frame, table, notes, title)
         err.print(f"wrote {html}", highlight=False)
     if plot:
         from .plots import write_plots
 
         for path in write_plots(frame, plot, sweep):
             err.print(f"wrote {path}", highlight=False)
-    text = render(table, fmt, [*notes, *provenance(frame)], title)
+    text = render(table, fmt, notes, title)
     if output:
         output.write_text(text, encoding="utf-8")
         err.print(f"wrote {output}", highlight=False)
@@ -463,10 +471,20 @@ def _add_plugin_commands() -> None:
     _components().manager.hook.register_commands(app=app, context=CommandContext(_components))
 
 
+def _names_a_builtin_command(argv: list[str]) -> bool:
+    """Whether the command line names one of the core's commands (plugin commands are then not
+    needed, and loading every plugin to add them would cost e.g. a report most of a second)."""
+    names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+    names |= {g.name for g in app.registered_groups}
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return first in names
+
+
 def main() -> None:
     # Typer handles usage errors itself; expected failures become one line + exit 1.
     try:
-        _add_plugin_commands()
+        if not _names_a_builtin_command(sys.argv[1:]):
+            _add_plugin_commands()
         app()
     except PeftbenchError as exc:
         # One line, whatever a library's message holds (tarfile lists one failure per line).

@@ -283,7 +283,21 @@ def load_frame(results_dir: Path, statuses: tuple[str, ...] = ("success",)):
             if record.get("status") in statuses]
     if not rows:
         return pd.DataFrame()
-    return pd.json_normalize(rows)
+    frame = pd.DataFrame([_flatten(row, "", {}) for row in rows])
+    # pandas' string dtype keeps each text column in a block of its own; as plain objects they share
+    # one, and splitting the frame into configurations gets ten times faster (copy() consolidates).
+    return frame.astype({c: object for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype)
+                         and frame[c].dtype != object}).copy()
+
+
+def _flatten(value: dict[str, Any], prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+    """Nested keys joined with '.' (as pandas.json_normalize does, at a third of its cost)."""
+    for key, item in value.items():
+        if isinstance(item, dict):
+            _flatten(item, f"{prefix}{key}.", out)
+        else:
+            out[f"{prefix}{key}"] = item
+    return out
 
 
 # ------------------------------------------------------------------ schema and migration

@@ -9,11 +9,12 @@ marked in bold.
 from __future__ import annotations
 
 import math
-import warnings
+import statistics
 from typing import Any
 
 import pandas as pd
 
+from . import significance
 from .api import Column
 from .errors import ConfigError
 
@@ -113,11 +114,12 @@ def runs_without_scores(frame: pd.DataFrame) -> list[str]:
     """Run ids of successful records with no test value for their task's main score."""
     if frame.empty or "task.main_score" not in frame:
         return []
+    statuses = frame["status"] if "status" in frame else ["success"] * len(frame)
     missing = []
-    for _, row in frame.iterrows():
-        column = f"scores.test.{row['task.main_score']}"
-        if row.get("status") == "success" and (column not in frame or pd.isna(row[column])):
-            missing.append(str(row.get("run_id")))
+    for position, (run_id, status, main) in enumerate(zip(frame["run_id"], statuses, frame["task.main_score"])):
+        column = f"scores.test.{main}"
+        if status == "success" and (column not in frame or pd.isna(frame[column].iat[position])):
+            missing.append(str(run_id))
     return missing
 
 
@@ -131,29 +133,29 @@ def _fmt(value: float, digits: int | None) -> str:
 
 
 def _welch_p(a: list[float], b: list[float]) -> float | None:
-    from scipy import stats
-
     if len(a) < 2 or len(b) < 2:
         return None
     if len(set(a)) == 1 and len(set(b)) == 1:  # no spread at all: the test is undefined
         return 0.0 if a[0] != b[0] else 1.0
-    with warnings.catch_warnings():  # near-identical samples: scipy warns, the p value stands
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return significance.welch_t_test(a, b)
 
 
-def _cell(values: pd.Series, column: Column) -> tuple[str, float | None, list[float]]:
+def _absent(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _cell(values: list, column: Column) -> tuple[str, float | None, list[float]]:
     """One group's cell: (text, mean or None, the scaled samples)."""
-    present = values.dropna()
-    if present.empty:
+    present = [v for v in values if not _absent(v)]
+    if not present:
         return "", None, []
-    if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
-        scaled = present.astype(float) * column.scale
-        mean = scaled.mean()
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        scaled = [float(v) * column.scale for v in present]
+        mean = statistics.fmean(scaled)
         text = _fmt(mean, column.digits)
-        if len(scaled) > 1 and scaled.nunique() > 1:
-            text += f" ± {_fmt(scaled.std(ddof=1), column.digits)}"
-        return text, mean, scaled.tolist()
+        if len(set(scaled)) > 1:
+            text += f" ± {_fmt(statistics.stdev(scaled), column.digits)}"
+        return text, mean, scaled
     distinct = dict.fromkeys(",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in present)
     return ", ".join(distinct), None, []
 
@@ -166,9 +168,9 @@ def _aggregate(groups: list[pd.DataFrame], columns: list[Column]):
     for group in groups:
         row: dict[str, Any] = {}
         for column in columns:
-            values = group[column.field] if column.field in group else pd.Series([None] * len(group))
-            if values.isna().all() and column.fallback and column.fallback in group:
-                values = group[column.fallback]
+            values = group[column.field].tolist() if column.field in group else []
+            if all(_absent(v) for v in values) and column.fallback and column.fallback in group:
+                values = group[column.fallback].tolist()
             row[column.header], mean, scaled = _cell(values, column)
             numeric[column.header].append(mean)
             samples[column.header].append(scaled)
@@ -220,7 +222,8 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
     from .results import check_confounds, configurations
 
     options = dict(compare_options or {}, alpha=alpha)
-    confound_lines = check_confounds(frame, options.get("strict", False))
+    # A comparison runs the confound check itself.
+    confound_lines = [] if baseline else check_confounds(frame, options.get("strict", False))
     groups = configurations(frame)
     rows, numeric, samples = _aggregate(groups, columns)
     table = pd.DataFrame(rows)
@@ -231,7 +234,7 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
     else:
         notes = ["bold = best in column (single runs: no significance test possible; run several seeds)"]
     if baseline:
-        notes += _add_comparison(frame, table, baseline, options)
+        notes += _add_comparison(frame, table, baseline, options, confound_lines)
     notes += [f"confound: {line}" for line in confound_lines]
     if sort_by:
         order = sorted(range(len(rows)), key=lambda i: (numeric[sort_by][i] is None, numeric[sort_by][i] or 0))
@@ -241,12 +244,14 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
     return table, notes
 
 
-def _add_comparison(frame: pd.DataFrame, table: pd.DataFrame, baseline: str, options: dict[str, Any]) -> list[str]:
+def _add_comparison(frame: pd.DataFrame, table: pd.DataFrame, baseline: str, options: dict[str, Any],
+                    confound_lines: list[str]) -> list[str]:
     """Columns of ``compare`` against the baseline configuration: Δ with its interval, raw and
-    adjusted p. Returns the notes that explain them."""
+    adjusted p. Returns the notes that explain them; ``confound_lines`` gets compare's confounds."""
     from .results import compare
 
     result = compare(frame, baseline, **options)
+    confound_lines.extend(result.attrs["confounds"])
     metric, test, adjust = result["metric"].iloc[0], result["test"].iloc[0], result.attrs["adjust"]
     level = int(result.attrs["confidence"] * 100)
     table[f"test {metric} {level}% CI"] = [_span(lo, hi) for lo, hi in zip(result["ci_low"], result["ci_high"])]
@@ -258,7 +263,7 @@ def _add_comparison(frame: pd.DataFrame, table: pd.DataFrame, baseline: str, opt
     table[f"p adj. ({adjust})"] = ["" if _absent(p) else f"{p:.3g}" + (" *" if sig else "")
                                    for p, sig in zip(result["p_adjusted"], result["significant"])]
     tested = result[result["p"].notna()]
-    notes = [f"Δ = row - baseline test {metric}; p: {tested['note'].iloc[0] if len(tested) else test}; "
+    notes = [f"Δ = row - baseline test {metric}; p: {tested['note'].iloc[0] if len(tested) else _TEST_NAMES[test]}; "
              f"p adj.: {_ADJUST_NAMES[adjust]} over the {len(tested)} row(s) compared; "
              f"* = significant at alpha={result.attrs['alpha']} after adjustment"]
     notes += [f"not tested: {label}: {note}" for label, note, p, b in
@@ -266,11 +271,9 @@ def _add_comparison(frame: pd.DataFrame, table: pd.DataFrame, baseline: str, opt
     return notes
 
 
+_TEST_NAMES = {"bootstrap": "paired bootstrap", "randomization": "approximate randomization",
+               "mcnemar": "exact McNemar", "t": "paired t-test over shared seeds"}
 _ADJUST_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "not adjusted"}
-
-
-def _absent(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _span(low: Any, high: Any) -> str:
@@ -281,8 +284,6 @@ def stats_table(frame: pd.DataFrame, confidence: float = 0.95, strict: bool = Fa
     """Long form: per configuration and test score, n, mean, std and the t interval over seeds;
     for the task's main score also the bootstrap interval over seeds x examples (where the runs'
     predictions are at hand). Returns (table, notes), the confounds among the notes."""
-    from scipy import stats
-
     from .results import bootstrap_intervals, check_confounds, configuration_label, configurations, varying_columns
 
     if frame.empty:
@@ -299,10 +300,10 @@ def stats_table(frame: pd.DataFrame, confidence: float = 0.95, strict: bool = Fa
             values = group[metric].dropna().astype(float)
             n, mean = len(values), values.mean()
             std = values.std(ddof=1) if n > 1 else float("nan")
-            half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
+            low, high = significance.t_interval(values.tolist(), confidence) if n > 1 else (math.nan, math.nan)
             row = {"configuration": configuration_label(group, varying), "metric": metric.rsplit(".", 1)[-1],
                    "n": n, "mean": round(mean, 4), "std": round(std, 4),
-                   f"t CI{level} low": round(mean - half, 4), f"t CI{level} high": round(mean + half, 4)}
+                   f"t CI{level} low": round(low, 4), f"t CI{level} high": round(high, 4)}
             if metric.rsplit(".", 1)[-1] in mains and interval is not None:
                 row[f"bootstrap CI{level} low"], row[f"bootstrap CI{level} high"] = (round(v, 4) for v in interval)
             rows.append(row)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,16 +51,18 @@ def configurations(frame: "pd.DataFrame") -> list["pd.DataFrame"]:
     keys += ["status"] if "status" in frame else []
     if not keys:
         return [frame]
-    label = frame[keys].map(repr).agg("|".join, axis=1)
+    label = [repr(row) for row in frame[keys].itertuples(index=False)]  # settings may be lists: not hashable
     return [group for _, group in frame.groupby(label, sort=False)]
 
 
 def configuration_label(group: "pd.DataFrame", varying: list[str]) -> str:
     """The method and the settings that tell this configuration from the others."""
-    first = group.iloc[0]
-    parts = [str(first.get("method.name", first.get("config.method", "?")))]
+    def first(column: str) -> Any:
+        return group[column].iat[0] if column in group else None
+
+    parts = [str(first("method.name") or first("config.method"))]
     for column in varying:
-        value = first.get(column)
+        value = first(column)
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             parts.append(f"{column.rsplit('.', 1)[-1]}={value:g}" if isinstance(value, float)
                          else f"{column.rsplit('.', 1)[-1]}={value}")
@@ -95,23 +96,27 @@ def _confound_kind(column: str) -> str | None:
 def confounds(frame: "pd.DataFrame") -> list[Confound]:
     """Every train, task, data, backbone and library setting in which the runs differ. A value a
     run did not record (an older record) is unknown and never counts as a difference."""
-    groups = configurations(frame)
-    # Configurations named by their method's own settings: the confound is the rest.
+    import pandas as pd
+
     own = [c for c in varying_columns(frame) if c.startswith("config.method_config.")]
-    labels = [configuration_label(g, own) for g in groups]
+    labels = None
     found = []
     for column in frame.columns:
         kind = _confound_kind(column)
         if kind is None:
             continue
+        shown = frame[column].dropna().map(_shown)
+        if shown.nunique() < 2:
+            continue
+        if labels is None:  # configurations named by their method's own settings: the confound is the rest
+            labels = pd.Series(index=frame.index, dtype=object)
+            for group in configurations(frame):
+                labels[group.index] = configuration_label(group, own)
         values: dict[str, list[str]] = {}
-        for label, group in zip(labels, groups):
-            for value in group[column].dropna().map(_shown):
-                values.setdefault(value, [])
-                if label not in values[value]:
-                    values[value].append(label)
-        if len(values) > 1:
-            found.append(Confound(kind, column, values))
+        for value, label in zip(shown, labels[shown.index]):
+            if label not in values.setdefault(value, []):
+                values[value].append(label)
+        found.append(Confound(kind, column, values))
     return found
 
 
@@ -170,7 +175,8 @@ def _test_predictions(row: "pd.Series") -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))["test"]
     except (OSError, KeyError, json.JSONDecodeError) as exc:
-        raise NotPaired(f"run {row.get('run_id')} has no readable test predictions ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise NotPaired(f"run {row.get('run_id')} has no readable test predictions ({path.name}: {reason})") from None
     if data.get("ids") is None:
         raise NotPaired(f"run {row.get('run_id')}'s predictions carry no example ids (recorded by an older "
                         "peftbench, or its task does not predict once per example); rerun it to pair it")
@@ -213,7 +219,7 @@ def _baseline_index(groups: list["pd.DataFrame"], baseline: str) -> int:
     if not sep or not any(field_name in g for g in groups):
         raise ConfigError(f"--baseline {baseline!r} must be FIELD=VALUE with a record field",
                           "e.g. --baseline method.name=full")
-    matches = [i for i, g in enumerate(groups) if field_name in g and (g[field_name].astype(str) == wanted).all()]
+    matches = [i for i, g in enumerate(groups) if field_name in g and all(str(v) == wanted for v in g[field_name])]
     if len(matches) != 1:
         raise ConfigError(f"--baseline {baseline!r} matches {len(matches)} configuration(s); it must match one",
                           "add settings to tell them apart, or filter the runs")
@@ -222,21 +228,17 @@ def _baseline_index(groups: list["pd.DataFrame"], baseline: str) -> int:
 
 def _seed_t_test(base: "pd.DataFrame", other: "pd.DataFrame", column: str) -> significance.TestResult:
     """Paired t-test over the seeds both configurations ran (the seed-level comparison)."""
-    from scipy import stats
-
-    base_by_seed = base.set_index("config.train.seed")[column]
-    other_by_seed = other.set_index("config.train.seed")[column]
-    shared = sorted(set(base_by_seed.index) & set(other_by_seed.index))
-    diff = [float(other_by_seed[s] - base_by_seed[s]) for s in shared]
+    base_by_seed = dict(zip(base["config.train.seed"], base[column].astype(float)))
+    other_by_seed = dict(zip(other["config.train.seed"], other[column].astype(float)))
+    shared = sorted(set(base_by_seed) & set(other_by_seed))
+    diff = [other_by_seed[s] - base_by_seed[s] for s in shared]
     if not diff:
         raise NotPaired("no seed in common with the baseline")
     mean = sum(diff) / len(diff)
     if len(diff) < 2 or all(d == diff[0] for d in diff):
         return significance.TestResult(mean, math.nan, note=f"t-test needs 2+ shared seeds with spread (n={len(diff)})")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p = float(stats.ttest_rel([other_by_seed[s] for s in shared], [base_by_seed[s] for s in shared]).pvalue)
-    return significance.TestResult(mean, p, note=f"paired t-test over {len(diff)} shared seeds")
+    return significance.TestResult(mean, significance.paired_t_test(diff),
+                                   note=f"paired t-test over {len(diff)} shared seeds")
 
 
 def _paired_test(test: str, base_runs: list, runs: list, base: "pd.DataFrame", other: "pd.DataFrame",
@@ -277,15 +279,10 @@ def _same_test_content(base: "pd.DataFrame", other: "pd.DataFrame") -> None:
 def _interval(group: "pd.DataFrame", runs: list | None, column: str, confidence: float) -> tuple[float, float]:
     """The configuration's confidence interval: bootstrap over seeds x examples where its
     predictions are at hand, else the t interval over seeds."""
-    from scipy import stats
-
     if isinstance(runs, list) and runs:
         return significance.confidence_interval(runs, confidence)[1:]
-    values = group[column].dropna().astype(float)
-    if len(values) < 2:
-        return math.nan, math.nan
-    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return values.mean() - half, values.mean() + half
+    values = group[column].dropna().astype(float).tolist()
+    return significance.t_interval(values, confidence) if len(values) > 1 else (math.nan, math.nan)
 
 
 def _compare_row(group, base, runs, base_runs, test, column, resamples) -> dict[str, Any]:
@@ -317,6 +314,8 @@ def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metri
     if test not in TESTS or adjust not in ADJUSTMENTS:
         raise ConfigError(f"test {test!r} / adjustment {adjust!r} unknown",
                           f"tests: {', '.join(TESTS)}; adjustments: {', '.join(ADJUSTMENTS)}")
+    if resamples < 1:
+        raise ConfigError(f"resamples must be at least 1, not {resamples}")
     if frame.empty:
         raise ResultsError("no successful runs to compare", "run `peftbench run ...` first")
     metric = _main_metric(frame, metric)
@@ -327,7 +326,7 @@ def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metri
     scored = _all_scored(groups, base_index, metric, components, test)
     rows = []
     for i, group in enumerate(groups):
-        row = {"configuration": configuration_label(group, varying), "method": group.iloc[0].get("method.name"),
+        row = {"configuration": configuration_label(group, varying), "method": group["method.name"].iat[0],
                "runs": len(group), "metric": metric, "mean": float(group[column].astype(float).mean()),
                "baseline": i == base_index, "test": test}
         row["ci_low"], row["ci_high"] = _interval(group, scored[i], column, confidence)
@@ -336,10 +335,12 @@ def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metri
             row.update(_compare_row(group, groups[base_index], scored[i], scored[base_index], test, column, resamples))
         rows.append(row)
     table = pd.DataFrame(rows)
-    for name in ("delta", "delta_low", "delta_high", "p", "note"):
-        table[name] = table[name] if name in table else None
-    table["p_adjusted"] = significance.adjust([None if _missing(p) else p for p in table["p"]], adjust)
-    table["significant"] = [p is not None and not _missing(p) and p < alpha for p in table["p_adjusted"]]
+    for name in ("delta", "delta_low", "delta_high", "p"):
+        table[name] = pd.to_numeric(table[name], errors="coerce") if name in table else math.nan
+    table["note"] = table["note"].fillna("") if "note" in table else ""
+    adjusted = significance.adjust([None if _missing(p) else p for p in table["p"]], adjust)
+    table["p_adjusted"] = pd.to_numeric(pd.Series(adjusted, index=table.index, dtype=object), errors="coerce")
+    table["significant"] = table["p_adjusted"].lt(alpha)
     table.attrs.update(confounds=lines, adjust=adjust, alpha=alpha, confidence=confidence, resamples=resamples)
     return table
 

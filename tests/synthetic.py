@@ -3,6 +3,7 @@ for report, comparison and HTML tests, and the report-speed benchmark."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,6 +29,9 @@ def write_run(folder: Path, number: int, method: str, seed: int, predictions: Se
     data["config"]["task_config"].update(task_config or {})
     data["scores"] = {"dev": {"accuracy": accuracy}, "test": {"accuracy": accuracy, "micro_f1": accuracy,
                                                               "macro_f1": accuracy}}
+    ids = list(ids) if ids is not None else list(range(len(references)))
+    test_set = json.dumps(sorted(zip(map(str, ids), references)))
+    data["data"]["fingerprints"] = {"test": hashlib.sha256(test_set.encode()).hexdigest()[:16]}
     for dotted, value in (record or {}).items():
         *parents, leaf = dotted.split(".")
         target = data
@@ -38,7 +42,6 @@ def write_run(folder: Path, number: int, method: str, seed: int, predictions: Se
         target[leaf] = value
     run_dir = folder / f"run-{number}"
     records.write_json_atomic(run_dir / records.RECORD_FILE, data)
-    ids = list(ids) if ids is not None else list(range(len(references)))
     split = {"ids": ids, "predictions": list(predictions), "references": list(references)}
     records.write_json_atomic(run_dir / records.PREDICTIONS_FILE, {"dev": split, "test": split})
     if epochs:

@@ -38,6 +38,7 @@ def smoke_commands(tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
                          {"SMOKE": "1", "DATA": str(textgcn), "OUT": str(tmp / "s5")}),
         "ner_padding.py": ([sys.executable, "benchmarks/ner_padding.py", "--smoke", "--data", str(kwdlc)], {}),
         "gpu.py": ([sys.executable, "benchmarks/gpu.py", "--smoke"], {}),
+        "report_speed.py": ([sys.executable, "benchmarks/report_speed.py", "--smoke"], {}),
         "vs_trainer.py": ([sys.executable, "benchmarks/vs_trainer.py", "--smoke", "--kwdlc", str(kwdlc)], {}),
         "scratch-vs-minilm.sh": (["bash", "benchmarks/scratch-vs-minilm.sh"],
                                  {"SMOKE": "1", "PEFTBENCH_DATA": str(SHARED_DATA), "RESULTS": str(tmp / "sv"),
@@ -87,6 +88,11 @@ def test_gpu_script_smoke_falls_back_to_cpu(smoked):
     shown = output(smoked, "gpu.py")
     assert "bf16 autocast | skipped: no CUDA device" in shown and "GPU peaks skipped" in shown
     assert "lora: inference over" in shown and "(merged)" in shown and "tokens/s" in shown
+
+
+def test_report_speed_smoke(smoked):
+    shown = output(smoked, "report_speed.py")
+    assert "wrote 40 records" in shown and "report --baseline (t over seeds)   40 records: median" in shown
 
 
 def test_vs_trainer_smoke(smoked):

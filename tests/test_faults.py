@@ -237,7 +237,7 @@ def test_duplicate_records_are_set_aside_with_one_line(tmp_path, cli):
     clean = synthetic_results(tmp_path / "clean", runs)
     doubled = synthetic_results(tmp_path / "doubled", [("full", 2, 0.10, "2025-12-31"), *runs,
                                                        ("adapter", 1, 0.70, "2026-01-02")])
-    for args in ([], ["--stats"], ["--baseline", "method.name=full"]):
+    for args in ([], ["--stats"], ["--baseline", "method.name=full", "--test", "t"]):
         expected, got = cli("report", str(clean), *args), cli("report", str(doubled), *args)
         assert got.code == 0, got.stderr
         assert got.stdout == expected.stdout

@@ -144,13 +144,16 @@ def test_report_statistics_on_seeds(killed_and_resumed, cli):
     report = cli("report", str(results), "--baseline", "method.name=full", "--plot", str(tmp_path / "plots"))
     assert report.code == 0, report.stderr
     assert "±" in report.stdout and "seeds" in report.stdout
-    assert "p (paired t-test over seeds)" in report.stdout and "(n=3)" in report.stdout
+    assert "p (bootstrap)" in report.stdout and "paired bootstrap over seeds x examples" in report.stdout
     assert "Welch t-test" in report.stdout
+    seeds_only = cli("report", str(results), "--baseline", "method.name=full", "--test", "t")
+    assert "p (t)" in seeds_only.stdout and "paired t-test over" in seeds_only.stdout, seeds_only.stdout
     stats = cli("report", str(results), "--stats", "--format", "json")
     rows = json.loads(stats.stdout)
     accuracy = [r for r in rows if r["metric"] == "accuracy"]
     assert len(accuracy) == 2 and all(r["n"] == 3 for r in accuracy)
-    assert all(r["CI95 low"] <= r["mean"] <= r["CI95 high"] for r in accuracy)
+    assert all(r["t CI95 low"] <= r["mean"] <= r["t CI95 high"] for r in accuracy)
+    assert all(r["bootstrap CI95 low"] <= r["bootstrap CI95 high"] for r in accuracy)
     for name in ("pareto.png", "pareto.svg"):
         assert (tmp_path / "plots" / name).stat().st_size > 1000
     swept = cli("report", str(results), "--plot", str(tmp_path / "plots"), "--sweep", "lr")
