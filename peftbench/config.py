@@ -39,6 +39,25 @@ class TrainConfig:
     # Batches of similar lengths (transformers' LengthGroupedSampler): less padding still.
     group_by_length: bool = False
     save_artifact: bool = True
+    # Gradient accumulation: one optimizer update per grad_accum_steps micro-batches of batch_size,
+    # so e.g. full fine-tuning on a small GPU can use the same effective batch as LoRA. Or name the
+    # effective batch (batch_size x grad_accum_steps x processes) and let the run pick the steps.
+    grad_accum_steps: int = 1
+    effective_batch_size: int | None = None
+
+    # Settings added after runs were first recorded: left out of the config hash at their default,
+    # so a suite still recognises the runs it finished before they existed.
+    HASH_OMITS_AT_DEFAULT = ("grad_accum_steps", "effective_batch_size")
+
+    def accumulation_steps(self, processes: int = 1) -> int:
+        """Micro-batches per optimizer update on each of ``processes`` data-parallel processes."""
+        if self.effective_batch_size is None:
+            return self.grad_accum_steps
+        per_update = self.batch_size * processes
+        if self.effective_batch_size % per_update:
+            raise ValueError(f"effective_batch_size {self.effective_batch_size} is not a multiple of batch_size "
+                             f"{self.batch_size} x {processes} process(es)")
+        return self.effective_batch_size // per_update
 
     def __post_init__(self) -> None:
         """Checked like method and task settings: at `--set` time, dry runs included."""
@@ -52,6 +71,13 @@ class TrainConfig:
             (self.patience is not None and self.patience < 1, f"patience must be >= 1, got {self.patience}"),
             (self.min_delta < 0, f"min_delta must be >= 0, got {self.min_delta}"),
             (self.inference_repeats < 0, f"inference_repeats must be >= 0, got {self.inference_repeats}"),
+            (self.grad_accum_steps < 1, f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}"),
+            (self.effective_batch_size is not None and self.grad_accum_steps != 1,
+             "set effective_batch_size or grad_accum_steps, not both"),
+            (self.effective_batch_size is not None and (self.effective_batch_size < self.batch_size
+                                                        or self.effective_batch_size % self.batch_size),
+             f"effective_batch_size must be a multiple of batch_size {self.batch_size}, got "
+             f"{self.effective_batch_size}"),
         ]
         for wrong, message in problems:
             if wrong:

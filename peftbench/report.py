@@ -41,6 +41,7 @@ def default_columns(frame: pd.DataFrame) -> list[Column]:
     """method, task, backbone, every config key that varies, test scores and costs."""
     columns = [Column("method", "method.name"), Column("task", "task.name"), Column("backbone", "backbone.name")]
     columns += [Column(col.rsplit(".", 1)[-1], col, digits=None) for col in varying_settings(frame)]
+    columns.append(Column("effective batch", "effective_batch_size", digits=None))
     for col in sorted(c for c in frame.columns if c.startswith("scores.test.")):
         columns.append(_score_column(frame, col.rsplit(".", 1)[-1]))
     columns += [
@@ -90,6 +91,8 @@ def compact_columns(frame: pd.DataFrame) -> list[Column]:
         columns.append(Column("settings", "settings"))
     mains = dict.fromkeys(frame["task.main_score"].dropna()) if "task.main_score" in frame else {}
     columns += [_score_column(frame, metric) for metric in mains]
+    if "effective_batch_size" in frame and frame["effective_batch_size"].dropna().nunique() > 1:
+        columns.append(Column("effective batch", "effective_batch_size", digits=None))
     columns += [
         Column("trainable params", "params.trainable", "lower", digits=0),
         Column("size MB", "artifact.bytes", "lower", scale=1 / MB, digits=2),

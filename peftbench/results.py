@@ -85,7 +85,7 @@ class Confound:
 def _confound_kind(column: str) -> str | None:
     if column in _NOT_CONFOUNDS:
         return None
-    prefixes = (("config.train.", "train"), ("config.task_config.", "task"), ("data.fingerprints.", "data"),
+    prefixes = (("config.train.", "train"), ("effective_batch_size", "train"), ("config.task_config.", "task"), ("data.fingerprints.", "data"),
                 ("data.source", "data"), ("config.task", "task"), ("config.backbone", "backbone"),
                 ("backbone.info.source", "backbone"), ("backbone.info.revision", "backbone"),
                 ("backbone.info.fingerprint", "backbone"), ("environment.packages.", "library"))

@@ -73,6 +73,13 @@ def _stage_train(train: TrainConfig, stage: Stage) -> TrainConfig:
                           "fix the method setting that sets it") from None
 
 
+def _accumulation(train: TrainConfig, processes: int) -> int:
+    try:
+        return train.accumulation_steps(processes)
+    except ValueError as exc:
+        raise ConfigError(str(exc), "pick an effective_batch_size that batch_size x processes divides") from None
+
+
 # ------------------------------------------------------------------- one run
 
 
@@ -247,6 +254,9 @@ def _prepare_stage(current: _Run, stage: Stage, previous: torch.nn.Module | None
     spec, method = current.resolved.spec, current.resolved.method
     objective = stage.objective or current.resolved.task
     train = _stage_train(spec.train, stage)
+    if deployed:
+        processes = current.accelerator.num_processes
+        current.record.effective_batch_size = train.batch_size * _accumulation(train, processes) * processes
     splits = _load_data(current, objective, deployed)
     current.progress.log(f"[{stage.name}] loading backbone {spec.backbone}")
     load_start = time.perf_counter()

@@ -53,7 +53,12 @@ class RunSpec:
     @functools.cached_property
     def hash(self) -> str:
         """Stable across runs and machines: the identity a suite uses to skip done runs."""
-        return config_hash(self.config_dict())
+        identity = self.config_dict()
+        defaults = TrainConfig()
+        for name in TrainConfig.HASH_OMITS_AT_DEFAULT:
+            if getattr(self.train, name) == getattr(defaults, name):
+                del identity["train"][name]
+        return config_hash(identity)
 
     def to_json(self) -> dict[str, Any]:
         budget = dataclasses.asdict(self.budget) if self.budget else None

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from .api import Method, Stage, Task
 from .config import TrainConfig
-from .errors import TrainingError
+from .errors import ConfigError, TrainingError
 from .measure import synchronize
 from .progress import Progress
 
@@ -150,7 +150,10 @@ def _optimizer(context: FitContext) -> tuple[list[torch.nn.Parameter], Any, Any]
     # full fine-tuning of MiniLM on 2 CPU cores the loop cost ~10% of a step (benchmarks/vs_trainer.py).
     fused = bool(params) and params[0].device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=fused or None)
-    total_steps = cfg.epochs * len(context.train_loader)
+    # Scheduler steps: one per optimizer update, times the processes (accelerate steps a prepared
+    # scheduler once per process on each update, the schedule being written for one process's data).
+    updates_per_epoch = math.ceil(len(context.train_loader) / context.accelerator.gradient_accumulation_steps)
+    total_steps = cfg.epochs * updates_per_epoch * context.accelerator.num_processes
     warmup = int(cfg.warmup_ratio * total_steps)
     if cfg.schedule == "linear":
         from transformers import get_linear_schedule_with_warmup
@@ -167,6 +170,10 @@ def _optimizer(context: FitContext) -> tuple[list[torch.nn.Parameter], Any, Any]
 def fit(context: FitContext) -> FitResult:
     """Train for up to ``train.epochs`` epochs, evaluating on dev after each; keep the best-on-dev weights."""
     cfg, task, stage = context.train, context.task, context.stage
+    try:
+        context.accelerator.gradient_accumulation_steps = cfg.accumulation_steps(context.accelerator.num_processes)
+    except ValueError as exc:
+        raise ConfigError(str(exc), "pick an effective_batch_size that batch_size x processes divides") from None
     params, optimizer, scheduler = _optimizer(context)
     main = task.metadata.main_score
     selection = _Selection(cfg.monitor == "score" and task.metadata.greater_is_better.get(main, True), cfg.min_delta)
@@ -216,6 +223,13 @@ class _LossWatch:
             self.last_finite = value
 
 
+def _accumulation_scale(steps_per_update: int, step: int, steps: int) -> float:
+    """k / m for a micro-batch of an update that gathers m of the usual k micro-batches (the last of
+    an epoch), so that update is the mean over its micro-batches like every other."""
+    gathered = min(steps_per_update, steps - steps_per_update * ((step - 1) // steps_per_update))
+    return steps_per_update / gathered
+
+
 def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
                  result: FitResult) -> tuple[float, float]:
     """One pass over the training data. Returns (seconds, mean train loss); evaluation excluded."""
@@ -230,14 +244,18 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
             fetched = time.perf_counter()
             if result.first_step_started_at is None:
                 result.first_step_started_at = time.time()
-            with accelerator.autocast():
-                loss = context.method.loss(model, model_inputs(context.task, batch))
-            accelerator.backward(loss)
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    loss = context.method.loss(model, model_inputs(context.task, batch))
+                # accelerate divides each micro-batch's loss by the accumulation steps; the epoch's
+                # last update may gather fewer micro-batches, and is then averaged over those.
+                scale = _accumulation_scale(accelerator.gradient_accumulation_steps, step, steps)
+                accelerator.backward(loss * scale if scale != 1 else loss)
+                if cfg.grad_clip and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             if result.first_step_done_at is None:
                 result.first_step_done_at = time.time()
             watch.add(loss, step, step == steps)  # on CPU this reads the loss: the step has ended
