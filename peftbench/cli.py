@@ -140,6 +140,8 @@ def run(
                                                              "(head excluded)")] = None,
     spec: Annotated[Optional[Path], typer.Option(help="a run spec (JSON) instead of --method/--task/--set; "
                                                       "what suites hand their child runs")] = None,
+    track: Annotated[Optional[list[str]], typer.Option(help="experiment tracker: tensorboard, mlflow or wandb "
+                                                           "(repeat for several); written under --results")] = None,
     force: Annotated[bool, typer.Option("--force", help="run even if this configuration and seed already "
                                                         "succeeded in --results")] = False,
 ) -> None:
@@ -147,7 +149,10 @@ def run(
     from . import runner
     from .progress import Progress
 
+    from .tracking import check
+
     _quiet_libraries()
+    track = check(track or ())  # before any work: a missing tracker package is one line
     sets = list(set_ or []) + ([f"mixed_precision={mixed_precision}"] if mixed_precision else [])
     comps = _components()
     resolved = _resolve_for_run(comps, method, task, backbone, sets, spec, match_params)
@@ -157,7 +162,7 @@ def run(
     if not force:
         _refuse_a_second_success(results, resolved.spec.hash)
     with Progress(err, quiet=quiet) as progress:
-        record, path = runner.run(comps, resolved, results, progress)
+        record, path = runner.run(comps, resolved, results, progress, track)
     main = record.task.main_score
     test = record.scores.get("test", {})
     out.print(f"run {record.run_id}: test {main} {test.get(main, float('nan')):.4f}, "
@@ -435,9 +440,14 @@ def suite_run(
     rerun_failed: Annotated[bool, typer.Option("--rerun-failed", help="run again the runs whose record failed")] = False,
     executor: Annotated[str, typer.Option(help="how runs are executed (see executors in `peftbench list`)")] = "local",
     devices: Annotated[Optional[str], typer.Option(help="GPU ids, one run at a time on each, e.g. 0,1")] = None,
+    track: Annotated[Optional[list[str]], typer.Option(help="experiment tracker for every run: tensorboard, "
+                                                           "mlflow or wandb (adds to the file's track list)")] = None,
 ) -> None:
     """Expand a suite and run what is not done yet; keeps going past failures; safe to re-run."""
     from . import suite
+    from .tracking import check
+
+    trackers = check([*suite.trackers(file), *(track or ())])
 
     planned, todo, table, done = _plan(file, results, rerun_failed, dry_run)
     out.print(table)
@@ -446,7 +456,7 @@ def suite_run(
         return
     runner_exec = _components().executors.get(executor)
     lock = _lock(results)
-    jobs = [suite.job(planned_run, results) for planned_run in todo]
+    jobs = [suite.job(planned_run, results, trackers) for planned_run in todo]
     finished: list[str] = []
     try:
         failures = _execute(runner_exec, jobs, devices, finished)

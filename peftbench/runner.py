@@ -31,7 +31,7 @@ import psutil
 import torch
 from torch.utils.data import DataLoader
 
-from . import records
+from . import records, tracking
 from .api import LoadedBackbone, Splits, Stage, Task
 from .config import TrainConfig
 from .datacache import encode_cached, examples_fingerprint, load_splits, tokenizer_fingerprint
@@ -104,6 +104,7 @@ class _Run:
     run_dir: Path
     progress: Progress
     accelerator: Any = None  # accelerate.Accelerator, once set up
+    track: tuple[str, ...] = ()  # experiment trackers (peftbench.tracking)
     marks: _Marks = field(default_factory=_Marks)
     started: float = field(default_factory=time.perf_counter)
     splits: dict[int, Splits] = field(default_factory=dict)  # per objective: a task loads its data once
@@ -130,18 +131,23 @@ class _Stage:
     model_load_seconds: float
 
 
-def run(components: Components, resolved: Resolved, results_dir: Path, progress: Progress) -> tuple[RunRecord, Path]:
+def run(components: Components, resolved: Resolved, results_dir: Path, progress: Progress,
+        track: tuple[str, ...] = ()) -> tuple[RunRecord, Path]:
     """Train, evaluate, measure and record one configuration. Returns (record, record path).
 
     The record is written when the run starts (status running) and replaced
-    atomically when it ends, whatever the outcome.
+    atomically when it ends, whatever the outcome. ``track`` names experiment
+    trackers (tensorboard, mlflow, wandb) that follow the run as well.
     """
+    track = tracking.check(track)
     current = _start(components, resolved, results_dir, progress)
+    current.track = track
     try:  # from here on, whatever happens ends in a final record
         _set_up(current, components)
         with PeakMemory(current.accelerator.device) as memory:
             _train_stages(current)
         _summarise(current, Memory(**memory.result))
+        current.accelerator.log(tracking.final_metrics(current.record))
         current.record.status = "success"
     except KeyboardInterrupt:
         current.record.status, current.record.error = "cancelled", "interrupted by the user"
@@ -189,7 +195,11 @@ def _set_up(current: _Run, components: Components) -> None:
     from accelerate.utils import set_seed
 
     resolved = current.resolved
-    current.accelerator = Accelerator(mixed_precision=resolved.spec.train.mixed_precision)
+    trackers = tracking.make_trackers(current.track, current.run_dir.parent, current.record.run_id)
+    current.accelerator = Accelerator(mixed_precision=resolved.spec.train.mixed_precision, log_with=trackers or None)
+    if trackers:
+        current.accelerator.init_trackers(tracking.PROJECT, tracking.flat_config(current.record.config,
+                                                                                  current.record.config_hash))
     libraries = {*resolved.method.libraries, *resolved.task.libraries, *resolved.backbone.libraries}
     current.record.environment = Environment(**environment(current.accelerator.device, distributions(components),
                                                            libraries))
@@ -283,12 +293,20 @@ def _train_stage(current: _Run, prepared: _Stage) -> tuple[FitResult, float]:
     spec = current.resolved.spec
     epochs_file = current.run_dir / records.EPOCHS_FILE
 
+    name, accelerator = prepared.stage.name, current.accelerator
+
     def on_epoch(entry: dict[str, Any]) -> None:
-        records.append_jsonl(epochs_file, {"stage": prepared.stage.name, **entry})
+        records.append_jsonl(epochs_file, {"stage": name, **entry})
+        values = {f"dev_{k}": v for k, v in entry["dev_scores"].items() if isinstance(v, (int, float))}
+        values.update(dev_loss=entry["dev_loss"], train_loss_epoch=entry["train_loss"],
+                      epoch_seconds=entry["epoch_seconds"])
+        accelerator.log({f"{name}/{k}": v for k, v in values.items() if v is not None}, step=entry["epoch"])
 
     context = FitContext(prepared.model, current.resolved.method, spec.method_config, prepared.stage,
                          prepared.objective, spec.task_config, prepared.loaders["train"], prepared.loaders["dev"],
-                         prepared.train, current.accelerator, current.progress, on_epoch)
+                         prepared.train, accelerator, current.progress, on_epoch)
+    if current.track:  # each step's loss (read anyway for the NaN check) goes to the trackers
+        context.on_loss = lambda step, loss: accelerator.log({f"{name}/train_loss": loss}, step=step)
     start = time.perf_counter()
     result = fit(context)
     seconds = time.perf_counter() - start
@@ -421,6 +439,13 @@ def _finish(current: _Run) -> None:
     record.time.run_seconds = time.perf_counter() - current.started
     with _no_interrupts():  # a second Ctrl-C must not cost the run its final record
         records.write_json_atomic(current.record_path, record)
+    if current.track and current.accelerator is not None:
+        try:
+            tracking.attach_record(current.accelerator, current.record_path)
+            current.accelerator.end_training()
+        except Exception as exc:  # noqa: BLE001 - the record is written; a tracker's failure must not hide the run's
+            current.progress.log(f"a tracker failed to finish ({type(exc).__name__}: {exc}); the run record is "
+                                 f"{current.record_path}")
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ with skip-if-done, keep-going and resume semantics.
 File shape::
 
     description = "..."
+    track = ["tensorboard"]    # optional: experiment trackers every run reports to
     [defaults]                 # applies to every block
     task = "livedoor-news"
     backbone = "cl-tohoku/bert-base-japanese"
@@ -45,7 +46,7 @@ from .executor import Job
 from .plugins import Components
 from .spec import Resolved, match_params, resolve
 
-TOP_KEYS = {"description", "defaults", "runs"}
+TOP_KEYS = {"description", "defaults", "runs", "track"}
 BLOCK_KEYS = {"name", "method", "task", "backbone", "seeds", "set", "grid", "derive", "match_params"}
 SPECS_FOLDER = "suite-specs"
 
@@ -61,12 +62,21 @@ class PlannedRun:
         return self.resolved.spec.hash
 
 
-def job(run: PlannedRun, results: Path) -> Job:
+def job(run: PlannedRun, results: Path, track: tuple[str, ...] = ()) -> Job:
     """The run as a job for an executor: its spec written as JSON where the child process reads it."""
     spec_file = results / SPECS_FOLDER / f"{run.hash}.json"
     records.write_json_atomic(spec_file, run.resolved.spec.to_json())
-    args = ("run", "--spec", str(spec_file), "--results", str(results), "--quiet")
+    args = ("run", "--spec", str(spec_file), "--results", str(results), "--quiet",
+            *(arg for name in track for arg in ("--track", name)))
     return Job(run.hash, args, results / "suite-logs" / f"{run.hash}.log")
+
+
+def trackers(path: Path) -> tuple[str, ...]:
+    """The suite file's ``track`` list (experiment trackers for every run)."""
+    track = read_suite(path).get("track", [])
+    if not isinstance(track, list) or not all(isinstance(name, str) for name in track):
+        raise ConfigError(f"{path}: track must be a list of tracker names", 'e.g. track = ["tensorboard", "mlflow"]')
+    return tuple(track)
 
 
 def read_suite(path: Path) -> dict[str, Any]:

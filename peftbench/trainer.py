@@ -111,6 +111,7 @@ class FitContext:
     accelerator: Accelerator
     progress: Progress
     on_epoch: Callable[[dict[str, Any]], None]  # called with each epoch's log entry
+    on_loss: Callable[[int, float], None] = lambda step, loss: None  # each step's loss (step counts over epochs)
 
 
 @dataclass
@@ -203,9 +204,11 @@ class _LossWatch:
     """Sums the training loss and stops the run at the first NaN/inf, naming its step and the
     last finite loss. Losses are read in windows: on a GPU every read is a sync; on a CPU it is free."""
 
-    def __init__(self, device: torch.device, where: str) -> None:
+    def __init__(self, device: torch.device, where: str, on_loss: Callable[[int, float], None],
+                 steps_before: int) -> None:
         self.every = 1 if device.type == "cpu" else NAN_CHECK_EVERY
         self.where, self.window, self.total, self.last_finite = where, [], 0.0, None
+        self.on_loss, self.steps_before = on_loss, steps_before
 
     def add(self, loss: torch.Tensor, step: int, last: bool) -> None:
         self.window.append(loss.detach().float())
@@ -221,6 +224,7 @@ class _LossWatch:
                                     "lower the learning rate, enable grad_clip, or use mixed_precision=no")
             self.total += value
             self.last_finite = value
+            self.on_loss(self.steps_before + step - len(values) + 1 + offset, value)
 
 
 def _accumulation_scale(steps_per_update: int, step: int, steps: int) -> float:
@@ -235,8 +239,8 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
     """One pass over the training data. Returns (seconds, mean train loss); evaluation excluded."""
     cfg, accelerator, model = context.train, context.accelerator, context.model
     model.train()
-    watch = _LossWatch(accelerator.device, f"{context.stage.name} epoch {epoch}")
     steps = len(context.train_loader)
+    watch = _LossWatch(accelerator.device, f"{context.stage.name} epoch {epoch}", context.on_loss, (epoch - 1) * steps)
     synchronize(accelerator.device)
     start = time.perf_counter()
     with context.progress.steps(f"{context.stage.name} epoch {epoch}/{cfg.epochs}", steps) as advance:
