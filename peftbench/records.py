@@ -69,6 +69,16 @@ class Memory:
 
 
 @dataclass
+class Energy:
+    """Energy of the run's training and evaluation, measured: NVML's device total-energy counter on
+    CUDA, Linux RAPL package counters on CPU; null (with the reason) where neither can be read."""
+
+    joules: float | None = None
+    source: str | None = None
+    error: str | None = None
+
+
+@dataclass
 class StepTimes:
     """Training-step times of one stage, batch fetching excluded. Measured on CPU only (null on a
     GPU, where timing each step would need a sync per step). The minimum is the least disturbed
@@ -181,6 +191,7 @@ class RunRecord:
     params: Params | None = None
     time: Timing = field(default_factory=Timing)
     memory: Memory | None = None
+    energy: Energy | None = None
     artifact: Artifact = field(default_factory=Artifact)
     inference: dict[str, Any] | None = None  # split, examples, per-mode seconds (e.g. LoRA merged/unmerged)
     environment: Environment | None = None

@@ -53,6 +53,8 @@ def default_columns(frame: pd.DataFrame) -> list[Column]:
     for col in sorted(c for c in frame.columns if c.startswith("inference.modes.") and c.endswith(".seconds")):
         mode = col.split(".")[2]
         columns.append(Column(f"test inference s ({mode})", col, "lower", digits=2))
+    if "energy.joules" in frame and frame["energy.joules"].notna().any():
+        columns.append(Column("energy kWh", "energy.joules", "lower", scale=1 / 3.6e6, digits=4))
     if "data.unk_token_rate.train" in frame and frame["data.unk_token_rate.train"].notna().any():
         columns.append(Column("[UNK] % (train)", "data.unk_token_rate.train", scale=100, digits=1))
     if "memory.cuda_max_reserved_bytes" in frame and frame["memory.cuda_max_reserved_bytes"].notna().any():

@@ -36,11 +36,11 @@ from .api import LoadedBackbone, Splits, Stage, Task
 from .config import TrainConfig
 from .datacache import encode_cached, examples_fingerprint, load_splits, tokenizer_fingerprint
 from .errors import ConfigError, PeftbenchError
-from .measure import PeakMemory, Stopwatch, count_parameters, directory_bytes, environment, tensor_bytes
+from .measure import EnergyMeter, PeakMemory, Stopwatch, count_parameters, directory_bytes, environment, tensor_bytes
 from .plugins import Components, distributions
 from .progress import Progress
-from .records import (BackboneRef, ComponentRef, Environment, Memory, Params, RunRecord, StageRecord, StepTimes,
-                      TaskRef)
+from .records import (BackboneRef, ComponentRef, Energy, Environment, Memory, Params, RunRecord, StageRecord,
+                      StepTimes, TaskRef)
 from .spec import Resolved
 from .trainer import FitContext, FitResult, evaluate, fit, model_inputs
 
@@ -144,8 +144,9 @@ def run(components: Components, resolved: Resolved, results_dir: Path, progress:
     current.track = track
     try:  # from here on, whatever happens ends in a final record
         _set_up(current, components)
-        with PeakMemory(current.accelerator.device) as memory:
+        with PeakMemory(current.accelerator.device) as memory, EnergyMeter(current.accelerator.device) as energy:
             _train_stages(current)
+        current.record.energy = Energy(**energy.result)
         _summarise(current, Memory(**memory.result))
         current.accelerator.log(tracking.final_metrics(current.record))
         current.record.status = "success"

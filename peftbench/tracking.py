@@ -90,6 +90,7 @@ def final_metrics(record: Any) -> dict[str, float]:
         "memory/cpu_peak_rss_bytes": record.memory.cpu_peak_rss_bytes if record.memory else None,
         "memory/cuda_max_reserved_bytes": record.memory.cuda_max_reserved_bytes if record.memory else None,
         "memory/nvml_process_peak_bytes": record.memory.nvml_process_peak_bytes if record.memory else None,
+        "energy/joules": record.energy.joules if record.energy else None,
     }
     metrics.update({name: float(value) for name, value in candidates.items() if value is not None})
     return metrics

@@ -62,6 +62,9 @@ def test_records_have_every_field(two_runs):
         assert len(record["time"]["epoch_seconds"]) == 2 and record["time"]["epoch_mean_seconds"] > 0
         assert record["memory"]["cpu_peak_rss_bytes"] > 0
         assert record["memory"]["cuda_max_allocated_bytes"] is None  # no GPU: null, never a made-up 0
+        energy = record["energy"]  # RAPL where this user can read it, else null with the reason
+        assert (energy["joules"] or 0) > 0 and energy["source"].startswith("rapl") or energy["error"]
+        assert record["effective_batch_size"] == 8
         assert record["artifact"]["bytes"] > record["artifact"]["tensor_bytes"] > 0
         assert "safetensors" in record["artifact"]["format"] and "bin" not in record["artifact"]["format"]
         assert record["environment"]["packages"]["torch"]
