@@ -43,16 +43,13 @@ def trained_weights(cli, backbone: Path, results: Path, *sets: str) -> tuple[dic
 
 def test_accumulated_micro_batches_update_like_one_big_batch(cli, tiny_bert_without_dropout, tmp_path):
     big_record, big = trained_weights(cli, tiny_bert_without_dropout, tmp_path / "big", "batch_size=8")
+    # effective_batch_size=8 with batches of 4 picks grad_accum_steps=2 (the choice itself: test below).
     small_record, accumulated = trained_weights(cli, tiny_bert_without_dropout, tmp_path / "accumulated",
-                                                "batch_size=4", "grad_accum_steps=2")
-    named_record, named = trained_weights(cli, tiny_bert_without_dropout, tmp_path / "named",
-                                          "batch_size=4", "effective_batch_size=8")
+                                                "batch_size=4", "effective_batch_size=8")
     assert big_record["effective_batch_size"] == small_record["effective_batch_size"] == 8
-    assert named_record["effective_batch_size"] == 8
-    assert set(big) == set(accumulated) == set(named)
+    assert set(big) == set(accumulated)
     for name in big:
         torch.testing.assert_close(accumulated[name], big[name], rtol=1e-4, atol=1e-5, msg=name)
-        torch.testing.assert_close(named[name], accumulated[name], rtol=0, atol=0, msg=name)
     # The tolerance can tell batchings apart: without accumulation, batches of 4 train other weights.
     plain_record, plain = trained_weights(cli, tiny_bert_without_dropout, tmp_path / "plain", "batch_size=4")
     assert plain_record["effective_batch_size"] == 4

@@ -147,7 +147,7 @@ def mixed_settings(folder: Path) -> Path:
 
 def test_mixed_settings_warn_and_strict_refuses(tmp_path, cli):
     results = mixed_settings(tmp_path / "mixed")
-    report = cli("report", str(results), "--baseline", "method.name=full")
+    report = cli("report", str(results), "--baseline", "method.name=full", "--resamples", "300")
     assert report.code == 0, report.stderr
     warnings = [line for line in report.stderr.splitlines() if line.startswith("warning: confound")]
     assert len(warnings) == 2
@@ -206,12 +206,12 @@ def test_results_api_and_cli_agree(tmp_path, cli):
     results = mixed_settings(tmp_path / "mixed")
     runs = peftbench.load_results(results)
     assert len(runs) == 6 and {"record_path", "scores.test.accuracy", "config.train.batch_size"} <= set(runs.columns)
-    table = peftbench.compare(runs, baseline="method.name=full", test="bootstrap", adjust="bh")
+    table = peftbench.compare(runs, baseline="method.name=full", test="bootstrap", adjust="bh", resamples=300)
     assert list(table["baseline"]) == [True, False] and table["significant"].iloc[1]
     assert table["ci_low"].iloc[1] < table["mean"].iloc[1] < table["ci_high"].iloc[1]
     assert table["delta"].iloc[1] == pytest.approx(0.08)
     printed = json.loads(cli("report", str(results), "--baseline", "method.name=full", "--adjust", "bh",
-                             "--format", "json").stdout)
+                             "--resamples", "300", "--format", "json").stdout)
     assert printed[1]["p adj. (bh)"] == f"{table['p_adjusted'].iloc[1]:.3g} *"
 
 
@@ -234,7 +234,8 @@ def external_resources(page: str) -> list[str]:
 def test_html_report_renders_offline_in_a_browser(tmp_path, cli):
     results = mixed_settings(tmp_path / "mixed")
     page = tmp_path / "report.html"
-    assert cli("report", str(results), "--baseline", "method.name=full", "--html", str(page)).code == 0
+    assert cli("report", str(results), "--baseline", "method.name=full", "--resamples", "300",
+               "--html", str(page)).code == 0
     assert external_resources(page.read_text(encoding="utf-8")) == []  # nothing is fetched when it opens
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
