@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -66,9 +67,10 @@ def _listing(comps) -> dict[str, list[dict]]:
                                    "description": e.component.description,
                                    "settings": settings(e.component.Config) if e.component.Config else []}
                                   for e in comps.wrappers]
-    for kind, registry in (("tables", comps.tables), ("executors", comps.executors)):
-        listing[kind] = [{"name": e.name, "plugin": e.source, "description": e.component.description}
-                         for e in registry]
+    listing["tables"] = [{"name": e.name, "plugin": e.source, "description": e.component.description}
+                         for e in comps.tables]
+    listing["executors"] = [{"name": e.name, "plugin": e.source, "description": e.component.description,
+                             "settings": settings(getattr(e.component, "Config", None))} for e in comps.executors]
     listing["train settings"] = settings(TrainConfig)
     return listing
 
@@ -82,7 +84,7 @@ def list_components(
     if as_json:
         out.print_json(json.dumps(listing))
         return
-    with_settings = ("methods", "method wrappers", "tasks")
+    with_settings = ("methods", "method wrappers", "tasks", "executors")
     for kind in ("methods", "method wrappers", "tasks", "backbones", "tables", "executors"):
         table = Table(title=kind, title_justify="left", show_lines=kind in with_settings)
         # A name is never cut (it is what users type); descriptions and settings wrap instead.
@@ -161,12 +163,35 @@ def run(
         return
     if not force:
         _refuse_a_second_success(results, resolved.spec.hash)
-    with Progress(err, quiet=quiet) as progress:
-        record, path = runner.run(comps, resolved, results, progress, track)
+    _terminate_like_an_interrupt()
+    try:
+        with Progress(err, quiet=quiet) as progress:
+            record, path = runner.run(comps, resolved, results, progress, track)
+    except KeyboardInterrupt:
+        from .errors import Terminated
+
+        if not Terminated.received:
+            raise
+        err.print("terminated by SIGTERM (its record says status cancelled)")
+        raise typer.Exit(143) from None
     main = record.task.main_score
     test = record.scores.get("test", {})
     out.print(f"run {record.run_id}: test {main} {test.get(main, float('nan')):.4f}, "
               f"trainable params {record.params.trainable:,}, record {path}", highlight=False)
+
+
+def _terminate_like_an_interrupt() -> None:
+    """SIGTERM (Slurm's time limit, preemption, `kill`) ends a run as Ctrl-C does: its record says cancelled."""
+    import signal
+
+    from .errors import Terminated
+
+    def terminate(signum, frame):
+        Terminated.received = True
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
 
 
 def _refuse_a_second_success(results: Path, config_hash: str) -> None:
@@ -432,6 +457,19 @@ def _execute(executor, jobs: list, devices: str | None, finished: list[str]) -> 
     return failures
 
 
+def _configured_executor(name: str, sets: list[str]):
+    """The executor, with its `--set` settings where it declares a Config (a dataclass)."""
+    from .config import apply_sets, parse_sets
+
+    chosen = _components().executors.get(name)
+    config_cls = getattr(chosen, "Config", None)
+    if config_cls is None:
+        if sets:
+            raise ConfigError(f"executor {name!r} takes no settings", "drop --set")
+        return chosen
+    return chosen.configure(apply_sets({"executor": config_cls()}, parse_sets(sets))["executor"])
+
+
 @suite_app.command("run")
 def suite_run(
     file: Annotated[Path, typer.Argument(help="suite file (TOML)")],
@@ -442,19 +480,21 @@ def suite_run(
     devices: Annotated[Optional[str], typer.Option(help="GPU ids, one run at a time on each, e.g. 0,1")] = None,
     track: Annotated[Optional[list[str]], typer.Option(help="experiment tracker for every run: tensorboard, "
                                                            "mlflow or wandb (adds to the file's track list)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="executor setting key=value, e.g. "
+                                                                         "partition=gpu (see `peftbench list`)")] = None,
 ) -> None:
     """Expand a suite and run what is not done yet; keeps going past failures; safe to re-run."""
     from . import suite
     from .tracking import check
 
     trackers = check([*suite.trackers(file), *(track or ())])
+    runner_exec = _configured_executor(executor, set_ or [])
 
     planned, todo, table, done = _plan(file, results, rerun_failed, dry_run)
     out.print(table)
     out.print(f"{len(planned)} runs: {done} done, {len(todo)} to run", highlight=False)
     if dry_run or not todo:
         return
-    runner_exec = _components().executors.get(executor)
     lock = _lock(results)
     jobs = [suite.job(planned_run, results, trackers) for planned_run in todo]
     finished: list[str] = []

@@ -38,3 +38,10 @@ class TrainingError(PeftbenchError):
 
 class ResultsError(PeftbenchError):
     """The results folder cannot be written or holds unreadable records."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM reached a run: a scheduler's time limit or preemption, or `kill`. Handled like
+    Ctrl-C (the record says cancelled, so the next `suite run` runs it again)."""
+
+    received = False  # set by the handler: libraries may re-raise it as a plain KeyboardInterrupt

@@ -35,7 +35,7 @@ from . import records, tracking
 from .api import LoadedBackbone, Splits, Stage, Task
 from .config import TrainConfig
 from .datacache import encode_cached, examples_fingerprint, load_splits, tokenizer_fingerprint
-from .errors import ConfigError, PeftbenchError
+from .errors import ConfigError, PeftbenchError, Terminated
 from .measure import EnergyMeter, PeakMemory, Stopwatch, count_parameters, directory_bytes, environment, tensor_bytes
 from .plugins import Components, distributions
 from .progress import Progress
@@ -150,8 +150,10 @@ def run(components: Components, resolved: Resolved, results_dir: Path, progress:
         _summarise(current, Memory(**memory.result))
         current.accelerator.log(tracking.final_metrics(current.record))
         current.record.status = "success"
-    except KeyboardInterrupt:
-        current.record.status, current.record.error = "cancelled", "interrupted by the user"
+    except KeyboardInterrupt as exc:
+        current.record.status = "cancelled"
+        current.record.error = ("terminated (SIGTERM: a scheduler's time limit or preemption, or kill)"
+                                if isinstance(exc, Terminated) else "interrupted by the user")
         raise
     except PeftbenchError as exc:
         current.record.status, current.record.error = "failed", str(exc)

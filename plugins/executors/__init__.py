@@ -1,0 +1,1 @@
+"""Built-in suite executors beyond the core's local one."""

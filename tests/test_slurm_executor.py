@@ -1,0 +1,83 @@
+"""Suites through submitit (the `slurm` executor) in submitit's own local mode, and SIGTERM (what
+Slurm sends at a time limit) recorded as cancelled so the next suite run reruns the run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from peftbench import records
+from test_suite import write
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def four_runs(tmp_path: Path, tiny_bert: Path) -> Path:
+    return write(tmp_path, f"""
+        description = "2 methods x 2 seeds"
+        [defaults]
+        task = "livedoor-news"
+        backbone = "{tiny_bert}"
+        seeds = [1, 2]
+        [defaults.set]
+        data_dir = "{REPO / 'examples' / 'livedoor-sample'}"
+        per_category = 10
+        max_length = 32
+        epochs = 1
+        inference_repeats = 0
+        save_artifact = false
+        [[runs]]
+        method = "full"
+        [[runs]]
+        method = "lora"
+    """)
+
+
+def test_a_suite_completes_as_submitit_jobs_with_the_records_the_local_executor_writes(tiny_bert, tmp_path, cli):
+    path = four_runs(tmp_path, tiny_bert)
+    results = tmp_path / "results"
+    done = cli("suite", "run", str(path), "--results", str(results), "--executor", "slurm",
+               "--set", "cluster=local", "--set", "gpus_per_run=0", "--set", "poll_seconds=0.2")
+    assert done.code == 0, done.stderr
+    assert "4 succeeded, 0 failed" in done.stdout
+    found = [r for _, r in records.iter_records(results)]
+    assert sorted(r["config_hash"] for r in found if r["status"] == "success") == sorted(
+        {r["config_hash"] for r in found})
+    assert len(found) == 4
+    assert list((results / "submitit").rglob("*_submitted.pkl"))  # submitit's own job files
+    again = cli("suite", "run", str(path), "--results", str(results), "--executor", "slurm", "--set", "cluster=local")
+    assert "4 done, 0 to run" in again.stdout
+
+
+def test_executor_settings_are_checked(tmp_path, tiny_bert, cli):
+    path = four_runs(tmp_path, tiny_bert)
+    wrong = cli("suite", "run", str(path), "--executor", "slurm", "--set", "partitions=gpu")
+    assert wrong.code == 1 and "unknown setting 'partitions'" in wrong.stderr
+    local = cli("suite", "run", str(path), "--executor", "local", "--set", "partition=gpu")
+    assert local.code == 1 and "takes no settings" in local.stderr
+    listed = cli("list")
+    assert "array_parallelism=32" in listed.stdout
+
+
+def test_sigterm_records_the_run_cancelled(tiny_bert, tmp_path):
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "peftbench.cli", "run", "--method", "full", "--task", "livedoor-news",
+               "--backbone", str(tiny_bert), "--results", str(results),
+               "--set", f"data_dir={REPO / 'examples' / 'livedoor-sample'}", "--set", "per_category=10",
+               "--set", "max_length=32", "--set", "epochs=50", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        epochs = list(results.rglob(records.EPOCHS_FILE)) if results.exists() else []
+        if epochs and epochs[0].read_text().strip():
+            break
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    (_, record), = list(records.iter_records(results))
+    assert record["status"] == "cancelled" and "SIGTERM" in record["error"]
