@@ -81,3 +81,26 @@ def test_sigterm_records_the_run_cancelled(tiny_bert, tmp_path):
     assert process.returncode == 143, stderr
     (_, record), = list(records.iter_records(results))
     assert record["status"] == "cancelled" and "SIGTERM" in record["error"]
+
+
+def test_a_suite_on_a_local_ray_instance_survives_sigkill_and_resumes(tiny_bert, tmp_path):
+    """Two workers; the suite is SIGKILLed once a run finished, then resumed: every run once."""
+    path, results = four_runs(tmp_path, tiny_bert), tmp_path / "results"
+    command = [sys.executable, "-m", "peftbench.cli", "suite", "run", str(path), "--results", str(results),
+               "--executor", "ray", "--set", "workers=2", "--set", "poll_seconds=0.2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        found = [r for _, r in records.iter_records(results)] if results.exists() else []
+        if any(r["status"] == "success" for r in found) and len(found) < 4:
+            break
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    time.sleep(2)  # the Ray workers of a dead driver are stopped, and their runs with them
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    found = [r for _, r in records.iter_records(results)]
+    success = [r["config_hash"] for r in found if r["status"] == "success"]
+    assert len(success) == len(set(success)) == 4
+    assert all(r["status"] in ("success", "cancelled") for r in found)

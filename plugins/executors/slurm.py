@@ -12,14 +12,14 @@ preemption) gets SIGTERM and records itself as cancelled; the next `suite run` r
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 from peftbench.sdk import ConfigError, Job, hookimpl
+
+from .child import run_command
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,6 @@ class SlurmConfig:
     def __post_init__(self) -> None:
         if self.time_min < 1 or self.cpus_per_run < 1 or self.gpus_per_run < 0 or self.array_parallelism < 1:
             raise ValueError("time_min, cpus_per_run and array_parallelism must be >= 1, gpus_per_run >= 0")
-
-
-def run_command(args: Sequence[str], log: str) -> int:
-    """What each Slurm job runs (pickled by submitit): one `peftbench run`, its output in the suite's log."""
-    with open(log, "w", encoding="utf-8") as handle:
-        return subprocess.run([sys.executable, "-m", "peftbench.cli", *args], stdout=handle,
-                              stderr=subprocess.STDOUT).returncode
 
 
 class SlurmExecutor:
