@@ -97,7 +97,7 @@ def test_a_suite_on_a_local_ray_instance_survives_sigkill_and_resumes(tiny_bert,
         time.sleep(0.2)
     process.kill()
     process.wait()
-    time.sleep(2)  # the Ray workers of a dead driver are stopped, and their runs with them
+    time.sleep(2)  # a run Ray had under way may finish on its own: the resumed suite must not repeat it
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     found = [r for _, r in records.iter_records(results)]
