@@ -39,6 +39,7 @@ def smoke_commands(tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         "ner_padding.py": ([sys.executable, "benchmarks/ner_padding.py", "--smoke", "--data", str(kwdlc)], {}),
         "gpu.py": ([sys.executable, "benchmarks/gpu.py", "--smoke"], {}),
         "report_speed.py": ([sys.executable, "benchmarks/report_speed.py", "--smoke"], {}),
+        "executors.py": ([sys.executable, "benchmarks/executors.py", "--smoke"], {}),
         "vs_trainer.py": ([sys.executable, "benchmarks/vs_trainer.py", "--smoke", "--kwdlc", str(kwdlc)], {}),
         "scratch-vs-minilm.sh": (["bash", "benchmarks/scratch-vs-minilm.sh"],
                                  {"SMOKE": "1", "PEFTBENCH_DATA": str(SHARED_DATA), "RESULTS": str(tmp / "sv"),
@@ -93,6 +94,11 @@ def test_gpu_script_smoke_falls_back_to_cpu(smoked):
 def test_report_speed_smoke(smoked):
     shown = output(smoked, "report_speed.py")
     assert "wrote 40 records" in shown and "report --baseline (t over seeds)   40 records: median" in shown
+
+
+def test_executors_smoke(smoked):
+    shown = output(smoked, "executors.py")
+    assert all(f"--executor {name}" in shown for name in ("local", "ray", "slurm")), shown
 
 
 def test_vs_trainer_smoke(smoked):

@@ -53,6 +53,8 @@ EVERY_FIELD = [
 def test_records_have_every_field(two_runs):
     found = {r["method"]["name"]: r for _, r in records.iter_records(two_runs)}
     assert set(found) == {"full", "lora"}
+    # The same pre-trained weights, whatever head each run added: one fingerprint.
+    assert len({r["backbone"]["info"]["fingerprint"] for r in found.values()}) == 1
     for record in found.values():
         assert record["status"] == "success" and record["error"] is None
         for key in EVERY_FIELD:

@@ -96,6 +96,22 @@ def head_modules(model: torch.nn.Module) -> tuple[str, ...]:
                  if name != prefix and any(True for _ in module.parameters()))
 
 
+def weights_fingerprint(model: Any, skip: set[str]) -> str:
+    """Which pre-trained weights these are (the report's confound check compares it): every tensor's
+    name, shape and first and last 32 values, newly initialised ones left out (they differ per
+    seed). Two checkpoints differ in those samples; hashing gigabytes of weights would not add to it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if name in skip:
+            continue
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:32].tolist() + flat[-32:].tolist()
+        digest.update(f"{name}{tuple(tensor.shape)}{sample}".encode())
+    return digest.hexdigest()[:16]
+
+
 class HuggingFaceBackbone(Backbone):
     libraries = ("tokenizers", "safetensors")
     description = "a Hugging Face hub id or a local model directory"
@@ -169,6 +185,7 @@ class HuggingFaceBackbone(Backbone):
         # Weights the checkpoint did not have (a new task head; an MLM head missing from a
         # sentence-embedding checkpoint): recorded so nobody mistakes them for pre-trained ones.
         info["newly_initialized"] = sorted(loading.get("missing_keys", []))
+        info["fingerprint"] = weights_fingerprint(model, set(info["newly_initialized"]))
         info["tokenizer"] = type(tokenizer).__name__
         if not getattr(tokenizer, "is_fast", False):
             info["tokenizer_note"] = "slow (Python) tokenizer"
