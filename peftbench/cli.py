@@ -146,6 +146,8 @@ def run(
                                                            "(repeat for several); written under --results")] = None,
     force: Annotated[bool, typer.Option("--force", help="run even if this configuration and seed already "
                                                         "succeeded in --results")] = False,
+    processes: Annotated[int, typer.Option(min=1, help="train data-parallel in this many processes (one per GPU; "
+                                                       "on CPU they share its cores), started with torchrun")] = 1,
 ) -> None:
     """Train, evaluate and measure one configuration; write its run record."""
     from . import runner
@@ -163,9 +165,11 @@ def run(
         return
     if not force:
         _refuse_a_second_success(results, resolved.spec.hash)
+    if _launch_processes(processes):
+        return
     _terminate_like_an_interrupt()
     try:
-        with Progress(err, quiet=quiet) as progress:
+        with Progress(err, quiet=quiet or _not_the_main_process()) as progress:
             record, path = runner.run(comps, resolved, results, progress, track)
     except KeyboardInterrupt:
         from .errors import Terminated
@@ -174,10 +178,39 @@ def run(
             raise
         err.print("terminated by SIGTERM (its record says status cancelled)")
         raise typer.Exit(143) from None
+    if path is None:  # not the main process of a data-parallel run: the main one reports
+        return
     main = record.task.main_score
     test = record.scores.get("test", {})
     out.print(f"run {record.run_id}: test {main} {test.get(main, float('nan')):.4f}, "
               f"trainable params {record.params.trainable:,}, record {path}", highlight=False)
+
+
+def _not_the_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) > 0
+
+
+def _launch_processes(processes: int) -> bool:
+    """With --processes N > 1, start this same command N times under torchrun (which sets the
+    variables accelerate reads) and exit with its status; True once that is done. Inside such a
+    launch (or `accelerate launch`), False: this process is one of them."""
+    import os
+    import subprocess
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes == 1 or launched > 1:
+        if processes > 1 and launched != processes:
+            raise ConfigError(f"--processes {processes} inside a launch of {launched} processes",
+                              "drop --processes when a launcher (accelerate launch, torchrun) starts the run")
+        return False
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "peftbench", *sys.argv[1:]]
+    done = subprocess.run(command)
+    if done.returncode:
+        raise typer.Exit(done.returncode)
+    return True
 
 
 def _terminate_like_an_interrupt() -> None:

@@ -182,6 +182,7 @@ class RunRecord:
     backbone: BackboneRef = field(default_factory=BackboneRef)
     seed: int | None = None
     effective_batch_size: int | None = None  # examples per optimizer update: batch x accumulation x processes
+    processes: int = 1  # data-parallel training processes (devices) the run used
     budget: Budget | None = None
     data: dict[str, Any] | None = None  # sizes per split plus what the task's loader reports
     stages: dict[str, StageRecord] = field(default_factory=dict)  # in training order

@@ -105,6 +105,7 @@ class _Run:
     progress: Progress
     accelerator: Any = None  # accelerate.Accelerator, once set up
     track: tuple[str, ...] = ()  # experiment trackers (peftbench.tracking)
+    writes: bool = True  # the main process writes the record, predictions and artefact; other processes only train
     marks: _Marks = field(default_factory=_Marks)
     started: float = field(default_factory=time.perf_counter)
     splits: dict[int, Splits] = field(default_factory=dict)  # per objective: a task loads its data once
@@ -132,15 +133,22 @@ class _Stage:
 
 
 def run(components: Components, resolved: Resolved, results_dir: Path, progress: Progress,
-        track: tuple[str, ...] = ()) -> tuple[RunRecord, Path]:
+        track: tuple[str, ...] = ()) -> tuple[RunRecord, Path | None]:
     """Train, evaluate, measure and record one configuration. Returns (record, record path).
 
     The record is written when the run starts (status running) and replaced
     atomically when it ends, whatever the outcome. ``track`` names experiment
     trackers (tensorboard, mlflow, wandb) that follow the run as well.
+
+    Started as several processes (``peftbench run --processes N``, ``accelerate launch``,
+    torchrun) it trains data-parallel: only the main process writes, and its returned path
+    is the record's; the other processes return None.
     """
     track = tracking.check(track)
-    current = _start(components, resolved, results_dir, progress)
+    state = _process_state()
+    if not state.is_main_process:
+        progress = Progress(enabled=False, quiet=True)
+    current = _start(components, resolved, results_dir, progress, state.is_main_process)
     current.track = track
     try:  # from here on, whatever happens ends in a final record
         _set_up(current, components)
@@ -164,17 +172,36 @@ def run(components: Components, resolved: Resolved, results_dir: Path, progress:
         raise
     finally:
         _finish(current)
-    return current.record, current.record_path
+    return current.record, current.record_path if current.writes else None
 
 
-def _start(components: Components, resolved: Resolved, results_dir: Path, progress: Progress) -> _Run:
-    """The run's folder and its record, written at once with status running."""
+def _process_state():
+    """accelerate's view of the processes this run is one of (one, unless a launcher started several).
+    On a machine without CUDA, several processes train on the CPU and talk over gloo; accelerate
+    needs to be told so (`cpu=True`), or each process would train alone."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=_cpu_processes())
+
+
+def _cpu_processes() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def _start(components: Components, resolved: Resolved, results_dir: Path, progress: Progress,
+           writes: bool = True) -> _Run:
+    """The run's folder and its record, written at once with status running (by the main process,
+    whose run id every process takes)."""
+    from accelerate.utils import broadcast_object_list
+
     spec = resolved.spec
-    records.ensure_writable(results_dir)
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"{started:%Y%m%d-%H%M%S}-{spec.method}-{spec.task}-{spec.hash[:8]}-{uuid.uuid4().hex[:6]}"
+    run_id = broadcast_object_list([run_id])[0]
     run_dir = results_dir / run_id
-    run_dir.mkdir(parents=True)
+    if writes:
+        records.ensure_writable(results_dir)
+        run_dir.mkdir(parents=True)
 
     def source(registry, name: str) -> str | None:
         return registry.entry(name).source if name in registry else None
@@ -188,8 +215,9 @@ def _start(components: Components, resolved: Resolved, results_dir: Path, progre
                      dict(metadata.greater_is_better)),
         backbone=BackboneRef(spec.backbone, source(components.backbones, spec.backbone)),
     )
-    records.write_json_atomic(run_dir / records.RECORD_FILE, record)
-    return _Run(resolved, record, run_dir, progress)
+    if writes:
+        records.write_json_atomic(run_dir / records.RECORD_FILE, record)
+    return _Run(resolved, record, run_dir, progress, writes=writes)
 
 
 def _set_up(current: _Run, components: Components) -> None:
@@ -197,9 +225,17 @@ def _set_up(current: _Run, components: Components) -> None:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from accelerate.utils import DistributedDataParallelKwargs
+
     resolved = current.resolved
-    trackers = tracking.make_trackers(current.track, current.run_dir.parent, current.record.run_id)
-    current.accelerator = Accelerator(mixed_precision=resolved.spec.train.mixed_precision, log_with=trackers or None)
+    trackers = tracking.make_trackers(current.track, current.run_dir.parent, current.record.run_id) \
+        if current.writes else []
+    # Data-parallel: a step may leave a trained parameter unused (e.g. an auxiliary head when a batch
+    # drew no token to mask), which DDP refuses unless it looks for such parameters.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    current.accelerator = Accelerator(mixed_precision=resolved.spec.train.mixed_precision, log_with=trackers or None,
+                                      kwargs_handlers=[ddp], cpu=_cpu_processes())
+    current.record.processes = current.accelerator.num_processes
     if trackers:
         current.accelerator.init_trackers(tracking.PROJECT, tracking.flat_config(current.record.config,
                                                                                   current.record.config_hash))
@@ -299,7 +335,8 @@ def _train_stage(current: _Run, prepared: _Stage) -> tuple[FitResult, float]:
     name, accelerator = prepared.stage.name, current.accelerator
 
     def on_epoch(entry: dict[str, Any]) -> None:
-        records.append_jsonl(epochs_file, {"stage": name, **entry})
+        if current.writes:
+            records.append_jsonl(epochs_file, {"stage": name, **entry})
         values = {f"dev_{k}": v for k, v in entry["dev_scores"].items() if isinstance(v, (int, float))}
         values.update(dev_loss=entry["dev_loss"], train_loss_epoch=entry["train_loss"],
                       epoch_seconds=entry["epoch_seconds"])
@@ -362,7 +399,8 @@ def _score(current: _Run, prepared: _Stage) -> bool:
                 "mergeable": current.resolved.method.mergeable, "seconds": seconds,
                 "examples_per_second": len(scored.predictions) / seconds, "generated_tokens": tokens,
                 "tokens_per_second": tokens / seconds if tokens is not None else None}
-    records.write_json_atomic(current.run_dir / records.PREDICTIONS_FILE, predictions)
+    if current.writes:
+        records.write_json_atomic(current.run_dir / records.PREDICTIONS_FILE, predictions)
     return predicted
 
 
@@ -376,9 +414,11 @@ def _example_ids(splits: Splits, split: str, predictions: list) -> list | None:
 
 
 def _time_inference(current: _Run, prepared: _Stage) -> dict[str, Any]:
-    """Forward passes over a split per inference mode (e.g. LoRA merged/unmerged), warm-up excluded."""
+    """Forward passes over a split per inference mode (e.g. LoRA merged/unmerged), warm-up excluded.
+    With several processes each times its share of the split; the record holds the main process's."""
     spec, method, accelerator = current.resolved.spec, current.resolved.method, current.accelerator
-    split, repeats, model = spec.train.inference_split, spec.train.inference_repeats, prepared.model
+    split, repeats = spec.train.inference_split, spec.train.inference_repeats
+    model = accelerator.unwrap_model(prepared.model)  # a method merges weights on its own model, not on DDP's
     loader = prepared.loaders[split] if split != "train" else accelerator.prepare(
         _loader(prepared.encoded["train"], prepared.collate, prepared.train.eval_batch_size, False, spec.seed))
     model.eval()
@@ -414,7 +454,7 @@ def _save_artifact(current: _Run, model: torch.nn.Module, stage_record: StageRec
     artifact.tensor_bytes = stage_record.artifact_tensor_bytes
     # Trained, then thrown away: not part of what a user stores per task.
     artifact.auxiliary_tensor_bytes = stage_record.auxiliary_tensor_bytes
-    if current.resolved.spec.train.save_artifact:
+    if current.resolved.spec.train.save_artifact and current.writes:
         directory = current.run_dir / "artifact"
         current.resolved.method.save(model, str(directory))
         artifact.path, artifact.bytes = str(directory), directory_bytes(directory)
@@ -440,6 +480,8 @@ def _finish(current: _Run) -> None:
     record.time.startup_marks = current.marks.marks
     record.finished_at = dt.datetime.now(dt.timezone.utc).isoformat()
     record.time.run_seconds = time.perf_counter() - current.started
+    if not current.writes:
+        return
     with _no_interrupts():  # a second Ctrl-C must not cost the run its final record
         records.write_json_atomic(current.record_path, record)
     if current.track and current.accelerator is not None:

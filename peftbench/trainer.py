@@ -63,14 +63,18 @@ def evaluate(
     references: list = []
     loss_sum, loss_count = 0.0, 0
     predict_seconds: float | None = None
+    several = accelerator.num_processes > 1
     with torch.no_grad(), progress.steps(label, len(loader)) as advance:
         for batch in loader:
             with accelerator.autocast():
                 outputs = model(**model_inputs(task, batch))
             if outputs.loss is not None:
                 n = batch["input_ids"].shape[0]
-                loss_sum += outputs.loss.float().item() * n
-                loss_count += n
+                losses = outputs.loss.detach().float().reshape(1).repeat(n)  # the batch's mean, once per example
+                if several:  # every process's examples, the last batch's padding duplicates dropped
+                    losses = accelerator.gather_for_metrics(losses)
+                loss_sum += losses.sum().item()
+                loss_count += losses.numel()
             made = None
             if final:
                 synchronize(accelerator.device)
@@ -81,6 +85,9 @@ def evaluate(
                 if made is not None:
                     predict_seconds = (predict_seconds or 0.0) + time.perf_counter() - start
             preds, refs = made if made is not None else task.decode(outputs.logits.float(), batch, task_config)
+            if several:  # in dataset order: a prepared loader deals batches to processes in turn
+                preds = accelerator.gather_for_metrics(list(preds), use_gather_object=True)
+                refs = accelerator.gather_for_metrics(list(refs), use_gather_object=True)
             predictions.extend(preds)
             references.extend(refs)
             advance()

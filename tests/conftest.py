@@ -53,6 +53,18 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bert_without_dropout(tiny_bert, tmp_path_factory) -> Path:
+    """The tiny BERT with dropout off: two runs then differ only in how they batch."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    directory = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    config = BertConfig.from_pretrained(tiny_bert, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    BertModel.from_pretrained(tiny_bert, config=config).save_pretrained(directory, safe_serialization=True)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_bert_mlm(tmp_path_factory, tiny_bert) -> Path:
     """The same tiny BERT saved with a (random) masked-LM head, as a checkpoint that has one."""
     import shutil

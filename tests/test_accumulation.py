@@ -14,18 +14,6 @@ from peftbench.config import TrainConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_bert_without_dropout(tiny_bert, tmp_path_factory) -> Path:
-    """The tiny BERT with dropout off: two runs then differ only in how they batch."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    directory = tmp_path_factory.mktemp("tiny-bert-no-dropout")
-    config = BertConfig.from_pretrained(tiny_bert, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    BertModel.from_pretrained(tiny_bert, config=config).save_pretrained(directory, safe_serialization=True)
-    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(directory)
-    return directory
-
-
 def trained_weights(cli, backbone: Path, results: Path, *sets: str) -> tuple[dict, dict]:
     # 36 training examples: batches of 8 (4 x 8 + 4) against micro-batches of 4 gathered in pairs
     # (4 x (4 + 4) + 4): the same examples in every update, the epoch's last update included.
