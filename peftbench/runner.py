@@ -128,7 +128,7 @@ class _Stage:
     encoded: dict[str, list]
     collate: Callable
     params: Params
-    data_sizes: dict[str, int]
+    splits: Splits  # the raw examples (the objective may be the task adapted to the backbone: not the loader)
     model_load_seconds: float
 
 
@@ -325,7 +325,7 @@ def _prepare_stage(current: _Run, stage: Stage, previous: torch.nn.Module | None
     model, *prepared = current.accelerator.prepare(model, *loaders.values())
     current.marks("model_prepared")
     return _Stage(stage, objective, train, loaded, model, dict(zip(loaders, prepared)), encoded, collate, params,
-                  {name: len(examples) for name, examples in splits.items()}, model_load_seconds)
+                  splits, model_load_seconds)
 
 
 def _train_stage(current: _Run, prepared: _Stage) -> tuple[FitResult, float]:
@@ -362,7 +362,7 @@ def _stage_record(current: _Run, prepared: _Stage, result: FitResult, train_seco
         objective=prepared.objective.name,
         train_overrides=dict(prepared.stage.train_overrides),
         learning_rate=method.learning_rate(spec.method_config, prepared.stage),
-        data_sizes=prepared.data_sizes,
+        data_sizes={name: len(examples) for name, examples in prepared.splits.items()},
         params=prepared.params,
         epoch_seconds=result.epoch_seconds,
         epoch_mean_seconds=statistics.fmean(result.epoch_seconds) if result.epoch_seconds else None,
@@ -389,7 +389,7 @@ def _score(current: _Run, prepared: _Stage) -> bool:
         scored = evaluate(prepared.model, prepared.loaders[split], prepared.objective, spec.task_config,
                           current.accelerator, current.progress, split, final=True)
         record.scores[split] = scored.scores
-        predictions[split] = {"ids": _example_ids(current.splits[id(prepared.objective)], split, scored.predictions),
+        predictions[split] = {"ids": _example_ids(prepared.splits, split, scored.predictions),
                               "predictions": scored.predictions, "references": scored.references}
         predicted = scored.predict_seconds is not None
         if predicted and split == spec.train.inference_split:

@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from peftbench import plugins, records, suite
@@ -101,6 +102,13 @@ def suite_file(tmp_path: Path, tiny_bert: Path) -> Path:
     """)
 
 
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(tiny_bert, tmp_path_factory):
     """A 6-run suite SIGKILLed once its first run finished and a later one is under way, then resumed.
@@ -118,9 +126,13 @@ def killed_and_resumed(tiny_bert, tmp_path_factory):
     else:
         process.kill()
         pytest.fail("the suite did not get going in time")
+    running = [r["pid"] for _, r in records.iter_records(results) if r["status"] == "running"]
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    time.sleep(1)  # the child dies with its parent (PR_SET_PDEATHSIG)
+    for pid in running:  # the run dies with its suite (PR_SET_PDEATHSIG); a busy machine may take a moment
+        deadline = time.time() + 30
+        while time.time() < deadline and gone(pid) is False:
+            time.sleep(0.1)
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     return command, tmp_path, results
@@ -161,3 +173,27 @@ def test_report_statistics_on_seeds(killed_and_resumed, cli):
     assert (tmp_path / "plots" / "sweep-lr.png").exists()
     missing = cli("report", str(results), "--plot", str(tmp_path / "plots"), "--sweep", "nope")
     assert missing.code == 1 and "no record has that setting" in missing.stderr
+
+
+def test_a_killed_or_reused_pid_does_not_keep_a_run_alive():
+    """A running record whose process is a zombie (killed, not reaped yet), or whose pid now
+    belongs to a process started after the run, is stale: the suite runs that config again."""
+    import datetime as dt
+    import platform
+
+    from peftbench.suite import _alive
+
+    process = subprocess.Popen(["sleep", "30"])
+    started = dt.datetime.now(dt.timezone.utc).isoformat()
+    try:
+        assert _alive(process.pid, platform.node(), started)
+        assert not _alive(process.pid, platform.node(), "2020-01-01T00:00:00+00:00")  # pid reused since
+        process.kill()
+        deadline = time.time() + 10
+        while time.time() < deadline and not gone(process.pid):
+            time.sleep(0.05)
+        assert not _alive(process.pid, platform.node(), started)  # a zombie until waited for
+    finally:
+        process.kill()
+        process.wait()
+    assert not _alive(process.pid, platform.node(), started)
