@@ -98,7 +98,7 @@ def test_report_speed_smoke(smoked):
 
 def test_executors_smoke(smoked):
     shown = output(smoked, "executors.py")
-    assert all(f"--executor {name}" in shown for name in ("local", "ray", "slurm")), shown
+    assert all(f"--executor {name}" in shown for name in ("local", "slurm")), shown
 
 
 def test_vs_trainer_smoke(smoked):
