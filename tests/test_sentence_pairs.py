@@ -138,3 +138,49 @@ def test_bad_pair_data_is_one_line(cli, tiny_bert, nli_tsv, tmp_path):
                                              encoding="utf-8")
     assert "GLUE hides its test labels" in error(f"data_dir={hidden}", "dev_split=")
     assert "cannot load dataset" in error(f"dataset={tmp_path / 'nowhere'}")
+
+
+@pytest.fixture(scope="module")
+def choice_jsonl(tmp_path_factory) -> Path:
+    """JCommonsenseQA's layout (JSON lines: question, choice0..choiceN, label), 3 choices here:
+    the right answer is a title of the question's category."""
+    root = tmp_path_factory.mktemp("jcqa-like")
+    items = titles()
+    by_category: dict[str, list[str]] = {}
+    for category, title in items:
+        by_category.setdefault(category, []).append(title)
+    for split, count, seed in (("train", 36, 10), ("valid", 12, 11), ("test", 15, 12)):
+        rng, lines = random.Random(seed), []
+        for i in range(count):
+            category = rng.choice(sorted(by_category))
+            question = rng.choice(by_category[category])
+            right = rng.choice([t for t in by_category[category] if t != question])
+            wrong = [rng.choice(by_category[c]) for c in sorted(by_category) if c != category]
+            choices = [right, *wrong]
+            rng.shuffle(choices)
+            lines.append(json.dumps({"q_id": i, "question": question, **{f"choice{j}": c for j, c in enumerate(choices)},
+                                     "label": choices.index(right)}, ensure_ascii=False))
+        (root / f"{split}-v1.1.json").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_multiple_choice_scores_every_choice(cli, tiny_bert, choice_jsonl, tmp_path, method):
+    record, predictions = run(cli, tiny_bert, tmp_path, method, "multiple-choice", f"data_dir={choice_jsonl}",
+                              "choices=choice0,choice1,choice2", "dev_split=valid")
+    assert record["data"]["sizes"] == {"train": 36, "dev": 12, "test": 15}
+    test = predictions["test"]
+    assert set(test["predictions"]) <= {0, 1, 2} and len(test["references"]) == 15
+    assert record["scores"]["test"]["accuracy"] == pytest.approx(
+        sum(p == r for p, r in zip(test["predictions"], test["references"])) / 15)
+    assert record["backbone"]["info"]["architecture"] == "AutoModelForMultipleChoice"
+    assert 0 <= record["data"]["unk_token_rate"]["train"] < 0.2
+    if method == "lora":
+        assert record["params"]["head"] > 0 and record["params"]["backbone_trainable"] == 0
+
+
+def test_multiple_choice_labels_are_checked(cli, tiny_bert, choice_jsonl, tmp_path):
+    done = cli("run", "--method", "lora", "--task", "multiple-choice", "--backbone", str(tiny_bert), "--results",
+               str(tmp_path), "--set", f"data_dir={choice_jsonl}", "--set", "choices=choice0,choice1",
+               "--set", "dev_split=valid", "--quiet")
+    assert done.code == 1 and "is not a choice index 0-1" in done.stderr

@@ -98,7 +98,8 @@ def _read_file(path: Path) -> list[Row]:
     return list(csv.DictReader(text.splitlines(), dialect=dialect, quoting=quoting))
 
 
-def read_local(root: Path, config: PairConfig) -> dict[str, list[Row]]:
+def read_local(root: Path, config: Any) -> dict[str, list[Row]]:
+    """Rows per split from local files (``config``: any settings with the three split names)."""
     if not root.is_dir():
         raise DataError(f"{root} is not a folder", "data_dir must hold train.* and test.* files")
     names = {"train": config.train_split, "dev": config.dev_split, "test": config.test_split}
@@ -111,8 +112,9 @@ def read_local(root: Path, config: PairConfig) -> dict[str, list[Row]]:
             for split, path in found.items() if path is not None}
 
 
-def read_datasets(config: PairConfig) -> tuple[dict[str, list[Row]], tuple[str, ...] | None]:
-    """Rows per split from Hugging Face datasets, and the label names a ClassLabel column gives."""
+def read_datasets(config: Any) -> tuple[dict[str, list[Row]], tuple[str, ...] | None]:
+    """Rows per split from Hugging Face datasets, and the label names a ClassLabel column gives
+    (``config``: settings with dataset, dataset_config, the split names and the label column)."""
     try:
         import datasets
     except ImportError:
@@ -152,7 +154,7 @@ class _SentencePairs(Task):
         if config.data_dir is None and config.dataset is None:
             raise DataError(f"task {self.name} needs its data", "--set data_dir=FOLDER (train/dev/test files) or "
                             "--set dataset=NAME_OR_FOLDER (Hugging Face datasets)")
-        return _read(config)
+        return read_rows(config)
 
     def _check_columns(self, rows: dict[str, list[Row]], config: PairConfig, source: str) -> None:
         for split, items in rows.items():
@@ -167,15 +169,9 @@ class _SentencePairs(Task):
     def _splits(self, config: PairConfig, label_of) -> Splits:
         rows, names, source = self._raw(config)
         self._check_columns(rows, config, source)
-        train = _limit(rows["train"], config.train_limit, config.split_seed)
-        if "dev" in rows:
-            dev, dev_source = rows["dev"], "given"
-        else:
-            shuffled = random.Random(config.split_seed).sample(train, len(train))
-            take = max(1, round(len(train) * config.dev_fraction))
-            dev, train = shuffled[:take], shuffled[take:]
-            dev_source = f"carved from train ({config.dev_fraction:.0%}, seed {config.split_seed})"
-        test = _limit(rows["test"], config.test_limit, config.split_seed)
+        train = sample_rows(rows["train"], config.train_limit, config.split_seed)
+        train, dev, dev_source = dev_rows(rows, train, config)
+        test = sample_rows(rows["test"], config.test_limit, config.split_seed)
 
         def examples(items: list[Row], split: str) -> list[Example]:
             return [{"id": row["_id"], "text_a": str(row[config.text_a]), "text_b": str(row[config.text_b]),
@@ -204,9 +200,9 @@ class _SentencePairs(Task):
 
 
 @functools.lru_cache(maxsize=4)
-def _read(config: PairConfig) -> tuple[dict[str, list[Row]], tuple[str, ...] | None, str]:
-    """Rows per split, ClassLabel names (if any) and where they came from; read once per config
-    (the head and the splits both need them)."""
+def read_rows(config: Any) -> tuple[dict[str, list[Row]], tuple[str, ...] | None, str]:
+    """Rows per split, ClassLabel names (if any) and where they came from, from local files or
+    Hugging Face datasets; read once per config (the head and the splits both need them)."""
     if config.dataset is not None:
         rows, names = read_datasets(config)
         return rows, names, config.dataset
@@ -214,7 +210,16 @@ def _read(config: PairConfig) -> tuple[dict[str, list[Row]], tuple[str, ...] | N
     return read_local(root, config), None, str(root)
 
 
-def _limit(rows: list[Row], limit: int | None, seed: int) -> list[Row]:
+def dev_rows(rows: dict[str, list[Row]], train: list[Row], config: Any) -> tuple[list[Row], list[Row], str]:
+    """(train, dev, where dev came from): the given dev split, else a seeded share of train."""
+    if "dev" in rows:
+        return train, rows["dev"], "given"
+    shuffled = random.Random(config.split_seed).sample(train, len(train))
+    take = max(1, round(len(train) * config.dev_fraction))
+    return shuffled[take:], shuffled[:take], f"carved from train ({config.dev_fraction:.0%}, seed {config.split_seed})"
+
+
+def sample_rows(rows: list[Row], limit: int | None, seed: int) -> list[Row]:
     return rows if limit is None or limit >= len(rows) else random.Random(seed).sample(rows, limit)
 
 
