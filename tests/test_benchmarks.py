@@ -40,6 +40,7 @@ def smoke_commands(tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         "gpu.py": ([sys.executable, "benchmarks/gpu.py", "--smoke"], {}),
         "report_speed.py": ([sys.executable, "benchmarks/report_speed.py", "--smoke"], {}),
         "executors.py": ([sys.executable, "benchmarks/executors.py", "--smoke"], {}),
+        "method_zoo.py": ([sys.executable, "benchmarks/method_zoo.py", "--smoke"], {}),
         "vs_trainer.py": ([sys.executable, "benchmarks/vs_trainer.py", "--smoke", "--kwdlc", str(kwdlc)], {}),
         "scratch-vs-minilm.sh": (["bash", "benchmarks/scratch-vs-minilm.sh"],
                                  {"SMOKE": "1", "PEFTBENCH_DATA": str(SHARED_DATA), "RESULTS": str(tmp / "sv"),
@@ -99,6 +100,12 @@ def test_report_speed_smoke(smoked):
 def test_executors_smoke(smoked):
     shown = output(smoked, "executors.py")
     assert all(f"--executor {name}" in shown for name in ("local", "slurm")), shown
+
+
+def test_method_zoo_smoke(smoked):
+    shown = output(smoked, "method_zoo.py")
+    assert "suite finished: 2 succeeded, 0 failed" in shown
+    assert "| lora " in shown and "| adapters-compacter " in shown and "r=8 (budget 73,728)" in shown
 
 
 def test_vs_trainer_smoke(smoked):

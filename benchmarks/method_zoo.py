@@ -1,0 +1,96 @@
+"""The method zoo: every registered (non-composed) method on the embedded livedoor sample with MiniLM-L6,
+sized to one parameter budget where the method has a size setting (its defaults otherwise).
+
+Writes a suite file (one [[runs]] block per method, with `match_params` where the budget is
+reachable), runs it with `peftbench suite run` (resumable: rerun the same command after a stop;
+failures are recorded and the suite goes on), then prints the comparison table
+(`peftbench report`), what failed and why, and writes the Pareto plots.
+
+    python benchmarks/method_zoo.py --results results/zoo            # all methods x 3 seeds (hours on 2 cores)
+    python benchmarks/method_zoo.py --results results/zoo --methods lora,ia3,vera --seeds 1
+    python benchmarks/method_zoo.py --smoke                           # 2 methods, 1 seed, tiny subset (CI)
+
+The budget defaults to LoRA r=8 on query/value of MiniLM-L6 (73,728 adapter parameters; the
+task head, the same for every method, is not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BUDGET = 73_728
+COMPOSED = ("mtl-", "tapt-")  # wrappers around other methods: the zoo runs the methods themselves
+
+
+def methods(components) -> list[str]:
+    return sorted(e.name for e in components.methods if not e.name.startswith(COMPOSED))
+
+
+def run_blocks(components, names: list[str], budget: int, sets: list[str]) -> tuple[list[str], list[str]]:
+    """Suite blocks per method, and a note per method the budget could not size (run at defaults)."""
+    from peftbench.errors import PeftbenchError
+    from peftbench.spec import match_params
+
+    blocks, notes = [], []
+    for name in names:
+        method = components.resolve_method(name)
+        block = f'[[runs]]\nmethod = "{name}"\n'
+        if method.capacity is not None:
+            try:
+                match_params(components, name, "livedoor-news", "minilm-l6", sets, budget)
+                block += f"match_params = {budget}\n"
+            except PeftbenchError as exc:
+                notes.append(f"{name}: run at its defaults ({exc.what})")
+        blocks.append(block)
+    return blocks, notes
+
+
+def suite_text(blocks: list[str], seeds: list[int], smoke: bool) -> str:
+    size = "per_category = 10\nmax_length = 16\nepochs = 1\ninference_repeats = 0" if smoke else \
+        "max_length = 128\nepochs = 3\ninference_repeats = 1"
+    return (f'description = "method zoo: livedoor sample, MiniLM-L6, one parameter budget"\n'
+            f'[defaults]\ntask = "livedoor-news"\nbackbone = "minilm-l6"\nseeds = {seeds}\n'
+            f'[defaults.set]\ndata_dir = "{REPO / "examples" / "livedoor-sample"}"\nbatch_size = 16\n{size}\n\n'
+            + "\n".join(blocks))
+
+
+def main() -> None:
+    from peftbench import plugins, records
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=None, help="run records (default: a temporary folder)")
+    parser.add_argument("--methods", default=None, help="comma-separated (default: every non-composed method)")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--budget", type=int, default=BUDGET)
+    parser.add_argument("--smoke", action="store_true", help="lora (peft), adapters-compacter (adapters); 1 seed; tiny subset")
+    args = parser.parse_args()
+    components = plugins.load()
+    names = ["lora", "adapters-compacter"] if args.smoke else \
+        (args.methods.split(",") if args.methods else methods(components))
+    seeds = [1] if args.smoke else [int(s) for s in args.seeds.split(",")]
+    blocks, notes = run_blocks(components, names, args.budget, [f"data_dir={REPO / 'examples' / 'livedoor-sample'}"])
+    with tempfile.TemporaryDirectory() as tmp:
+        results = args.results or Path(tmp) / "results"
+        results.mkdir(parents=True, exist_ok=True)
+        suite = results / "zoo-suite.toml"
+        suite.write_text(suite_text(blocks, seeds, args.smoke), encoding="utf-8")
+        peftbench = [sys.executable, "-m", "peftbench"]
+        subprocess.run([*peftbench, "suite", "run", str(suite), "--results", str(results)], check=True)
+        subprocess.run([*peftbench, "report", str(results), "--format", "md", "--plot", str(results / "plots")],
+                       check=True)
+        failed = [(r["method"]["name"], r["seed"], r.get("error")) for _, r in records.iter_records(results)
+                  if r.get("status") == "failed"]
+    print(f"\n{len(names)} methods x {len(seeds)} seeds; budget {args.budget:,} adapter parameters")
+    for note in notes:
+        print(f"- {note}")
+    for name, seed, error in failed:
+        print(f"- FAILED {name} (seed {seed}): {error}")
+
+
+if __name__ == "__main__":
+    main()
