@@ -127,7 +127,7 @@ def test_bad_pair_data_is_one_line(cli, tiny_bert, nli_tsv, tmp_path):
         assert done.code == 1 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
         return lines[0]
 
-    assert "needs its data" in error()
+    assert "this task needs its data" in error()
     assert "no column 'premise'" in error(f"data_dir={nli_tsv}", "text_a=premise")
     hidden = tmp_path / "glue-test"
     hidden.mkdir()

@@ -62,9 +62,6 @@ class MultipleChoice(Task):
         return HeadSpec(KIND)  # one score per choice: no label set
 
     def load(self, config: ChoiceConfig) -> Splits:
-        if config.data_dir is None and config.dataset is None:
-            raise DataError(f"task {self.name} needs its data", "--set data_dir=FOLDER (train/dev/test files) or "
-                            "--set dataset=NAME_OR_FOLDER (Hugging Face datasets)")
         rows, _, source = read_rows(config)
         columns = (config.context, *config.choice_columns, config.label)
         for split, items in rows.items():

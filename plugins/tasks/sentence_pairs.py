@@ -151,9 +151,6 @@ class _SentencePairs(Task):
     Config = PairConfig
 
     def _raw(self, config: PairConfig) -> tuple[dict[str, list[Row]], tuple[str, ...] | None, str]:
-        if config.data_dir is None and config.dataset is None:
-            raise DataError(f"task {self.name} needs its data", "--set data_dir=FOLDER (train/dev/test files) or "
-                            "--set dataset=NAME_OR_FOLDER (Hugging Face datasets)")
         return read_rows(config)
 
     def _check_columns(self, rows: dict[str, list[Row]], config: PairConfig, source: str) -> None:
@@ -203,6 +200,9 @@ class _SentencePairs(Task):
 def read_rows(config: Any) -> tuple[dict[str, list[Row]], tuple[str, ...] | None, str]:
     """Rows per split, ClassLabel names (if any) and where they came from, from local files or
     Hugging Face datasets; read once per config (the head and the splits both need them)."""
+    if config.data_dir is None and config.dataset is None:
+        raise DataError("this task needs its data", "--set data_dir=FOLDER (train/dev/test files) or "
+                        "--set dataset=NAME_OR_FOLDER (Hugging Face datasets)")
     if config.dataset is not None:
         rows, names = read_datasets(config)
         return rows, names, config.dataset
