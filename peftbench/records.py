@@ -191,7 +191,8 @@ class RunRecord:
     stopped_because: str | None = None
     params: Params | None = None
     time: Timing = field(default_factory=Timing)
-    memory: Memory | None = None
+    memory: Memory | None = None  # with several processes: each field's peak over the processes
+    process_memory: list[Memory] | None = None  # with several processes: each one's peaks, by rank
     energy: Energy | None = None
     artifact: Artifact = field(default_factory=Artifact)
     inference: dict[str, Any] | None = None  # split, examples, per-mode seconds (e.g. LoRA merged/unmerged)

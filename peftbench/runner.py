@@ -155,7 +155,7 @@ def run(components: Components, resolved: Resolved, results_dir: Path, progress:
         with PeakMemory(current.accelerator.device) as memory, EnergyMeter(current.accelerator.device) as energy:
             _train_stages(current)
         current.record.energy = Energy(**energy.result)
-        _summarise(current, Memory(**memory.result))
+        _summarise(current, _over_processes(current, Memory(**memory.result)))
         current.accelerator.log(tracking.final_metrics(current.record))
         current.record.status = "success"
     except KeyboardInterrupt as exc:
@@ -459,6 +459,27 @@ def _save_artifact(current: _Run, model: torch.nn.Module, stage_record: StageRec
         current.resolved.method.save(model, str(directory))
         artifact.path, artifact.bytes = str(directory), directory_bytes(directory)
         artifact.format = sorted({p.suffix.lstrip(".") for p in directory.rglob("*") if p.is_file()})
+
+
+def _over_processes(current: _Run, memory: Memory) -> Memory:
+    """Each process's peaks, kept by rank, and their peak: the run needs the largest device.
+    Epoch times become the slowest process's (the others wait for it at every update)."""
+    accelerator = current.accelerator
+    if accelerator.num_processes == 1:
+        return memory
+    from accelerate.utils import gather_object
+
+    epochs = [stage.epoch_seconds for stage in current.record.stages.values()]
+    gathered = gather_object([(dataclasses.asdict(memory), epochs)])
+    current.record.process_memory = [Memory(**peaks) for peaks, _ in gathered]
+    for index, stage in enumerate(current.record.stages.values()):
+        stage.epoch_seconds = [max(seconds) for seconds in zip(*(times[index] for _, times in gathered))]
+        stage.epoch_mean_seconds = statistics.fmean(stage.epoch_seconds) if stage.epoch_seconds else None
+    peak = {}
+    for name, value in dataclasses.asdict(memory).items():
+        values = [peaks[name] for peaks, _ in gathered if peaks[name] is not None]
+        peak[name] = (max(values) if values else None) if name != "nvml_error" else value
+    return Memory(**peak)
 
 
 def _summarise(current: _Run, memory: Memory) -> None:

@@ -49,6 +49,11 @@ def test_two_processes_score_like_one(cli, tiny_bert_without_dropout, tmp_path):
     one_record, one_predictions, one_weights, one_epochs = outputs(tmp_path / "one")
     two_record, two_predictions, two_weights, two_epochs = outputs(tmp_path / "two")  # one run folder
     assert (one_record["processes"], two_record["processes"]) == (1, 2)
+    # Memory: each process's peaks, and the run's as their maximum; epoch times the slowest process's.
+    per_process = [peaks["cpu_peak_rss_bytes"] for peaks in two_record["process_memory"]]
+    assert len(per_process) == 2 and all(per_process) and one_record["process_memory"] is None
+    assert two_record["memory"]["cpu_peak_rss_bytes"] == max(per_process)
+    assert len(two_record["time"]["epoch_seconds"]) == 2
     assert one_record["effective_batch_size"] == two_record["effective_batch_size"] == 8
     assert len(one_epochs) == len(two_epochs) == 2  # written once, by the main process
     assert two_record["data"]["sizes"] == {"train": 72, "dev": 18, "test": 90}
