@@ -7,6 +7,7 @@ failures are recorded and the suite goes on), then prints the comparison table
 (`peftbench report`), what failed and why, and writes the Pareto plots.
 
     python benchmarks/method_zoo.py --results results/zoo            # all methods x 3 seeds (hours on 2 cores)
+    python benchmarks/method_zoo.py --results results/zoo --max-length 128 --epochs 3   # a GPU's scale
     python benchmarks/method_zoo.py --results results/zoo --methods lora,ia3,vera --seeds 1
     python benchmarks/method_zoo.py --smoke                           # 2 methods, 1 seed, tiny subset (CI)
 
@@ -50,9 +51,9 @@ def run_blocks(components, names: list[str], budget: int, sets: list[str]) -> tu
     return blocks, notes
 
 
-def suite_text(blocks: list[str], seeds: list[int], smoke: bool) -> str:
+def suite_text(blocks: list[str], seeds: list[int], smoke: bool, max_length: int, epochs: int) -> str:
     size = "per_category = 10\nmax_length = 16\nepochs = 1\ninference_repeats = 0" if smoke else \
-        "max_length = 128\nepochs = 3\ninference_repeats = 1"
+        f"max_length = {max_length}\nepochs = {epochs}\ninference_repeats = 1"
     return (f'description = "method zoo: livedoor sample, MiniLM-L6, one parameter budget"\n'
             f'[defaults]\ntask = "livedoor-news"\nbackbone = "minilm-l6"\nseeds = {seeds}\n'
             f'[defaults.set]\ndata_dir = "{REPO / "examples" / "livedoor-sample"}"\nbatch_size = 16\n{size}\n\n'
@@ -67,6 +68,9 @@ def main() -> None:
     parser.add_argument("--methods", default=None, help="comma-separated (default: every non-composed method)")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--budget", type=int, default=BUDGET)
+    # CPU-sized defaults: 65 methods x 3 seeds at ~40 s a run is about two hours on 2 cores.
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="lora (peft), adapters-compacter (adapters); 1 seed; tiny subset")
     args = parser.parse_args()
     components = plugins.load()
@@ -78,7 +82,7 @@ def main() -> None:
         results = args.results or Path(tmp) / "results"
         results.mkdir(parents=True, exist_ok=True)
         suite = results / "zoo-suite.toml"
-        suite.write_text(suite_text(blocks, seeds, args.smoke), encoding="utf-8")
+        suite.write_text(suite_text(blocks, seeds, args.smoke, args.max_length, args.epochs), encoding="utf-8")
         peftbench = [sys.executable, "-m", "peftbench"]
         subprocess.run([*peftbench, "suite", "run", str(suite), "--results", str(results)], check=True)
         subprocess.run([*peftbench, "report", str(results), "--format", "md", "--plot", str(results / "plots")],
