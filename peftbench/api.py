@@ -208,6 +208,11 @@ class Method(Component):
     def loss(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return model(**batch).loss
 
+    def after_update(self, model: torch.nn.Module, update: int, total_updates: int) -> None:
+        """Called after each optimizer update of a stage (``update`` counts from 1 to at most
+        ``total_updates``, the stage's schedule), before the gradients are cleared: for methods
+        that change themselves as training goes (e.g. AdaLoRA reallocating its ranks)."""
+
     def is_adapter_parameter(self, name: str) -> bool:
         """True for parameters the method added (counted as 'adapter')."""
         return False

@@ -266,6 +266,10 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                if accelerator.sync_gradients:
+                    per_epoch = math.ceil(steps / accelerator.gradient_accumulation_steps)
+                    update = (epoch - 1) * per_epoch + math.ceil(step / accelerator.gradient_accumulation_steps)
+                    context.method.after_update(accelerator.unwrap_model(model), update, cfg.epochs * per_epoch)
                 optimizer.zero_grad(set_to_none=True)
             if result.first_step_done_at is None:
                 result.first_step_done_at = time.time()

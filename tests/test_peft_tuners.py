@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import math
 
 import pytest
 import torch
@@ -126,3 +128,21 @@ def test_s1_configuration_dry_run_equals_peft_count():
     dry = runner.dry_run(resolved)[0]["params"]
     assert dry["trainable"] == model.get_nb_trainable_parameters()[0] == 77_585
     assert dry["adapter"] == 64_512 and dry["head"] == 13_073
+
+
+def test_adalora_reallocates_its_ranks_over_the_runs_own_schedule(tiny_bert, sample_dir, tmp_path, cli):
+    """total_step is left to the run (its update count), and peft's update_and_allocate runs after
+    every update: the saved rank pattern keeps exactly target_r ranks per adapted module on average."""
+    result = cli("run", "--method", "adalora", "--task", "livedoor-news", "--backbone", str(tiny_bert), "--quiet",
+                 "--results", str(tmp_path), "--set", f"data_dir={sample_dir}", "--set", "per_category=10",
+                 "--set", "max_length=32", "--set", "epochs=2", "--set", "batch_size=8", "--set", "init_r=4",
+                 "--set", "target_r=2", "--set", "inference_repeats=0")
+    assert result.code == 0, result.stderr
+    from peftbench import records
+
+    (path, record), = list(records.iter_records(tmp_path))
+    saved = json.loads((path.parent / "artifact" / "adapter_config.json").read_text())
+    updates = 2 * math.ceil(record["data"]["sizes"]["train"] / 8)
+    assert saved["total_step"] == updates
+    kept = [sum(mask) for mask in saved["rank_pattern"].values()]
+    assert len(kept) == 4 and sum(kept) == 2 * 4  # query, value x 2 layers; the budget is target_r per module

@@ -436,6 +436,9 @@ class MultiTask(Method):
     def is_auxiliary_parameter(self, name: str) -> bool:
         return name.startswith("aux.")
 
+    def after_update(self, model: nn.Module, update: int, total_updates: int) -> None:
+        self.inner.after_update(model.main, update, total_updates)
+
     def artifact_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return self.inner.artifact_tensors(model.main)
 

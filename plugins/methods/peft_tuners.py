@@ -167,6 +167,9 @@ class PeftTuner(Method):
 
         settings = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
                     if k not in ("lr", "train_head")}
+        scheduled = "total_step" in settings and settings["total_step"] is None
+        if scheduled:  # AdaLoRA's schedule: the run's own update count, set at the first update
+            settings["total_step"] = settings.get("tinit", 0) + settings.get("tfinal", 0) + 1
         task_type = TASK_TYPES.get(stage.head.kind)
         try:
             peft_config = PEFT_TYPE_TO_CONFIG_MAPPING[self.peft_type](
@@ -190,11 +193,28 @@ class PeftTuner(Method):
         if not self.prompt_learning and not any(p.is_meta for p in model.parameters()):
             # Recorded with the inference times: True only where merged inference will be timed.
             self.mergeable = _merges_and_unmerges(model)
+        _freeze_bookkeeping(model)
+        model._peftbench_total_step_from_schedule = scheduled
         if task_type and not config.train_head:  # peft trains the classifier of SEQ_CLS/TOKEN_CLS models itself
             for name, param in model.named_parameters():
                 if set(loaded.head_modules).intersection(name.split(".")):
                     param.requires_grad_(False)
         return model
+
+    def after_update(self, model: torch.nn.Module, update: int, total_updates: int) -> None:
+        """Tuners that reallocate as they train (AdaLoRA's ranks) do it here, as peft asks: after
+        each optimizer step, before the gradients are cleared."""
+        base = model.base_model
+        if not hasattr(base, "update_and_allocate"):
+            return
+        if update == 1 and getattr(model, "_peftbench_total_step_from_schedule", False):
+            tuner = base.peft_config[base.trainable_adapter_name]
+            if total_updates <= tuner.tinit + tuner.tfinal:
+                raise ConfigError(f"{self.name}: tinit + tfinal = {tuner.tinit + tuner.tfinal} leaves none of the "
+                                  f"run's {total_updates} updates for reallocating ranks",
+                                  "lower tinit/tfinal or train longer")
+            base.rankallocator.set_total_step(total_updates)
+        base.update_and_allocate(update)
 
     def is_adapter_parameter(self, name: str) -> bool:
         return self.prefix in name or "prompt_encoder" in name
@@ -230,6 +250,19 @@ def _tuner_layers(model: torch.nn.Module) -> list:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def _freeze_bookkeeping(model: torch.nn.Module) -> None:
+    """peft keeps some per-layer values that never train as Parameters (AdaLoRA's ranknum, listed in
+    the layer's other_param_names); on the meta device of a dry run it re-creates them trainable."""
+    import torch
+
+    for layer in _tuner_layers(model):
+        for attribute in getattr(layer, "other_param_names", ()):
+            values = getattr(layer, attribute, None)
+            if isinstance(values, torch.nn.ParameterDict):
+                for param in values.values():
+                    param.requires_grad_(False)
 
 
 def _merges_and_unmerges(model: torch.nn.Module) -> bool:

@@ -131,6 +131,9 @@ class Tapt(Method):
     def loss(self, model, batch):
         return self.inner.loss(model, batch)
 
+    def after_update(self, model, update: int, total_updates: int) -> None:
+        self.inner.after_update(model, update, total_updates)
+
     def artifact_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         # Stage 1 stores the inner method's weights plus every MLM-head tensor it trained (S1 Table 6.1).
         tensors = dict(self.inner.artifact_tensors(model))
