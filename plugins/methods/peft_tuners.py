@@ -159,7 +159,9 @@ class PeftTuner(Method):
         self.Config = settings_class(self.name, entry["fields"])
         names = {f.name for f in dataclasses.fields(self.Config)}  # the size setting, for --match-params
         size = "num_virtual_tokens" if self.prompt_learning else "r"
-        self.capacity = (size, range(1, 1025)) if size in names else None
+        # A config with an initial rank (AdaLoRA: init_r, target_r) ignores r, and its count is set
+        # by two settings: no single size to match a budget with.
+        self.capacity = (size, range(1, 1025)) if size in names and "init_r" not in names else None
 
     def prepare(self, loaded: LoadedBackbone, config: Any, stage: Stage, previous=None) -> torch.nn.Module:
         from peft import get_peft_model
