@@ -87,7 +87,7 @@ def main() -> None:
         peftbench = [sys.executable, "-m", "peftbench"]
         subprocess.run([*peftbench, "suite", "run", str(suite), "--results", str(results), *args.suite_args.split()],
                        check=True)
-        subprocess.run([*peftbench, "report", str(results), "--format", "md", "--plot", str(results / "plots")],
+        subprocess.run([*peftbench, "report", str(results), "--table", "methods", "--plot", str(results / "plots")],
                        check=True)
         failed = [(r["method"]["name"], r["seed"], r.get("error")) for _, r in records.iter_records(results)
                   if r.get("status") == "failed"]
