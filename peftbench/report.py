@@ -112,7 +112,8 @@ def set_aside_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     success = frame["status"] == "success"
     newest_last = frame[success].sort_values(["finished_at", "run_id"], na_position="first")
     kept = newest_last.drop_duplicates("config_hash", keep="last")
-    return pd.concat([kept, frame[~success]]).sort_index(), int(success.sum()) - len(kept)
+    # copy(): the concatenation leaves one block per column, which pandas warns about on every insert
+    return pd.concat([kept, frame[~success]]).sort_index().copy(), int(success.sum()) - len(kept)
 
 
 def runs_without_scores(frame: pd.DataFrame) -> list[str]:
