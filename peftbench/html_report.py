@@ -39,7 +39,8 @@ def _points(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
         scores = group[f"scores.test.{metric}"].astype(float)
         label = configuration_label(group, varying)
         paths = "<br>".join(html.escape(str(p)) for p in group.get("record_path", pd.Series(dtype=str)))
-        rows.append({"label": label, "mean": scores.mean(), "std": scores.std(ddof=1) if len(scores) > 1 else 0.0,
+        method = str(group["method.name"].iloc[0]) if "method.name" in group else label
+        rows.append({"label": label, "method": method, "mean": scores.mean(), "std": scores.std(ddof=1) if len(scores) > 1 else 0.0,
                      "params": float(group["params.trainable"].iloc[0]) if "params.trainable" in group else None,
                      "size_mb": (group["artifact.bytes"].astype(float).mean() / 1e6
                                  if "artifact.bytes" in group else None),
@@ -49,14 +50,19 @@ def _points(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 _AXES = {"params": "trainable parameters", "size_mb": "artefact size (MB, 10^6 bytes)"}
+LABELLED_POINTS = 12
+LEGEND_CURVES = 20
 
 
 def _pareto_figure(points: pd.DataFrame, x: str, title: str, metric: str):
     import plotly.graph_objects as go
 
     shown = points.dropna(subset=[x])
+    # Labels on the plot while they can be read; with many configurations (a method zoo) they
+    # overlap into a smear, and the hover names each point instead.
     figure = go.Figure(go.Scatter(
-        x=shown[x], y=shown["mean"], mode="markers+text", text=shown["label"], textposition="top center",
+        x=shown[x], y=shown["mean"], mode="markers+text" if len(shown) <= LABELLED_POINTS else "markers",
+        text=shown["method"] if shown["method"].is_unique else shown["label"], textposition="top center",
         error_y={"type": "data", "array": shown["std"], "visible": True}, hovertext=shown["hover"],
         hoverinfo="text", marker={"size": 10}))
     figure.update_layout(title=title, xaxis={"title": _AXES[x], "type": "log"},
@@ -77,8 +83,13 @@ def _curves_figure(frame: pd.DataFrame, metric: str):
             if points:
                 figure.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
                                             name=f"{label} seed {row.get('config.train.seed')}"))
+    # A legend beside the plot squeezes it to nothing once names are long; below it, it is read
+    # while short, and past that the hover names each curve.
+    legend = len(figure.data) <= LEGEND_CURVES
     figure.update_layout(title=f"learning curves: dev {metric} per epoch", xaxis={"title": "epoch"},
-                         yaxis={"title": f"dev {metric}"}, width=900, height=440)
+                         yaxis={"title": f"dev {metric}"}, width=900,
+                         height=440 + (22 * len(figure.data) if legend else 0), showlegend=legend,
+                         legend={"orientation": "h", "yanchor": "top", "y": -0.15})
     return figure
 
 
