@@ -8,6 +8,8 @@ import pandas as pd
 
 from .errors import ConfigError
 
+LABELLED_POINTS = 12
+
 
 def _label(group: pd.DataFrame, varying: list[str]) -> str:
     parts = [str(group["method.name"].iloc[0])]
@@ -79,11 +81,13 @@ def write_plots(frame: pd.DataFrame, folder: Path, sweep: str | None = None) -> 
     summary = _summary(frame, metric, sweep_column)
     written = []
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2) if len(summary) <= LABELLED_POINTS else (9.6, 6.3))
     ax.errorbar(summary["params"], summary["mean"], yerr=summary["std"], fmt="o", capsize=3)
-    for _, row in summary.iterrows():
-        ax.annotate(row["label"], (row["params"], row["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     front = pareto_front(summary)
+    # Every point labelled while a dozen or fewer; past that (a method zoo) the labels overlap
+    # into a smear, so only the front, the points worth reading, is named.
+    for _, row in (summary if len(summary) <= LABELLED_POINTS else front).iterrows():
+        ax.annotate(row["label"], (row["params"], row["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.plot(front["params"], front["mean"], "--", color="tab:red", label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log)")
