@@ -16,6 +16,8 @@ METHODS = TableSpec(
                 "size, s/epoch, inference s (plain; unmerged and merged where the method merges)",
     columns=(
         Column("method", "method.name"),
+        Column("sized by", "budget.setting", digits=None),  # --match-params: the setting it chose, and its value
+        Column("value", "budget.value", digits=0),
         Column("accuracy %", "scores.test.accuracy", "higher", scale=100, digits=2),
         Column("adapter params", "params.adapter", digits=0),
         Column("trainable params", "params.trainable", "lower", digits=0),
