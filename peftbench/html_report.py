@@ -119,9 +119,9 @@ def write_html(path: Path, frame: pd.DataFrame, table: pd.DataFrame, notes: list
     for task, runs in frame.groupby("task.name", sort=False) if "task.name" in frame else ():
         metric = str(runs["task.main_score"].dropna().iloc[0])
         points = _points(runs, metric)
-        figures = [_pareto_figure(points, "params", f"{task}: test {metric} vs trainable parameters", metric),
-                   _pareto_figure(points, "size_mb", f"{task}: test {metric} vs artefact size (MB)", metric),
-                   _curves_figure(runs, metric)]
+        axes = [x for x in _AXES if points[x].fillna(0).gt(0).any()]  # runs that saved no artefact: no size plot
+        figures = [_pareto_figure(points, x, f"{task}: test {metric} vs {_AXES[x].split(' (')[0]}", metric) for x in axes]
+        figures.append(_curves_figure(runs, metric))
         parts.append(f"<h2>{html.escape(str(task))}</h2><div class=\"plots\">")
         parts += [figure.to_html(full_html=False, include_plotlyjs=False) for figure in figures]
         parts.append("</div>")
