@@ -242,7 +242,9 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
     if baseline:
         notes += _add_comparison(frame, table, baseline, options, confound_lines)
     notes += [f"confound: {line}" for line in confound_lines]
-    if sort_by:
+    if sort_by and all(value is None for value in numeric[sort_by]):  # a text column, e.g. the method
+        table = table.iloc[sorted(range(len(rows)), key=lambda i: str(table[sort_by].iloc[i]))].reset_index(drop=True)
+    elif sort_by:
         order = sorted(range(len(rows)), key=lambda i: (numeric[sort_by][i] is None, numeric[sort_by][i] or 0))
         table = table.iloc[order].reset_index(drop=True)
     if (table["seeds"] <= 1).all():

@@ -246,3 +246,12 @@ def test_html_report_renders_offline_in_a_browser(tmp_path, cli):
     # plotly.js draws each figure into an <svg class="main-svg">: present only if the inline script ran.
     assert dom.count('class="main-svg"') >= 3, dom[:2000]
     assert "learning curves" in dom and "lora" in dom
+
+
+def test_a_layout_sorted_by_its_method_column_lists_methods_alphabetically(tmp_path, cli):
+    for index, method in enumerate(["lora", "full", "adapter"], 1):
+        write_run(tmp_path, index, method, 1, REFERENCES, REFERENCES)
+    report = cli("report", str(tmp_path), "--table", "methods")
+    assert report.code == 0, report.stderr
+    rows = [line.split("|")[1].strip() for line in report.stdout.splitlines() if line.startswith("| ")][1:]
+    assert rows == ["adapter", "full", "lora"]
