@@ -18,6 +18,7 @@ task head, the same for every method, is not counted).
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -54,7 +55,7 @@ def run_blocks(components, names: list[str], budget: int, sets: list[str]) -> tu
             except PeftbenchError as exc:
                 notes.append(f"{name}: run at its defaults ({exc.what})")
         if own:
-            block += "[runs.set]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in own.items())
+            block += "[runs.set]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in own.items())  # TOML values
         blocks.append(block)
     return blocks, notes
 

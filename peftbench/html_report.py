@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import configuration_label, configurations, varying_columns
+from .plots import LABELLED_POINTS
 from .records import EPOCHS_FILE
+from .results import configuration_label, configurations, varying_columns
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -40,7 +41,8 @@ def _points(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
         label = configuration_label(group, varying)
         paths = "<br>".join(html.escape(str(p)) for p in group.get("record_path", pd.Series(dtype=str)))
         method = str(group["method.name"].iloc[0]) if "method.name" in group else label
-        rows.append({"label": label, "method": method, "mean": scores.mean(), "std": scores.std(ddof=1) if len(scores) > 1 else 0.0,
+        rows.append({"label": label, "method": method, "mean": scores.mean(),
+                     "std": scores.std(ddof=1) if len(scores) > 1 else 0.0,
                      "params": float(group["params.trainable"].iloc[0]) if "params.trainable" in group else None,
                      "size_mb": (group["artifact.bytes"].astype(float).mean() / 1e6
                                  if "artifact.bytes" in group else None),
@@ -49,8 +51,9 @@ def _points(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-_AXES = {"params": "trainable parameters", "size_mb": "artefact size (MB, 10^6 bytes)"}
-LABELLED_POINTS = 12
+# Per x axis: the plot's title part and the axis label.
+_AXES = {"params": ("trainable parameters", "trainable parameters"),
+         "size_mb": ("artefact size (MB)", "artefact size (MB, 10^6 bytes)")}
 LEGEND_CURVES = 20
 
 
@@ -65,7 +68,7 @@ def _pareto_figure(points: pd.DataFrame, x: str, title: str, metric: str):
         text=shown["method"] if shown["method"].is_unique else shown["label"], textposition="top center",
         error_y={"type": "data", "array": shown["std"], "visible": True}, hovertext=shown["hover"],
         hoverinfo="text", marker={"size": 10}))
-    figure.update_layout(title=title, xaxis={"title": _AXES[x], "type": "log"},
+    figure.update_layout(title=title, xaxis={"title": _AXES[x][1], "type": "log"},
                          yaxis={"title": f"test {metric}"}, width=620, height=440, showlegend=False)
     return figure
 
@@ -120,7 +123,7 @@ def write_html(path: Path, frame: pd.DataFrame, table: pd.DataFrame, notes: list
         metric = str(runs["task.main_score"].dropna().iloc[0])
         points = _points(runs, metric)
         axes = [x for x in _AXES if points[x].fillna(0).gt(0).any()]  # runs that saved no artefact: no size plot
-        figures = [_pareto_figure(points, x, f"{task}: test {metric} vs {_AXES[x].split(' (')[0]}", metric) for x in axes]
+        figures = [_pareto_figure(points, x, f"{task}: test {metric} vs {_AXES[x][0]}", metric) for x in axes]
         figures.append(_curves_figure(runs, metric))
         parts.append(f"<h2>{html.escape(str(task))}</h2><div class=\"plots\">")
         parts += [figure.to_html(full_html=False, include_plotlyjs=False) for figure in figures]

@@ -247,6 +247,7 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
     cfg, accelerator, model = context.train, context.accelerator, context.model
     model.train()
     steps = len(context.train_loader)
+    updates_per_epoch = math.ceil(steps / accelerator.gradient_accumulation_steps)
     watch = _LossWatch(accelerator.device, f"{context.stage.name} epoch {epoch}", context.on_loss, (epoch - 1) * steps)
     synchronize(accelerator.device)
     start = time.perf_counter()
@@ -267,9 +268,8 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
                 optimizer.step()
                 scheduler.step()
                 if accelerator.sync_gradients:
-                    per_epoch = math.ceil(steps / accelerator.gradient_accumulation_steps)
-                    update = (epoch - 1) * per_epoch + math.ceil(step / accelerator.gradient_accumulation_steps)
-                    context.method.after_update(accelerator.unwrap_model(model), update, cfg.epochs * per_epoch)
+                    update = (epoch - 1) * updates_per_epoch + math.ceil(step / accelerator.gradient_accumulation_steps)
+                    context.method.after_update(accelerator.unwrap_model(model), update, cfg.epochs * updates_per_epoch)
                 optimizer.zero_grad(set_to_none=True)
             if result.first_step_done_at is None:
                 result.first_step_done_at = time.time()
