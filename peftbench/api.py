@@ -66,6 +66,34 @@ class ExampleStatistics:
 
 
 @dataclass(frozen=True)
+class SearchSpace:
+    """The values tuning may try for one setting: floats between ``low`` and ``high`` drawn
+    ``log-uniform`` (learning rates) or ``uniform``, integers (``int``, ``log`` for sizes such as a
+    rank), or one of ``choices``."""
+
+    kind: Literal["log-uniform", "uniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+    log: bool = False  # for kind "int"
+
+    def __post_init__(self) -> None:
+        if self.kind == "choice":
+            if not self.choices:
+                raise ValueError("a choice space needs at least one value")
+        elif self.low is None or self.high is None or not self.low <= self.high:
+            raise ValueError(f"a {self.kind} space needs low <= high, got {self.low}..{self.high}")
+        elif self.kind == "log-uniform" and not self.low > 0:
+            raise ValueError(f"a log-uniform space needs low > 0, got {self.low}")
+
+    def describe(self) -> dict[str, Any]:
+        """As recorded (``tuning.space``) and compared by the confound check."""
+        if self.kind == "choice":
+            return {"kind": self.kind, "choices": list(self.choices)}
+        return {"kind": self.kind, "low": self.low, "high": self.high, **({"log": True} if self.log else {})}
+
+
+@dataclass(frozen=True)
 class TaskMetadata:
     kind: str  # e.g. "classification", "ner", "generation"
     language: str
@@ -158,6 +186,33 @@ class Task(Component):
         instead (the same numbers, slower)."""
         return None
 
+    def trivial_predictions(self, references: list, config: Any) -> list | None:
+        """What a model that learned nothing predicts for a split with these references: by default,
+        for one label per example, the split's majority label everywhere (ties: the first seen).
+        Its scores are the split's ``majority`` floor, and the report's "did not learn" test pairs a
+        run's predictions with these. None: the task has no such predictor (no majority floor)."""
+        import collections
+
+        if not references or not all(isinstance(r, (int, str)) for r in references):
+            return None
+        majority = collections.Counter(references).most_common(1)[0][0]
+        return [majority] * len(references)
+
+    def chance_scores(self, references: list, config: Any) -> dict[str, float]:
+        """The expected scores of a uniform random guess on a split with these references (e.g. 1/k
+        accuracy over k classes); {} (the default): not defined for this task."""
+        return {}
+
+    def floors(self, references: list, config: Any) -> dict[str, dict[str, float]]:
+        """A split's floors: ``{"majority": {score: value}, "chance": {score: value}}``, the scores
+        a run must beat to have learned anything (recorded per split as ``floors``)."""
+        trivial = self.trivial_predictions(references, config)
+        majority = {} if trivial is None else self.score(trivial, references, config)
+        known = self.metadata.greater_is_better
+        return {"majority": {k: float(v) for k, v in majority.items()
+                             if isinstance(v, (int, float)) and (not known or k in known)},
+                "chance": {k: float(v) for k, v in self.chance_scores(references, config).items()}}
+
     def encoding_report(self, examples: Sequence[Example], encoded: Sequence[Encoded], config: Any) -> dict[str, Any]:
         """What encoding lost (e.g. entities cut by truncation); recorded per split."""
         return {}
@@ -202,8 +257,22 @@ class Method(Component):
         ``previous`` is the trained model of the preceding stage (None for the
         first), for methods that carry weights from one stage to the next."""
 
+    lr_range: ClassVar[tuple[float, float] | None] = None
+    """The learning rates the method's family trains well with: tuning's log-uniform range for
+    ``lr``. None: a decade either side of the method's default ``lr``."""
+
     def learning_rate(self, config: Any, stage: Stage) -> float:
         return float(config.lr)
+
+    def search_space(self, config: Any) -> dict[str, SearchSpace]:
+        """What a suite's ``[tune]`` searches for this method (setting -> values), before the
+        suite's own ``[tune.space.<method>]`` overrides: by default the learning rate, log-uniform
+        over ``lr_range``. A method may add its size or other settings."""
+        lr = getattr(config, "lr", None)
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool):
+            return {}
+        low, high = self.lr_range or (lr / 10, lr * 10)
+        return {"lr": SearchSpace("log-uniform", low, high)}
 
     def loss(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return model(**batch).loss

@@ -261,6 +261,29 @@ def _deduplicated(frame):
     return frame
 
 
+def _report_frame(results: Path, include_failed: bool, task: str | None):
+    """The records a report reads: duplicates and tuning trials set aside (each said on stderr)."""
+    from .results import load_results
+
+    frame = load_results(results, ("success", "failed", "cancelled") if include_failed else ("success",),
+                         deduplicate=False)
+    frame = _without_trials(_deduplicated(frame))
+    _note_record_problems(frame)
+    if task is not None and not frame.empty and "task.name" in frame:
+        frame = frame[frame["task.name"] == task]
+    return frame
+
+
+def _without_trials(frame):
+    from .report import set_aside_trials
+
+    frame, trials = set_aside_trials(frame)
+    if trials:
+        err.print(f"{trials} tuning trial record(s) set aside: they score dev only; the report shows the finals "
+                  "(each final's record says how it was tuned)", highlight=False, markup=False)
+    return frame
+
+
 def _note_record_problems(frame) -> None:
     from .report import runs_without_scores
 
@@ -331,19 +354,14 @@ def report(
     """Comparison tables (Markdown) from run records."""
     from .api import Column
     from .report import build_table, stats_table
-    from .results import load_results
 
     if fmt not in ("md", "csv", "json"):
         raise ConfigError(f"--format {fmt!r} is not md, csv or json")
-    frame = load_results(results, ("success", "failed", "cancelled") if include_failed else ("success",),
-                         deduplicate=False)
-    _note_record_problems(frame := _deduplicated(frame))
+    frame = _report_frame(results, include_failed, task)
     if fields:
         for name in frame.columns:
             out.print(name, highlight=False)
         return
-    if task is not None and not frame.empty:
-        frame = frame[frame["task.name"] == task]
     cols, title, sort_by, frame = _report_columns(frame, results, table_name, columns, all_columns)
     if include_failed and not table_name and not columns:
         cols = [Column("status", "status"), *cols]
@@ -515,13 +533,24 @@ def suite_run(
                                                            "mlflow or wandb (adds to the file's track list)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="executor setting key=value, e.g. "
                                                                          "partition=gpu (see `peftbench list`)")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="with [tune]: the Optuna storage URL its studies live in "
+                                                        "(default sqlite:///RESULTS/tuning.db; any Optuna RDB "
+                                                        "URL, so trials on many machines share one study)")] = None,
 ) -> None:
-    """Expand a suite and run what is not done yet; keeps going past failures; safe to re-run."""
+    """Expand a suite and run what is not done yet; keeps going past failures; safe to re-run.
+    With a [tune] table: the same number of trials per method, chosen on dev, then the finals."""
     from . import suite
     from .tracking import check
 
     trackers = check([*suite.trackers(file), *(track or ())])
     runner_exec = _configured_executor(executor, set_ or [])
+    tune = suite.tune_settings(file)
+    if tune is not None:
+        from .tuning import default_storage
+
+        _run_tuned_suite(file, results, tune, storage or default_storage(results), dry_run, rerun_failed,
+                         lambda jobs, finished: _execute(runner_exec, jobs, devices, finished), trackers)
+        return
 
     planned, todo, table, done = _plan(file, results, rerun_failed, dry_run)
     out.print(table)
@@ -543,6 +572,59 @@ def suite_run(
     out.print(f"suite finished: {len(jobs) - len(failures)} succeeded, {len(failures)} failed"
               + (" (re-run with --rerun-failed after fixing)" if failures else ""), highlight=False)
     if failures:
+        raise typer.Exit(1)
+
+
+def _run_tuned_suite(file: Path, results: Path, tune, storage: str, dry_run: bool, rerun_failed: bool,
+                     execute, trackers) -> None:
+    """[tune]: trials in rounds (every study the same budget), then the finals like any suite's runs."""
+    from . import suite, tuned_suite
+    from .tuning import plan_studies
+
+    _, planned = suite.expand(file, _components())
+    studies = plan_studies(planned, tune)
+    out.print(f"{file}: {len(studies)} studies x {tune.trials} trials (sampler {tune.sampler}, pruner "
+              f"{tune.pruner}, chosen on dev {studies[0].metric}), then {len(planned)} finals; storage {storage}",
+              highlight=False)
+    for study in studies:
+        space = ", ".join(f"{k} {s.describe()}" for k, s in study.space.items())
+        out.print(f"  {study.name}: {space}", highlight=False, markup=False)
+    if dry_run:
+        return
+    lock = _lock(results)
+    failures: list[str] = []
+
+    def run_batch(batch: list) -> None:
+        todo = [run for run in batch if states.get(run.hash) != "success" and (
+            states.get(run.hash) != "failed" or rerun_failed or run.resolved.spec.tuning["role"] == "trial")]
+        finished: list[str] = []
+        try:
+            failures.extend(execute([suite.job(run, results, trackers) for run in todo], finished))
+        except KeyboardInterrupt:
+            err.print(f"interrupted: {len(finished)} of {len(todo)} runs of this round finished; `peftbench suite "
+                      f"run {file}` goes on from there (interrupted trials are not counted)",
+                      highlight=False, markup=False)
+            raise typer.Exit(130) from None
+
+    try:
+        states = suite.run_states(results)
+        opened = tuned_suite.run_trials(studies, tune, storage, results, run_batch, states,
+                                        lambda line: err.print(line, highlight=False, markup=False))
+        final_runs, without = tuned_suite.finals(studies, opened, tune)
+        for name in without:
+            err.print(f"study {name}: no trial completed, so no settings to choose; its finals do not run "
+                      "(see the trials' logs in suite-logs/)", highlight=False, markup=False)
+        states = suite.run_states(results)
+        done = sum(states.get(run.hash) == "success" for run in final_runs)
+        out.print(f"finals: {len(final_runs)} runs, {done} done, {len(final_runs) - done} to run", highlight=False)
+        trial_failures = len(failures)
+        run_batch(final_runs)
+    finally:
+        lock.close()
+    final_failures = len(failures) - trial_failures
+    out.print(f"suite finished: {len(final_runs) - final_failures} finals succeeded, {final_failures} failed; "
+              f"{trial_failures} trial(s) failed", highlight=False)
+    if final_failures or without:
         raise typer.Exit(1)
 
 

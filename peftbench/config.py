@@ -44,10 +44,12 @@ class TrainConfig:
     # effective batch (batch_size x grad_accum_steps x processes) and let the run pick the steps.
     grad_accum_steps: int = 1
     effective_batch_size: int | None = None
+    # Score the test split at the end (tuning trials do not: they select on dev only).
+    evaluate_test: bool = True
 
     # Settings added after runs were first recorded: left out of the config hash at their default,
     # so a suite still recognises the runs it finished before they existed.
-    HASH_OMITS_AT_DEFAULT = ("grad_accum_steps", "effective_batch_size")
+    HASH_OMITS_AT_DEFAULT = ("grad_accum_steps", "effective_batch_size", "evaluate_test")
 
     def accumulation_steps(self, processes: int = 1) -> int:
         """Micro-batches per optimizer update on each of ``processes`` data-parallel processes."""

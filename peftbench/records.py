@@ -110,6 +110,9 @@ class StageRecord:
     auxiliary_tensor_bytes: int
     memory: Memory | None = None
     step_seconds: StepTimes | None = None
+    # Did the training loss fall? The mean loss of the first (up to 10) steps, and each epoch's mean.
+    train_loss_start: float | None = None
+    train_loss_epochs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -187,8 +190,15 @@ class RunRecord:
     data: dict[str, Any] | None = None  # sizes per split plus what the task's loader reports
     stages: dict[str, StageRecord] = field(default_factory=dict)  # in training order
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> score name -> value
+    # split -> {"majority": {score: value}, "chance": {score: value}}: what a run that learned nothing scores
+    floors: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # How tuning made the run (null outside tuning): role trial | final, study, trial, trials, selected_on,
+    # space, chosen, and for finals the study's trials_complete / trials_pruned.
+    tuning: dict[str, Any] | None = None
     best_epoch: int | None = None
     stopped_because: str | None = None
+    # Whether the deployed stage's training loss fell: some epoch's mean below the first steps' mean.
+    loss_fell: bool | None = None
     params: Params | None = None
     time: Timing = field(default_factory=Timing)
     memory: Memory | None = None  # with several processes: each field's peak over the processes

@@ -116,6 +116,33 @@ def set_aside_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return pd.concat([kept, frame[~success]]).sort_index().copy(), int(success.sum()) - len(kept)
 
 
+def set_aside_trials(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Tuning trials (scored on dev only) left out of a report of the finals; and how many."""
+    if frame.empty or "tuning.role" not in frame:
+        return frame, 0
+    trial = frame["tuning.role"] == "trial"
+    return frame[~trial].copy(), int(trial.sum())
+
+
+def _tuning_notes(groups: list[pd.DataFrame], varying: list[str]) -> list[str]:
+    """Per tuned configuration: its study's trials (run, pruned) and the settings chosen on dev."""
+    from .results import configuration_label
+
+    notes = []
+    for group in groups:
+        if "tuning.role" not in group or group["tuning.role"].iat[0] != "final":
+            continue
+        first = group.iloc[0]
+        chosen = {c.split(".", 2)[2]: first[c] for c in group.columns
+                  if c.startswith("tuning.chosen.") and not _absent(first[c])}
+        pruned = int(first.get("tuning.trials_pruned") or 0)
+        ran = int(first.get("tuning.trials_complete") or 0) + pruned
+        notes.append(f"tuning: {configuration_label(group, varying)}: {ran} trials ({pruned} pruned) of a budget of "
+                     f"{int(first['tuning.trials'])}, chosen on dev {first.get('tuning.metric')}: "
+                     + ", ".join(f"{k}={_setting(v)}" for k, v in chosen.items()))
+    return notes
+
+
 def runs_without_scores(frame: pd.DataFrame) -> list[str]:
     """Run ids of successful records with no test value for their task's main score."""
     if frame.empty or "task.main_score" not in frame:
@@ -241,6 +268,10 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
         notes = ["bold = best in column (single runs: no significance test possible; run several seeds)"]
     if baseline:
         notes += _add_comparison(frame, table, baseline, options, confound_lines)
+    notes += _add_floor_column(frame, groups, table, alpha)
+    from .results import varying_columns
+
+    notes += _tuning_notes(groups, varying_columns(frame))
     notes += [f"confound: {line}" for line in confound_lines]
     if sort_by and all(value is None for value in numeric[sort_by]):  # a text column, e.g. the method
         table = table.iloc[sorted(range(len(rows)), key=lambda i: str(table[sort_by].iloc[i]))].reset_index(drop=True)
@@ -276,6 +307,46 @@ def _add_comparison(frame: pd.DataFrame, table: pd.DataFrame, baseline: str, opt
              f"* = significant at alpha={result.attrs['alpha']} after adjustment"]
     notes += [f"not tested: {label}: {note}" for label, note, p, b in
               zip(result["configuration"], result["note"], result["p"], result["baseline"]) if _absent(p) and not b]
+    return notes
+
+
+FLOOR_HEADER = "vs majority floor"
+DID_NOT_LEARN = "did not learn"
+
+
+def _add_floor_column(frame: pd.DataFrame, groups: list[pd.DataFrame], table: pd.DataFrame,
+                      alpha: float) -> list[str]:
+    """The column that says whether each configuration learned anything: its test main score
+    minus the majority floor, or ``did not learn`` where a one-sided test over the test examples
+    (seeds pooled) does not put it above that floor at ``alpha``. Returns the notes naming them."""
+    from .results import configuration_label, floor_checks, varying_columns
+
+    if "task.main_score" not in frame or "record_path" not in frame:
+        return []
+    checks = floor_checks(frame, alpha=alpha, groups=groups)
+    if all(check.learned is None and not check.loss_never_fell for check in checks):
+        return []
+    cells, notes, varying = [], [], varying_columns(frame)
+    for group, check in zip(groups, checks):
+        label = configuration_label(group, varying)
+        if check.learned is None:
+            cells.append("")
+        elif check.learned:
+            cells.append(f"{check.delta:+.4f}")
+        else:
+            cells.append(f"{DID_NOT_LEARN} ({check.delta:+.4f}, p {check.p:.2g})")
+            main = group["task.main_score"].iat[0]
+            notes.append(f"{DID_NOT_LEARN}: {label}: test {main} {check.floor + check.delta:.4f} does not beat the "
+                         f"majority floor {check.floor:.4f} (p {check.p:.2g}, {check.note})")
+        if check.loss_never_fell:
+            notes.append(f"training loss never fell below its first value: {label} (seed "
+                         f"{', '.join(map(str, check.loss_never_fell))})")
+    table[FLOOR_HEADER] = cells
+    tested = [c for c in checks if c.learned is not None]
+    if tested:
+        notes.insert(0, f"{FLOOR_HEADER}: test main score minus the score of always predicting the majority "
+                        f"(all-O for NER); '{DID_NOT_LEARN}' = not above it at alpha={alpha}, one-sided "
+                        "bootstrap over the test examples with the seeds pooled")
     return notes
 
 

@@ -88,7 +88,11 @@ def _confound_kind(column: str) -> str | None:
     prefixes = (("config.train.", "train"), ("effective_batch_size", "train"), ("config.task_config.", "task"), ("data.fingerprints.", "data"),
                 ("data.source", "data"), ("config.task", "task"), ("config.backbone", "backbone"),
                 ("backbone.info.source", "backbone"), ("backbone.info.revision", "backbone"),
-                ("backbone.info.fingerprint", "backbone"), ("environment.packages.", "library"))
+                ("backbone.info.fingerprint", "backbone"), ("environment.packages.", "library"),
+                # Equal tuning: the budget, sampler, pruner, selection score and which settings were
+                # searched (each family's own learning-rate range is the protocol, not a confound).
+                ("tuning.trials", "tuning"), ("tuning.sampler", "tuning"), ("tuning.pruner", "tuning"),
+                ("tuning.metric", "tuning"), ("tuning.tuned", "tuning"))
     return next((kind for prefix, kind in prefixes if column == prefix or
                  (prefix.endswith(".") and column.startswith(prefix))), None)
 
@@ -105,7 +109,10 @@ def confounds(frame: "pd.DataFrame") -> list[Confound]:
         kind = _confound_kind(column)
         if kind is None:
             continue
-        shown = frame[column].dropna().map(_shown)
+        values = frame[column]
+        if column == "tuning.trials" and values.notna().any():  # tuned beside untuned is unequal too
+            values = values.astype(object).where(values.notna(), "not tuned")
+        shown = values.dropna().map(_shown)
         if shown.nunique() < 2:
             continue
         if labels is None:  # configurations named by their method's own settings: the confound is the rest
@@ -151,6 +158,13 @@ class NotPaired(Exception):
 
 def _task_scorer(components: Any, row: "pd.Series", metric: str):
     """(score lists -> float, predictions -> statistics or None) from the run's task plugin."""
+    task, config = _task_and_config(components, row)
+    return (lambda p, r: float(task.score(p, r, config)[metric]),
+            lambda p, r: task.example_statistics(p, r, config, metric))
+
+
+def _task_and_config(components: Any, row: "pd.Series"):
+    """The run's task plugin and its task settings, as the run had them."""
     from .spec import config_from_dict
 
     name = row["config.task"] if "config.task" in row else row["task.name"]
@@ -161,9 +175,7 @@ def _task_scorer(components: Any, row: "pd.Series", metric: str):
                           "with the task's own code", "install its plugin, or use --test t") from None
     task_config = {k.split(".", 2)[2]: v for k, v in row.items()
                    if k.startswith("config.task_config.") and not _missing(v)}
-    config = config_from_dict(task.Config, task_config, f"{row.get('record_path')}: task_config")
-    return (lambda p, r: float(task.score(p, r, config)[metric]),
-            lambda p, r: task.example_statistics(p, r, config, metric))
+    return task, config_from_dict(task.Config, task_config, f"{row.get('record_path')}: task_config")
 
 
 def _missing(value: Any) -> bool:
@@ -307,8 +319,9 @@ def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metri
     """Each configuration (its seeds grouped) against the one where ``baseline`` (FIELD=VALUE)
     holds, on the test split's ``metric`` (default: the task's main score). One row per
     configuration: configuration, method, runs, metric, mean, ci_low, ci_high, baseline, delta,
-    delta_low, delta_high, p, p_adjusted, significant, test, note. ``.attrs["confounds"]`` holds
-    the confound lines (``strict``: a confound raises ConfigError)."""
+    delta_low, delta_high, p, p_adjusted, significant, test, note, floor, floor_p, learned (False:
+    "did not learn", see ``floor_checks``). ``.attrs["confounds"]`` holds the confound lines
+    (``strict``: a confound raises ConfigError)."""
     import pandas as pd
 
     if test not in TESTS or adjust not in ADJUSTMENTS:
@@ -341,8 +354,66 @@ def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metri
     adjusted = significance.adjust([None if _missing(p) else p for p in table["p"]], adjust)
     table["p_adjusted"] = pd.to_numeric(pd.Series(adjusted, index=table.index, dtype=object), errors="coerce")
     table["significant"] = table["p_adjusted"].lt(alpha)
+    checks = floor_checks(frame, metric, alpha, components=components if components is not None else _components(),
+                          groups=groups)
+    table["floor"] = [c.floor for c in checks]  # the majority floor of the test split
+    table["floor_p"] = [c.p for c in checks]
+    # True / False ("did not learn": not above the majority floor at alpha) / None (not testable)
+    table["learned"] = pd.Series([c.learned for c in checks], index=table.index, dtype=object)
     table.attrs.update(confounds=lines, adjust=adjust, alpha=alpha, confidence=confidence, resamples=resamples)
     return table
+
+
+# ------------------------------------------------------------------ floors: did a configuration learn?
+
+
+@dataclass(frozen=True)
+class FloorCheck:
+    """Whether a configuration's test score beats the majority floor (see ``floor_checks``)."""
+
+    floor: float | None  # the trivial predictor's test score (majority class, all-O, ...)
+    delta: float | None  # the configuration's mean minus the floor
+    p: float | None  # one-sided, pooled over seeds; None: not tested (see note)
+    learned: bool | None
+    note: str = ""
+    loss_never_fell: tuple[int, ...] = ()  # seeds whose training loss never went below its start
+
+
+def floor_checks(frame: "pd.DataFrame", metric: str | None = None, alpha: float = 0.05, resamples: int = 1000,
+                 components: Any = None, groups: list | None = None) -> list[FloorCheck]:
+    """Per configuration: does its test ``metric`` (default: the task's main score) beat the
+    majority floor with 1 - ``alpha`` confidence? A one-sided bootstrap over the test examples,
+    the seeds pooled (``significance.floor_test``), against the task's trivial predictor on the
+    same references. ``learned`` is None where that cannot be tested (no predictions, no floor)."""
+    groups = groups if groups is not None else configurations(frame)
+    components = components if components is not None else _components()
+    return [_floor_check(group, metric, alpha, resamples, components) for group in groups]
+
+
+def _floor_check(group: "pd.DataFrame", metric: str | None, alpha: float, resamples: int,
+                 components: Any) -> FloorCheck:
+    stalled = tuple(int(seed) for seed, fell in zip(group.get("config.train.seed", []), group.get("loss_fell", []))
+                    if fell is False)
+    main = metric or (group["task.main_score"].iat[0] if "task.main_score" in group else None)
+    if main is None or f"scores.test.{main}" not in group or group[f"scores.test.{main}"].isna().all():
+        return FloorCheck(None, None, None, None, "no test score", stalled)
+    try:
+        runs = _scored_runs(group, None, main, components)
+        task, config = _task_and_config(components, group.iloc[0])
+    except (NotPaired, ConfigError) as exc:
+        return FloorCheck(None, None, None, None, str(exc), stalled)
+    trivial = task.trivial_predictions(runs[0].references, config)
+    if trivial is None:
+        return FloorCheck(None, None, None, None, f"the task has no trivial predictor for {main}", stalled)
+    floor = significance.ScoredRun(trivial, runs[0].references, runs[0].score_lists,
+                                   task.example_statistics(trivial, runs[0].references, config, main))
+    declared = group[f"task.greater_is_better.{main}"].dropna() if f"task.greater_is_better.{main}" in group else []
+    higher = bool(declared.iloc[0]) if len(declared) else True
+    result = significance.floor_test(runs, floor, higher, resamples)
+    import numpy as np
+
+    value = floor.score(np.arange(len(trivial)))
+    return FloorCheck(value, result.delta, result.p, result.p < alpha, result.note, stalled)
 
 
 def bootstrap_intervals(frame: "pd.DataFrame", metric: str, confidence: float = 0.95,

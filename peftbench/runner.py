@@ -109,6 +109,7 @@ class _Run:
     marks: _Marks = field(default_factory=_Marks)
     started: float = field(default_factory=time.perf_counter)
     splits: dict[int, Splits] = field(default_factory=dict)  # per objective: a task loads its data once
+    stages: list[Stage] = field(default_factory=list)
 
     @property
     def record_path(self) -> Path:
@@ -210,6 +211,8 @@ def _start(components: Components, resolved: Resolved, results_dir: Path, progre
     record = RunRecord(
         run_id=run_id, pid=os.getpid(), host=platform.node(), started_at=started.isoformat(),
         config=spec.config_dict(), config_hash=spec.hash, seed=spec.seed, budget=spec.budget,
+        # the storage URL stays out of the record: an RDB URL may hold a password
+        tuning={k: v for k, v in spec.tuning.items() if k != "storage"} if spec.tuning else None,
         method=ComponentRef(spec.method, components.method_source(spec.method)),
         task=TaskRef(spec.task, source(components.tasks, spec.task), metadata.main_score,
                      dict(metadata.greater_is_better)),
@@ -249,6 +252,7 @@ def _set_up(current: _Run, components: Components) -> None:
 def _train_stages(current: _Run) -> None:
     spec, method = current.resolved.spec, current.resolved.method
     stages = method.stages(current.resolved.task, spec.task_config, spec.method_config, current.resolved.backbone)
+    current.stages = stages
     previous = None
     for index, stage in enumerate(stages):
         deployed = index == len(stages) - 1
@@ -347,12 +351,20 @@ def _train_stage(current: _Run, prepared: _Stage) -> tuple[FitResult, float]:
                          prepared.train, accelerator, current.progress, on_epoch)
     if current.track:  # each step's loss (read anyway for the NaN check) goes to the trackers
         context.on_loss = lambda step, loss: accelerator.log({f"{name}/train_loss": loss}, step=step)
+    if spec.tuning and spec.tuning.get("role") == "trial" and current.writes and prepared.stage is _last_stage(current):
+        from .tuning import pruning_check  # a tuning trial: its study may prune it after any epoch
+
+        context.should_stop = pruning_check(spec.tuning, prepared.objective.metadata.main_score)
     start = time.perf_counter()
     result = fit(context)
     seconds = time.perf_counter() - start
     current.marks("first_step_started", result.first_step_started_at)
     current.marks("first_step_done", result.first_step_done_at)
     return result, seconds
+
+
+def _last_stage(current: _Run) -> Stage | None:
+    return current.stages[-1] if current.stages else None
 
 
 def _stage_record(current: _Run, prepared: _Stage, result: FitResult, train_seconds: float,
@@ -376,6 +388,8 @@ def _stage_record(current: _Run, prepared: _Stage, result: FitResult, train_seco
         auxiliary_tensor_bytes=tensor_bytes(method.auxiliary_tensors(model)),
         step_seconds=StepTimes(len(result.step_seconds), min(result.step_seconds),
                                statistics.median(result.step_seconds)) if result.step_seconds else None,
+        train_loss_start=result.train_loss_start,
+        train_loss_epochs=[entry["train_loss"] for entry in result.history],
     )
 
 
@@ -385,10 +399,11 @@ def _score(current: _Run, prepared: _Stage) -> bool:
     the run's inference."""
     spec, record = current.resolved.spec, current.record
     predictions, predicted = {}, False
-    for split in ("dev", "test"):
+    for split in ("dev", "test") if spec.train.evaluate_test else ("dev",):
         scored = evaluate(prepared.model, prepared.loaders[split], prepared.objective, spec.task_config,
                           current.accelerator, current.progress, split, final=True)
         record.scores[split] = scored.scores
+        record.floors[split] = prepared.objective.floors(scored.references, spec.task_config)
         predictions[split] = {"ids": _example_ids(prepared.splits, split, scored.predictions),
                               "predictions": scored.predictions, "references": scored.references}
         predicted = scored.predict_seconds is not None
@@ -489,6 +504,8 @@ def _summarise(current: _Run, memory: Memory) -> None:
     last = stages[-1]
     record.memory, record.params = memory, last.params
     record.best_epoch, record.stopped_because = last.best_epoch, last.stopped_because
+    if last.train_loss_start is not None and last.train_loss_epochs:
+        record.loss_fell = min(last.train_loss_epochs) < last.train_loss_start
     record.time.epoch_seconds, record.time.epoch_mean_seconds = last.epoch_seconds, last.epoch_mean_seconds
     record.time.step_seconds = last.step_seconds
     record.time.train_seconds = sum(stage.train_seconds for stage in stages)

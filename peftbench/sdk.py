@@ -12,7 +12,7 @@ tutorial (docs/writing-plugins.md) builds a method and a task on it.
 from __future__ import annotations
 
 from .api import (Backbone, Column, Component, Encoded, Example, ExampleStatistics, HeadSpec, LoadedBackbone, Method,
-                  MethodWrapper, Splits, Stage, TableSpec, Task, TaskMetadata)
+                  MethodWrapper, SearchSpace, Splits, Stage, TableSpec, Task, TaskMetadata)
 from .config import apply_sets, field_types, parse_sets, parse_value
 from .data import locate
 from .datacache import cache_root, encode_cached, load_splits, tokenizer_fingerprint
@@ -29,7 +29,7 @@ from .spec import Resolved, RunSpec
 __all__ = [
     # contracts a plugin implements (peftbench.api)
     "Component", "Method", "MethodWrapper", "Task", "Backbone", "Stage", "HeadSpec", "TaskMetadata", "Splits",
-    "LoadedBackbone", "ExampleStatistics",
+    "LoadedBackbone", "ExampleStatistics", "SearchSpace",
     "Example", "Encoded", "TableSpec", "Column", "Executor", "Job",
     # registering
     "hookimpl", "CommandContext", "Components",

@@ -145,6 +145,36 @@ def approximate_randomization(a: Sequence[ScoredRun], b: Sequence[ScoredRun],
                       note=f"approximate randomization over examples, {resamples} swaps, {len(a)} shared seed(s)")
 
 
+def floor_test(runs: Sequence[ScoredRun], floor: ScoredRun, higher_is_better: bool = True,
+               resamples: int = 1000) -> TestResult:
+    """One-sided test that a configuration beats a floor predictor (e.g. the majority class) on the
+    test examples: each resample draws the examples once, scores every seed's run and the floor on
+    them, and compares the seeds' mean with the floor (the seeds are pooled, not resampled). p is the
+    share of resamples where the configuration does not beat the floor, (1 + hits) / (1 + resamples)."""
+    import numpy as np
+
+    rng, n = _rng(), _examples(runs)
+    sign = 1.0 if higher_is_better else -1.0
+    full = np.arange(n)
+    observed = float(np.mean([run.score(full) for run in runs]) - floor.score(full))
+    indices = rng.integers(0, n, (resamples, n))
+    if all(run.statistics is not None for run in (*runs, floor)):
+        counts = np.zeros((resamples, n), dtype=np.int64)  # how often each example is drawn
+        np.add.at(counts, (np.repeat(np.arange(resamples), n), indices.ravel()), 1)
+
+        def scores(run: ScoredRun) -> "np.ndarray":
+            totals = counts @ run.statistics.values
+            return np.array([run.statistics.score(row) for row in totals], dtype=float)
+
+        deltas = np.mean([scores(run) for run in runs], axis=0) - scores(floor)
+    else:
+        deltas = np.array([np.mean([run.score(index) for run in runs]) - floor.score(index) for index in indices])
+    hits = int(np.sum(sign * deltas <= 0))
+    return TestResult(observed, (1 + hits) / (1 + resamples),
+                      note=f"one-sided bootstrap over {n} test examples ({len(runs)} seed(s) pooled), "
+                           f"{resamples} resamples")
+
+
 def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> TestResult:
     """Exact McNemar test: under the null the discordant pairs split 50/50 (a binomial test). Exact
     at every count: it costs nothing here, and the chi-square approximation is only ever a stand-in."""

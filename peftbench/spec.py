@@ -34,6 +34,9 @@ class RunSpec:
     task_config: Any  # the task's frozen Config dataclass
     train: TrainConfig = field(default_factory=TrainConfig)
     budget: Budget | None = None  # set by --match-params; its choice is already in method_config
+    # Set by a suite's tuning: the run's role (trial or final), its study and trial. Not part of the
+    # hash: a run's settings define it; this only says how they were chosen.
+    tuning: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def seed(self) -> int:
@@ -62,7 +65,8 @@ class RunSpec:
 
     def to_json(self) -> dict[str, Any]:
         budget = dataclasses.asdict(self.budget) if self.budget else None
-        return {"format": SPEC_FORMAT, **self.config_dict(), "budget": budget, "config_hash": self.hash}
+        return {"format": SPEC_FORMAT, **self.config_dict(), "budget": budget, "tuning": self.tuning,
+                "config_hash": self.hash}
 
 
 @dataclass
@@ -127,6 +131,7 @@ def resolve_json(components: Components, data: dict[str, Any], where: str = "spe
         config_from_dict(task_obj.Config, data["task_config"], f"{where}: task_config"),
         config_from_dict(TrainConfig, data["train"], f"{where}: train"),
         Budget(**data["budget"]) if data.get("budget") else None,
+        data.get("tuning") if isinstance(data.get("tuning"), dict) else None,
     )
     if data.get("config_hash") not in (None, spec.hash):
         raise ConfigError(f"{where}: its settings hash to {spec.hash}, not the {data['config_hash']} it names",

@@ -46,7 +46,7 @@ from .executor import Job
 from .plugins import Components
 from .spec import Resolved, match_params, resolve
 
-TOP_KEYS = {"description", "defaults", "runs", "track"}
+TOP_KEYS = {"description", "defaults", "runs", "track", "tune"}
 BLOCK_KEYS = {"name", "method", "task", "backbone", "seeds", "set", "grid", "derive", "match_params"}
 SPECS_FOLDER = "suite-specs"
 
@@ -77,6 +77,16 @@ def trackers(path: Path) -> tuple[str, ...]:
     if not isinstance(track, list) or not all(isinstance(name, str) for name in track):
         raise ConfigError(f"{path}: track must be a list of tracker names", 'e.g. track = ["tensorboard", "mlflow"]')
     return tuple(track)
+
+
+def tune_settings(path: Path):
+    """The suite's [tune] table (peftbench.tuning.TuneSettings), or None when it tunes nothing."""
+    table = read_suite(path).get("tune")
+    if table is None:
+        return None
+    from .tuning import read_tune
+
+    return read_tune(table, f"{path.name}: tune")
 
 
 def read_suite(path: Path) -> dict[str, Any]:

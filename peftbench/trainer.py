@@ -50,6 +50,7 @@ class FitResult:
     # Each training step's time, batch fetching excluded; CPU only (on a GPU a step's time needs a
     # sync per step, which would slow training; epochs are timed there).
     step_seconds: list[float] = field(default_factory=list)
+    train_loss_start: float | None = None  # mean loss of the first (up to 10) steps: did the loss ever fall?
 
 
 def evaluate(
@@ -119,6 +120,8 @@ class FitContext:
     progress: Progress
     on_epoch: Callable[[dict[str, Any]], None]  # called with each epoch's log entry
     on_loss: Callable[[int, float], None] = lambda step, loss: None  # each step's loss (step counts over epochs)
+    # After each epoch's log entry: a reason to stop now (e.g. a tuning study pruned the trial), or None.
+    should_stop: Callable[[dict[str, Any]], str | None] = lambda entry: None
 
 
 @dataclass
@@ -199,6 +202,10 @@ def fit(context: FitContext) -> FitResult:
         context.progress.log(f"[{stage.name}] epoch {epoch}: train loss {train_loss:.4f}, dev loss {dev_loss}, "
                              f"dev {main} {dev.scores[main]:.4f}, {seconds:.1f}s")
         selection.update(dev.scores[main] if cfg.monitor == "score" else dev.loss, epoch, context.model)
+        stop = context.should_stop(entry)
+        if stop:
+            result.stopped_because = stop
+            break
         if cfg.patience is not None and selection.epochs_without_gain >= cfg.patience:
             result.stopped_because = f"no dev {cfg.monitor} gain > {cfg.min_delta} for {cfg.patience} epochs"
             break
@@ -216,6 +223,7 @@ class _LossWatch:
         self.every = 1 if device.type == "cpu" else NAN_CHECK_EVERY
         self.where, self.window, self.total, self.last_finite = where, [], 0.0, None
         self.on_loss, self.steps_before = on_loss, steps_before
+        self.first: list[float] = []  # the epoch's first (up to 10) finite losses
 
     def add(self, loss: torch.Tensor, step: int, last: bool) -> None:
         self.window.append(loss.detach().float())
@@ -231,6 +239,8 @@ class _LossWatch:
                                     "lower the learning rate, enable grad_clip, or use mixed_precision=no")
             self.total += value
             self.last_finite = value
+            if len(self.first) < 10:
+                self.first.append(value)
             self.on_loss(self.steps_before + step - len(values) + 1 + offset, value)
 
 
@@ -278,4 +288,6 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
                 result.step_seconds.append(time.perf_counter() - fetched)
             advance()
     synchronize(accelerator.device)
+    if result.train_loss_start is None and watch.first:
+        result.train_loss_start = sum(watch.first) / len(watch.first)
     return time.perf_counter() - start, watch.total / max(steps, 1)

@@ -56,7 +56,7 @@ def test_accumulation_settings_are_checked_and_old_hashes_stay():
 
     spec = RunSpec("m", "t", "b", Settings(), Settings(), TrainConfig())
     before = spec.config_dict()
-    for name in ("grad_accum_steps", "effective_batch_size"):
+    for name in ("grad_accum_steps", "effective_batch_size", "evaluate_test"):
         del before["train"][name]
     assert spec.hash == config_hash(before)  # a record written before accumulation existed keeps its hash
     assert RunSpec("m", "t", "b", Settings(), Settings(), TrainConfig(grad_accum_steps=2)).hash != spec.hash

@@ -132,7 +132,8 @@ def test_report_markdown_csv_json(two_runs, cli):
     s2 = cli("report", str(two_runs), "--table", "s2")
     assert s2.code == 0, s2.stderr
     header = next(line for line in s2.stdout.splitlines() if line.startswith("| r"))
-    assert [c.strip() for c in header.strip("|").split("|")] == ["r", "accuracy %", "size MB", "train time s"]
+    assert [c.strip() for c in header.strip("|").split("|")] == ["r", "accuracy %", "size MB", "train time s",
+                                                                  "vs majority floor"]
     assert "| 4 " in s2.stdout and "| full" in s2.stdout
     extra = cli("report", str(two_runs), "--table", "s2-extra-2")  # no early-stopping runs here
     assert extra.code == 1 and "no run in" in extra.stderr
@@ -272,7 +273,8 @@ def test_default_report_is_compact_and_all_columns_has_the_rest(two_runs, cli):
     compact = cli("report", str(two_runs))
     header = next(line for line in compact.stdout.splitlines() if line.startswith("| method"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "method", "task", "backbone", "settings", "test accuracy", "trainable params", "size MB", "s/epoch"]
+        "method", "task", "backbone", "settings", "test accuracy", "trainable params", "size MB", "s/epoch",
+        "vs majority floor"]
     assert "lr=5e-05" in compact.stdout and "lr=0.0005" in compact.stdout  # what tells the rows apart
     wide = cli("report", str(two_runs), "--all-columns")
     assert "train time s" in wide.stdout and "test macro_f1" in wide.stdout and "peak RSS MiB" in wide.stdout

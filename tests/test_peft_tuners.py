@@ -28,7 +28,7 @@ def test_every_peft_type_is_a_method():
     assert set(TUNERS) == expected
     assert len(COMPONENTS.methods) >= 25 + len(COMPONENTS.methods) - len(TUNERS)
     ia3 = {f.name: f.default for f in dataclasses.fields(COMPONENTS.methods.get("ia3").Config)}
-    assert ia3["target_modules"] is None and ia3["lr"] == 5e-4 and "task_type" not in ia3  # peft's defaults
+    assert ia3["target_modules"] is None and ia3["lr"] == 3e-3 and "task_type" not in ia3  # peft's defaults, (IA)3's lr
     assert {f.name: f.default for f in dataclasses.fields(COMPONENTS.methods.get("dora").Config)}["use_dora"] is True
 
 

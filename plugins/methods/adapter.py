@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 
 from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, hookimpl
 
+from .learning_rates import FAMILIES
+
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
 
@@ -31,7 +33,7 @@ class AdapterSettings:
     reduction_factor: float = 16.0
     bottleneck: int | None = None  # overrides reduction_factor (bottleneck = hidden / reduction_factor)
     non_linearity: Literal["relu", "gelu", "swish", "tanh"] = "relu"
-    lr: float = 1e-3
+    lr: float = FAMILIES["bottleneck"].lr  # source: plugins/methods/learning_rates.py
     train_head: bool = True
 
     def __post_init__(self) -> None:
@@ -58,6 +60,7 @@ def bottleneck_size(hidden: int, config: AdapterSettings) -> int:
 
 
 class BottleneckAdapter(Method):
+    lr_range = (FAMILIES["bottleneck"].low, FAMILIES["bottleneck"].high)
     name = "adapter"
     description = "bottleneck adapters (AdapterHub `adapters`): houlsby or pfeiffer, + trainable task head"
     Config = AdapterSettings

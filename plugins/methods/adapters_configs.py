@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from peftbench.sdk import ConfigError, LoadedBackbone, Stage, hookimpl
 
 from .adapter import BottleneckAdapter, set_head_trainable
+from .learning_rates import adapters_family
 from .peft_tuners import cached_catalogue, command_line_type, describe_type, field_default, settings_class
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
@@ -47,6 +48,7 @@ def _entry(key: str, config: Any) -> dict[str, Any]:
             fields.append([field.name, describe_type(kind), list(default) if isinstance(default, tuple) else default])
     name = "adapters-" + key.replace("++", "pp").replace("+", "-").replace("_", "-")
     return {"key": key, "name": name, "fields": fields, "merges": type(config).__name__ in EXACT_MERGES,
+            "config_class": type(config).__name__,
             "description": f"adapters library config {key!r} ({type(config).__name__}) + trainable task head"}
 
 
@@ -70,7 +72,9 @@ class AdaptersConfig(BottleneckAdapter):
     def __init__(self, entry: dict[str, Any]) -> None:
         self.key, self.name, self.description = entry["key"], entry["name"], entry["description"]
         self.mergeable = bool(entry["merges"])
-        self.Config = settings_class(self.name, entry["fields"])
+        family = adapters_family(entry["config_class"])
+        self.lr_range = (family.low, family.high)
+        self.Config = settings_class(self.name, entry["fields"], family.lr)
         names = {f.name for f in dataclasses.fields(self.Config)}
         size = next((s for s in ("r", "prefix_length", "prompt_length") if s in names), None)
         self.capacity = (size, range(1, 1025)) if size else None

@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING
 
 from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, hookimpl
 
+from .learning_rates import FAMILIES
+
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
 
 
 @dataclass(frozen=True)
 class BitFitConfig:
-    lr: float = 1e-3  # the paper's range is 1e-4 .. 1e-3; biases need a larger step than full FT
+    lr: float = FAMILIES["bitfit"].lr  # source: plugins/methods/learning_rates.py
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -31,6 +33,7 @@ def in_head(name: str, heads: frozenset[str]) -> bool:
 
 
 class BitFit(Method):
+    lr_range = (FAMILIES["bitfit"].low, FAMILIES["bitfit"].high)
     name = "bitfit"
     description = "BitFit: only the backbone's bias terms (and the task head) train"
     Config = BitFitConfig

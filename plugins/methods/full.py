@@ -8,13 +8,15 @@ from dataclasses import dataclass
 
 from peftbench.sdk import LoadedBackbone, Method, Stage, hookimpl
 
+from .learning_rates import FAMILIES
+
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
 
 
 @dataclass(frozen=True)
 class FullConfig:
-    lr: float = 5e-5
+    lr: float = FAMILIES["full"].lr  # source: plugins/methods/learning_rates.py
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -22,6 +24,7 @@ class FullConfig:
 
 
 class FullFineTuning(Method):
+    lr_range = (FAMILIES["full"].low, FAMILIES["full"].high)
     name = "full"
     description = "full fine-tuning: all weights train and are stored per task"
     Config = FullConfig

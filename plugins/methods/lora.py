@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Iterator
 
 from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, hookimpl
 
+from .learning_rates import FAMILIES
+
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
 
@@ -25,7 +27,7 @@ class LoraSettings:
     # "auto": peft's default for the architecture (BERT/RoBERTa query,value; T5 q,v; GPT-2 c_attn;
     # RWKV key,value,receptance,output; ...).
     target: tuple[str, ...] = ("auto",)
-    lr: float = 5e-4
+    lr: float = FAMILIES["lora"].lr  # source: plugins/methods/learning_rates.py
     train_head: bool = True
     bias: str = "none"
 
@@ -65,6 +67,7 @@ def resolve_target(model: torch.nn.Module, target: tuple[str, ...]) -> list[str]
 
 
 class Lora(Method):
+    lr_range = (FAMILIES["lora"].low, FAMILIES["lora"].high)
     name = "lora"
     description = "LoRA low-rank adapters (peft) on chosen linear layers + trainable task head"
     libraries = ("peft",)

@@ -439,6 +439,9 @@ class MultiTask(Method):
     def after_update(self, model: nn.Module, update: int, total_updates: int) -> None:
         self.inner.after_update(model.main, update, total_updates)
 
+    def search_space(self, config):
+        return self.inner.search_space(config)  # what tunes is the wrapped method's
+
     def artifact_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return self.inner.artifact_tensors(model.main)
 

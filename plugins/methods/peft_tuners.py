@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, cache_root, hookimpl, write_json_atomic
 
+from .learning_rates import peft_family
+
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
 
@@ -93,11 +95,12 @@ def rebuild_type(described: Any) -> Any:
     return kind | None if described["none"] else kind
 
 
-def settings_class(name: str, fields: list) -> type:
-    """A frozen dataclass from catalogue fields ([name, described type, default]), plus lr and train_head."""
+def settings_class(name: str, fields: list, lr: float) -> type:
+    """A frozen dataclass from catalogue fields ([name, described type, default]), plus lr (its
+    family's default) and train_head."""
     rows = [(n, rebuild_type(kind), dataclasses.field(default=tuple(d) if isinstance(d, list) else d))
             for n, kind, d in fields]
-    rows += [("lr", float, dataclasses.field(default=5e-4)), ("train_head", bool, dataclasses.field(default=True))]
+    rows += [("lr", float, dataclasses.field(default=lr)), ("train_head", bool, dataclasses.field(default=True))]
     return dataclasses.make_dataclass(f"{name.title().replace('-', '')}Settings", rows, frozen=True)
 
 
@@ -156,7 +159,9 @@ class PeftTuner(Method):
         self.peft_type, self.name, self.prefix = entry["peft_type"], entry["name"], entry["prefix"]
         self.description, self.prompt_learning = entry["description"], entry["prompt_learning"]
         self.mergeable = None if self.prompt_learning else True
-        self.Config = settings_class(self.name, entry["fields"])
+        family = peft_family(self.peft_type)
+        self.lr_range = (family.low, family.high)
+        self.Config = settings_class(self.name, entry["fields"], family.lr)
         names = {f.name for f in dataclasses.fields(self.Config)}  # the size setting, for --match-params
         size = "num_virtual_tokens" if self.prompt_learning else "r"
         # A config with an initial rank (AdaLoRA: init_r, target_r) ignores r, and its count is set

@@ -134,6 +134,9 @@ class Tapt(Method):
     def after_update(self, model, update: int, total_updates: int) -> None:
         self.inner.after_update(model, update, total_updates)
 
+    def search_space(self, config):
+        return self.inner.search_space(config)  # what tunes is the wrapped method's
+
     def artifact_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         # Stage 1 stores the inner method's weights plus every MLM-head tensor it trained (S1 Table 6.1).
         tensors = dict(self.inner.artifact_tensors(model))

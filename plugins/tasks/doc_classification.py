@@ -56,6 +56,17 @@ class DocumentClassification(Task):
         values = np.concatenate([is_predicted & is_gold, is_predicted & ~is_gold, ~is_predicted & is_gold], axis=1)
         return ExampleStatistics(values.astype(np.int64), lambda t: _macro_f1(t, len(labels)))
 
+    def chance_scores(self, references: list, config: Any) -> dict[str, float]:
+        """A uniform guess over the k classes: accuracy and micro-F1 1/k; macro-F1 the mean over
+        classes of 2 p_c (1/k) / (p_c + 1/k), p_c the class's share of the split (its expected
+        precision is p_c, its recall 1/k)."""
+        k = self.label_count(config)
+        if not references or k < 1:
+            return {}
+        shares = [sum(1 for r in references if r == c) / len(references) for c in range(k)]
+        macro = sum(2 * p / k / (p + 1 / k) for p in shares) / k
+        return {"accuracy": 1 / k, "micro_f1": 1 / k, "macro_f1": macro}
+
     def text(self, example: Example) -> str:
         return example["text"]
 

@@ -348,6 +348,16 @@ class Title2Article(Task):
             return _sacrebleu_statistics(score, [p["output"] for p in predictions], references)
         return None
 
+    def trivial_predictions(self, references: list, config: Title2ArticleConfig) -> None:
+        return None  # references are texts, not labels: no majority predictor for the main score
+
+    def floors(self, references: list, config: Title2ArticleConfig) -> dict[str, dict[str, float]]:
+        """An empty article's chrF / BLEU / ROUGE-L (the final, generated references only); the
+        teacher-forced token accuracy has no trivial predictor, so no floor."""
+        if not references or not all(isinstance(r, str) for r in references):
+            return {"majority": {}, "chance": {}}
+        return {"majority": text_scores([""] * len(references), references), "chance": {}}
+
     def score(self, predictions: list, references: list, config: Title2ArticleConfig) -> dict[str, float]:
         total = sum(p["total"] for p in predictions)
         scores = {"token_accuracy": sum(p["correct"] for p in predictions) / total if total else 0.0}

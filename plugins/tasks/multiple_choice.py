@@ -148,6 +148,9 @@ class MultipleChoice(Task):
         values = np.stack([np.asarray(predictions) == np.asarray(references), np.ones(len(references), bool)], 1)
         return ExampleStatistics(values.astype(np.int64), lambda t: t[0] / t[1] if t[1] else 0.0)
 
+    def chance_scores(self, references: list, config: ChoiceConfig) -> dict[str, float]:
+        return {"accuracy": 1 / len(config.choice_columns)}
+
     def text(self, example: Example) -> str:
         return "\n".join([example["context"], *example["choices"]])
 

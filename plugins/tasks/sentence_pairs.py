@@ -289,6 +289,13 @@ class SemanticTextualSimilarity(_SentencePairs):
     def decode(self, logits, batch, config: PairConfig) -> tuple[list, list]:
         return logits.squeeze(-1).tolist(), batch["labels"].tolist()
 
+    def trivial_predictions(self, references: list, config: PairConfig) -> list | None:
+        """The split's mean similarity for every pair: correlation 0, MSE the variance."""
+        return [sum(references) / len(references)] * len(references) if references else None
+
+    def chance_scores(self, references: list, config: PairConfig) -> dict[str, float]:
+        return {"pearson": 0.0, "spearman": 0.0}
+
     def score(self, predictions: list, references: list, config: PairConfig) -> dict[str, float]:
         import numpy as np
         from scipy.stats import pearsonr, spearmanr

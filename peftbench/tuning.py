@@ -1,0 +1,269 @@
+"""Tuning with an equal budget, chosen on dev: a suite's ``[tune]`` table, run through Optuna.
+
+    [tune]
+    trials = 6            # per method, the same for every method
+    metric = "accuracy"   # default: the task's main score, on dev; direction from the task
+    sampler = "tpe"       # tpe | random | grid (seeded)
+    pruner = "median"     # median | hyperband | none: on the dev score after each epoch
+    seed = 0
+    [tune.space.lora]     # overrides of the method's own search space (Method.search_space)
+    lr = {low = 1e-4, high = 3e-3}
+    r = [4, 8, 16]
+
+Each block grid point of the suite (task x backbone x method x fixed settings) is one Optuna
+study in one storage (``sqlite:///<results>/tuning.db`` unless ``--storage URL``, so trials run by
+the Ray or Slurm executors on many machines share it). Its trials are ordinary runs with the
+sampled settings that score dev only (``evaluate_test=false``); the best trial's settings then run
+once per seed of the block: the finals, the rows of the report. The suite only asks and tells; a
+trial's run reports its dev score after each epoch to its study and stops when the pruner says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .api import SearchSpace
+from .errors import ConfigError
+from .spec import Resolved, RunSpec
+
+TUNE_KEYS = {"trials", "metric", "sampler", "pruner", "seed", "space", "parallel"}
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "hyperband", "none")
+# What a trial does not need: it is scored on dev only, and neither timed nor kept.
+TRIAL_TRAIN = {"evaluate_test": False, "inference_repeats": 0, "save_artifact": False}
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    trials: int
+    metric: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    parallel: int = 1  # trials of one study in flight at once
+    spaces: dict[str, dict[str, SearchSpace]] = field(default_factory=dict)  # method -> overrides
+
+
+def read_tune(table: Any, where: str = "tune") -> TuneSettings:
+    """The suite's [tune] table, checked: one ``error:`` line per mistake."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table", "write [tune] with trials = N")
+    unknown = sorted(set(table) - TUNE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key", f"valid keys there: {', '.join(sorted(TUNE_KEYS))}")
+    trials = table.get("trials")
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise ConfigError(f"{where}.trials must be a positive integer (trials per method)", "e.g. trials = 6")
+    for key, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+        if key in table and table[key] not in allowed:
+            raise ConfigError(f"{where}.{key} = {table[key]!r} is not one of {', '.join(allowed)}")
+    for key in ("seed", "parallel"):
+        value = table.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1):
+            raise ConfigError(f"{where}.{key} must be an integer{' >= 1' if key == 'parallel' else ''}")
+    metric = table.get("metric")
+    if metric is not None and not isinstance(metric, str):
+        raise ConfigError(f"{where}.metric must be a score name, e.g. \"accuracy\"")
+    spaces = table.get("space", {})
+    if not isinstance(spaces, dict) or not all(isinstance(v, dict) for v in spaces.values()):
+        raise ConfigError(f"{where}.space must hold one table per method", "e.g. [tune.space.lora] lr = {low = 1e-4, "
+                                                                           "high = 1e-2}")
+    parsed = {method: {key: _space(value, f"{where}.space.{method}.{key}") for key, value in keys.items()}
+              for method, keys in spaces.items()}
+    return TuneSettings(trials, metric, table.get("sampler", "tpe"), table.get("pruner", "median"),
+                        table.get("seed", 0), table.get("parallel", 1), parsed)
+
+
+def _space(value: Any, where: str) -> SearchSpace:
+    """``[a, b, c]`` (choices) or ``{low = , high = , kind = }`` (kind: log-uniform for floats,
+    int for integers, unless named)."""
+    try:
+        if isinstance(value, list):
+            return SearchSpace("choice", choices=tuple(value))
+        if isinstance(value, dict) and set(value) <= {"low", "high", "kind", "log"}:
+            low, high = value.get("low"), value.get("high")
+            integers = isinstance(low, int) and isinstance(high, int)
+            kind = value.get("kind", "int" if integers else "log-uniform")
+            return SearchSpace(kind, low, high, log=bool(value.get("log", False)))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    raise ConfigError(f"{where} must be a list of values or a table {{low = , high = }}",
+                      "e.g. lr = {low = 1e-4, high = 1e-2} or r = [4, 8, 16]")
+
+
+# ------------------------------------------------------------------ studies
+
+
+@dataclass
+class Study:
+    """One study: a block grid point's runs (its seeds) and what tuning searches for it."""
+
+    name: str
+    runs: list  # the grid point's PlannedRuns, one per seed (the finals' settings before tuning)
+    space: dict[str, SearchSpace]
+    metric: str
+    maximize: bool
+
+    @property
+    def base(self) -> Resolved:
+        return self.runs[0].resolved
+
+
+def plan_studies(planned: list, tune: TuneSettings) -> list[Study]:
+    """The suite's runs grouped into studies: the same block and grid point, any seed."""
+    groups: dict[tuple, list] = {}
+    for run in planned:
+        groups.setdefault((run.block, tuple(p for p in run.point if not p.startswith("seed="))), []).append(run)
+    return [_study(runs, tune) for runs in groups.values()]
+
+
+def _study(runs: list, tune: TuneSettings) -> Study:
+    resolved = runs[0].resolved
+    spec, method, task = resolved.spec, resolved.method, resolved.task
+    space = {**method.search_space(spec.method_config), **tune.spaces.get(spec.method, {})}
+    if not space:
+        raise ConfigError(f"method {spec.method!r} declares nothing to tune (no lr setting)",
+                          f"give it a space: [tune.space.{spec.method}] with its settings")
+    for key in space:
+        if _section(spec, key) is None:
+            raise ConfigError(f"[tune.space.{spec.method}].{key}: {spec.method} has no setting {key!r}",
+                              "tune a method or train setting (`peftbench list` shows them)")
+        if spec.budget is not None and key == spec.budget.setting:
+            raise ConfigError(f"[tune.space.{spec.method}].{key} is the setting match_params sizes",
+                              "tune other settings, or drop match_params from the block")
+    metric = tune.metric or task.metadata.main_score
+    maximize = task.metadata.greater_is_better.get(metric, True)
+    unseeded = dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=0))
+    identity = json.dumps({"spec": unseeded.hash, "space": {k: s.describe() for k, s in sorted(space.items())},
+                           "metric": metric}, sort_keys=True)
+    key = hashlib.sha256(identity.encode()).hexdigest()[:10]
+    return Study(f"{spec.method}@{spec.task}@{spec.backbone}-{key}", runs, space, metric, maximize)
+
+
+def _section(spec: RunSpec, key: str) -> str | None:
+    for section, config in (("method_config", spec.method_config), ("train", spec.train)):
+        if key in {f.name for f in dataclasses.fields(config)}:
+            return section
+    return None
+
+
+def with_settings(spec: RunSpec, values: dict[str, Any], train: dict[str, Any] | None = None,
+                  tuning: dict[str, Any] | None = None) -> RunSpec:
+    """The spec with tuned values in their sections (checked like `--set` values) and extra train settings."""
+    method_values = {k: v for k, v in values.items() if _section(spec, k) == "method_config"}
+    train_values = {**{k: v for k, v in values.items() if _section(spec, k) == "train"}, **(train or {})}
+    try:
+        return dataclasses.replace(spec, method_config=dataclasses.replace(spec.method_config, **method_values),
+                                   train=dataclasses.replace(spec.train, **train_values), tuning=tuning)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"tuned settings {values} are invalid for {spec.method}: {exc}",
+                          "narrow the space in [tune.space]") from None
+
+
+# ------------------------------------------------------------------ Optuna
+
+
+def default_storage(results: Path) -> str:
+    return f"sqlite:///{results.resolve() / 'tuning.db'}"
+
+
+def distributions(space: dict[str, SearchSpace], sampler: str, trials: int) -> dict[str, Any]:
+    """Optuna distributions; for the grid sampler every range becomes a grid of points (log-spaced
+    for log-uniform), as many per setting as ``trials`` allows over all settings."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if sampler == "grid":
+        return {k: CategoricalDistribution(v) for k, v in grid(space, trials).items()}
+    out = {}
+    for key, s in space.items():
+        if s.kind == "choice":
+            out[key] = CategoricalDistribution(s.choices)
+        elif s.kind == "int":
+            out[key] = IntDistribution(int(s.low), int(s.high), log=s.log)
+        else:
+            out[key] = FloatDistribution(s.low, s.high, log=s.kind == "log-uniform")
+    return out
+
+
+def grid(space: dict[str, SearchSpace], trials: int) -> dict[str, tuple]:
+    import numpy as np
+
+    points = max(2, round(trials ** (1 / max(len(space), 1))))
+    values = {}
+    for key, s in space.items():
+        if s.kind == "choice":
+            values[key] = tuple(s.choices)
+        elif s.kind == "int":
+            values[key] = tuple(sorted({int(round(v)) for v in np.linspace(s.low, s.high, points)}))
+        else:
+            spaced = np.geomspace(s.low, s.high, points) if s.kind == "log-uniform" else np.linspace(s.low, s.high,
+                                                                                                      points)
+            values[key] = tuple(float(f"{v:.6g}") for v in spaced)
+    return values
+
+
+def make_sampler(tune: TuneSettings, space: dict[str, SearchSpace]):
+    import optuna
+
+    if tune.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=tune.seed)
+    if tune.sampler == "grid":
+        return optuna.samplers.GridSampler(dict(grid(space, tune.trials)), seed=tune.seed)
+    # The first third of the budget explores at random (Optuna's default of 10 would be all of a
+    # small budget); constant_liar keeps trials in flight at once from sampling the same point.
+    return optuna.samplers.TPESampler(seed=tune.seed, n_startup_trials=max(2, tune.trials // 3),
+                                      constant_liar=True)
+
+
+def make_pruner(name: str, trials: int, epochs: int):
+    import optuna
+
+    if name == "median":  # a trial is pruned once others have reported: the first ones run to the end
+        return optuna.pruners.MedianPruner(n_startup_trials=max(2, trials // 3), n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(study: Study, tune: TuneSettings, storage: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.create_study(storage=storage, study_name=study.name, load_if_exists=True,
+                                   direction="maximize" if study.maximize else "minimize",
+                                   sampler=make_sampler(tune, study.space),
+                                   pruner=make_pruner(tune.pruner, tune.trials, study.base.spec.train.epochs))
+    except (ValueError, ImportError) as exc:  # a bad URL, a missing database driver
+        raise ConfigError(f"cannot open the tuning storage {storage!r} ({exc})",
+                          "pass --storage with an Optuna RDB URL, e.g. sqlite:///results/tuning.db") from None
+
+
+def pruning_check(tuning: dict[str, Any], main_score: str) -> Callable[[dict[str, Any]], str | None]:
+    """For a trial's run: after each epoch, report its dev score to its study and return a reason
+    to stop when the study's pruner prunes it."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    metric = tuning.get("metric") or main_score
+    pruner = make_pruner(tuning.get("pruner", "none"), int(tuning.get("trials", 1)), int(tuning.get("epochs", 1)))
+    study = optuna.load_study(study_name=tuning["study"], storage=tuning["storage"], pruner=pruner)
+    trial = optuna.trial.Trial(study, int(tuning["trial_id"]))
+
+    def check(entry: dict[str, Any]) -> str | None:
+        value = entry["dev_scores"].get(metric)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None
+        trial.report(float(value), entry["epoch"])
+        return f"pruned by the tuning study after epoch {entry['epoch']}" if trial.should_prune() else None
+
+    return check
+
+
+PRUNED_PREFIX = "pruned by the tuning study"

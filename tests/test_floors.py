@@ -1,0 +1,35 @@
+"""Floors: what a run that learned nothing scores, and the report's "did not learn" mark."""
+
+from __future__ import annotations
+
+from peftbench import load_results
+from peftbench import plugins
+from peftbench.report import DID_NOT_LEARN, FLOOR_HEADER, build_table, compact_columns
+from peftbench.results import compare
+
+from synthetic import predictions_with_accuracy, write_run
+
+
+def test_classification_floors_are_majority_and_one_over_k():
+    task = plugins.load().tasks.get("livedoor-news")
+    config = task.default_config()
+    references = [0] * 6 + [1] * 3 + [2]
+    floors = task.floors(references, config)
+    assert floors["majority"]["accuracy"] == 0.6
+    assert abs(floors["chance"]["accuracy"] - 1 / 9) < 1e-12 and floors["chance"]["micro_f1"] == 1 / 9
+    ner = plugins.load().tasks.get("kwdlc-ner")
+    assert ner.floors([["B-PERSON", "O"], ["O"]], ner.default_config())["majority"]["f1"] == 0.0
+
+
+def test_a_run_at_its_majority_floor_is_marked_did_not_learn(tmp_path):
+    references = [i % 9 if i % 3 == 0 else 0 for i in range(300)]  # class 0 is the majority
+    for seed in (1, 2):
+        write_run(tmp_path, seed, "full", seed, predictions_with_accuracy(references, 0.95, seed), references)
+        write_run(tmp_path, 10 + seed, "lora", seed, [0] * len(references), references)  # always the majority
+    frame = load_results(tmp_path)
+    table, notes = build_table(frame, compact_columns(frame))
+    marks = dict(zip(table["method"], table[FLOOR_HEADER]))
+    assert marks["lora"].startswith(DID_NOT_LEARN) and not marks["full"].startswith(DID_NOT_LEARN)
+    assert any(line.startswith(f"{DID_NOT_LEARN}: lora") for line in notes)
+    result = compare(frame, "method.name=full")
+    assert dict(zip(result["method"], result["learned"])) == {"full": True, "lora": False}

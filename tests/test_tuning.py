@@ -1,0 +1,146 @@
+"""Tuning with an equal budget, chosen on dev: a suite's [tune] table through Optuna."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from peftbench import plugins, records, suite
+from peftbench.errors import ConfigError
+from peftbench.tuning import grid, plan_studies, read_tune
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "examples" / "livedoor-sample"
+
+
+def tuned_suite(tmp_path: Path, tiny_bert: Path, tune: str) -> Path:
+    path = tmp_path / "tuned.toml"
+    path.write_text(textwrap.dedent(f"""
+        description = "2 methods, 2 trials each, then 2 seeds"
+        [tune]
+        TUNE
+        [defaults]
+        task = "livedoor-news"
+        backbone = "{tiny_bert}"
+        seeds = [1, 2]
+        [defaults.set]
+        data_dir = "{SAMPLE}"
+        per_category = 10
+        max_length = 24
+        epochs = 2
+        inference_repeats = 0
+        save_artifact = false
+        [[runs]]
+        method = "full"
+        [[runs]]
+        method = "lora"
+    """).replace("TUNE", tune), encoding="utf-8")
+    return path
+
+
+def test_a_tuned_suite_leaves_its_studies_and_finals(tmp_path, tiny_bert, cli):
+    import optuna
+
+    path = tuned_suite(tmp_path, tiny_bert, 'trials = 2\nsampler = "random"')  # median prunes none of 2
+    results = tmp_path / "results"
+    result = cli("suite", "run", str(path), "--results", str(results), "--devices", "a,b")
+    assert result.code == 0, result.stderr + result.stdout
+    storage = f"sqlite:///{results / 'tuning.db'}"
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert len(names) == 2 and names[0].startswith("full@") and names[1].startswith("lora@")
+    chosen = {}
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert len(complete) == 2
+        low, high = (1e-5, 2e-4) if name.startswith("full") else (5e-5, 5e-3)  # the families' ranges
+        assert all(low <= t.params["lr"] <= high for t in complete)
+        chosen[name.split("@")[0]] = study.best_trial.params["lr"]
+    found = [record for _, record in records.iter_records(results)]
+    trials = [r for r in found if r["tuning"]["role"] == "trial"]
+    final = [r for r in found if r["tuning"]["role"] == "final"]
+    assert len(trials) == 4 and len(final) == 4
+    assert all("test" not in r["scores"] and "dev" in r["scores"] for r in trials)  # selection reads dev only
+    assert all("storage" not in r["tuning"] for r in found)
+    for record in final:
+        assert record["tuning"]["selected_on"] == "dev" and record["tuning"]["trials_complete"] == 2
+        assert record["config"]["method_config"]["lr"] == chosen[record["method"]["name"]]
+        assert "test" in record["scores"] and record["floors"]["test"]["majority"]["accuracy"] > 0
+    assert {r["seed"] for r in final} == {1, 2}
+
+    again = cli("suite", "run", str(path), "--results", str(results), "--devices", "a,b")  # nothing left to do
+    assert again.code == 0, again.stderr
+    assert "finals: 4 runs, 4 done, 0 to run" in again.stdout
+    assert len(list(records.iter_records(results))) == 8
+
+    report = cli("report", str(results))
+    assert report.code == 0, report.stderr
+    assert "4 tuning trial record(s) set aside" in report.stderr
+    assert "tuning: full" in report.stdout and "2 trials (0 pruned)" in report.stdout
+
+
+def test_pruning_stops_trials_behind_the_median(tmp_path, tiny_bert, cli):
+    import optuna
+
+    path = tuned_suite(tmp_path, tiny_bert, 'trials = 4\nparallel = 2\npruner = "median"\nsampler = "grid"')
+    path.write_text(path.read_text().replace("epochs = 2", "epochs = 3").replace(
+        '[[runs]]\nmethod = "full"\n', ""), encoding="utf-8")
+    path.write_text(path.read_text().replace("seeds = [1, 2]", "seeds = [1]"), encoding="utf-8")
+    results = tmp_path / "results"
+    result = cli("suite", "run", str(path), "--results", str(results), "--devices", "a,b")
+    assert result.code == 0, result.stderr + result.stdout
+    study = optuna.load_study(study_name=optuna.get_all_study_summaries(f"sqlite:///{results / 'tuning.db'}")[0]
+                              .study_name, storage=f"sqlite:///{results / 'tuning.db'}")
+    states = [t.state for t in study.trials]
+    assert len(states) == 4 and all(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+                                    for s in states)
+    lrs = sorted(t.params["lr"] for t in study.trials)
+    assert lrs == sorted(grid(plan_studies(suite.expand(path, plugins.load())[1],
+                                           read_tune({"trials": 4}))[0].space, 4)["lr"])  # the 4 grid points
+    for trial in study.trials:  # every trial reported its dev score per epoch it trained
+        assert trial.intermediate_values and max(trial.intermediate_values) <= 3
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            assert len(trial.intermediate_values) < 3
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({}, "trials must be a positive integer"),
+    ({"trials": 2, "sampler": "bayes"}, "sampler = 'bayes' is not one of tpe, random, grid"),
+    ({"trials": 2, "budget": 3}, "tune.budget: unknown key"),
+    ({"trials": 2, "space": {"lora": {"lr": "big"}}}, "must be a list of values or a table"),
+    ({"trials": 2, "space": {"lora": {"lr": {"low": 1e-2, "high": 1e-4}}}}, "low <= high"),
+])
+def test_bad_tune_tables_are_one_clear_error(table, message):
+    with pytest.raises(ConfigError, match=message):
+        read_tune(table)
+
+
+def test_a_space_names_only_settings_the_method_has(tmp_path, tiny_bert):
+    path = tuned_suite(tmp_path, tiny_bert, "trials = 2\n[tune.space.lora]\nrank = [2, 4]")
+    with pytest.raises(ConfigError, match=r"lora has no setting 'rank'"):
+        plan_studies(suite.expand(path, plugins.load())[1], suite.tune_settings(path))
+
+
+def test_an_outside_method_gets_the_learning_rate_space_and_overrides_add_to_it():
+    components = plugins.load()
+    lora = components.resolve_method("lora")
+    space = lora.search_space(lora.default_config())
+    assert set(space) == {"lr"} and space["lr"].kind == "log-uniform"
+    from peftbench.sdk import Method
+
+    class Outside(Method):  # no lr_range: a decade either side of its default
+        name = "outside"
+
+        def prepare(self, loaded, config, stage, previous=None): ...
+
+        def artifact_tensors(self, model): ...
+
+        def save(self, model, directory): ...
+
+    from dataclasses import make_dataclass
+
+    config = make_dataclass("C", [("lr", float, 1e-3)], frozen=True)()
+    assert Outside().search_space(config)["lr"].describe() == {"kind": "log-uniform", "low": 1e-4, "high": 1e-2}
+    assert grid({"lr": Outside().search_space(config)["lr"]}, 3)["lr"] == (1e-4, 1e-3, 1e-2)
