@@ -78,6 +78,8 @@ class SearchSpace:
     log: bool = False  # for kind "int"
 
     def __post_init__(self) -> None:
+        if self.kind not in ("log-uniform", "uniform", "int", "choice"):
+            raise ValueError(f"kind {self.kind!r} is not one of log-uniform, uniform, int, choice")
         if self.kind == "choice":
             if not self.choices:
                 raise ValueError("a choice space needs at least one value")

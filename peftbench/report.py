@@ -344,8 +344,8 @@ def _add_floor_column(frame: pd.DataFrame, groups: list[pd.DataFrame], table: pd
     table[FLOOR_HEADER] = cells
     tested = [c for c in checks if c.learned is not None]
     if tested:
-        notes.insert(0, f"{FLOOR_HEADER}: test main score minus the score of always predicting the majority "
-                        f"(all-O for NER); '{DID_NOT_LEARN}' = not above it at alpha={alpha}, one-sided "
+        notes.insert(0, f"{FLOOR_HEADER}: test main score minus the score of the task's trivial predictor (its "
+                        f"majority floor); '{DID_NOT_LEARN}' = not above it at alpha={alpha}, one-sided "
                         "bootstrap over the test examples with the seeds pooled")
     return notes
 

@@ -30,29 +30,27 @@ def _records_by_hash(results: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _tell(optuna_study, trial: Any, record: dict[str, Any] | None, metric: str) -> str:
-    """Tell the study how a trial's run ended; returns the state told."""
+def _tell(optuna_study, trial: Any, record: dict[str, Any] | None, metric: str) -> None:
+    """Tell the study how a trial's run ended: complete with its dev score, pruned, or failed."""
     try:
-        return _tell_state(optuna_study, trial, record, metric)
+        _tell_state(optuna_study, trial, record, metric)
     except RuntimeError as exc:  # the grid sampler stops "the optimize loop" when its grid is done;
         if "Study.stop" not in str(exc):  # ask-and-tell has none, and the trial is stored before that
             raise
-        return "complete"
 
 
-def _tell_state(optuna_study, trial: Any, record: dict[str, Any] | None, metric: str) -> str:
+def _tell_state(optuna_study, trial: Any, record: dict[str, Any] | None, metric: str) -> None:
     from optuna.trial import TrialState
 
     value = ((record or {}).get("scores") or {}).get("dev", {}).get(metric)
     if record and record.get("status") == "success" and str(record.get("stopped_because", "")).startswith(
             PRUNED_PREFIX):
         optuna_study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-        return "pruned"
+        return
     if record and record.get("status") == "success" and isinstance(value, (int, float)):
         optuna_study.tell(trial, float(value), skip_if_finished=True)
-        return "complete"
+        return
     optuna_study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-    return "failed"
 
 
 def _settle_stale(study: Study, optuna_study, results: Path, states: dict[str, str]) -> None:

@@ -240,7 +240,7 @@ def open_study(study: Study, tune: TuneSettings, storage: str):
                                    direction="maximize" if study.maximize else "minimize",
                                    sampler=make_sampler(tune, study.space),
                                    pruner=make_pruner(tune.pruner, tune.trials, study.base.spec.train.epochs))
-    except (ValueError, ImportError) as exc:  # a bad URL, a missing database driver
+    except Exception as exc:  # noqa: BLE001 - a bad URL, a missing driver, an unreachable database: one line
         raise ConfigError(f"cannot open the tuning storage {storage!r} ({exc})",
                           "pass --storage with an Optuna RDB URL, e.g. sqlite:///results/tuning.db") from None
 

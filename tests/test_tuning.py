@@ -111,6 +111,7 @@ def test_pruning_stops_trials_behind_the_median(tmp_path, tiny_bert, cli):
     ({"trials": 2, "budget": 3}, "tune.budget: unknown key"),
     ({"trials": 2, "space": {"lora": {"lr": "big"}}}, "must be a list of values or a table"),
     ({"trials": 2, "space": {"lora": {"lr": {"low": 1e-2, "high": 1e-4}}}}, "low <= high"),
+    ({"trials": 2, "space": {"lora": {"lr": {"low": 1e-4, "high": 1e-2, "kind": "normal"}}}}, "kind 'normal'"),
 ])
 def test_bad_tune_tables_are_one_clear_error(table, message):
     with pytest.raises(ConfigError, match=message):
