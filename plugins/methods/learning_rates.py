@@ -25,6 +25,9 @@ class Family:
 FAMILIES = {f.name: f for f in (
     Family("full", 5e-5, 1e-5, 2e-4,
            "BERT (Devlin et al., 2019): 2e-5..5e-5 for fine-tuning"),
+    Family("head", 1e-3, 1e-4, 1e-2,
+           "linear probing (Kumar et al., 2022, 'Fine-Tuning can Distort Pretrained Features'): "
+           "a linear head on frozen features trains at ~1e-3 with Adam"),
     Family("bitfit", 1e-3, 1e-4, 1e-2,
            "BitFit (Ben Zaken et al., 2022): 1e-4..1e-3, biases need larger steps than full FT"),
     Family("lora", 5e-4, 5e-5, 5e-3,
@@ -38,10 +41,13 @@ FAMILIES = {f.name: f for f in (
            "VeRA (Kopiczko et al., 2024): 4e-3..1e-2 for its scaling vectors on GLUE"),
     Family("spectral", 2e-2, 2e-3, 1e-1,
            "FourierFT (Gao et al., 2024): 5e-2..1e-1 for its spectral coefficients on GLUE "
-           "(here shared with the head, so a lower default)"),
+           "(here shared with the head, so a lower default); C3A (Chen et al., 2025) trains circulant "
+           "kernels in the same Fourier domain: at the LoRA range it did not learn tests/test_learning.py's "
+           "task, at 2e-2 it did"),
     Family("prompt", 3e-2, 1e-3, 3e-1,
            "Prompt tuning (Lester et al., 2021): 0.3 with Adafactor; 3e-2 with AdamW as in peft's "
-           "prompt-tuning guide"),
+           "prompt-tuning guide; trainable tokens (embedding rows, like the virtual tokens) alike: at the "
+           "LoRA range they did not learn tests/test_learning.py's task, at 3e-2 they did"),
     Family("prefix", 1e-2, 1e-3, 1e-1,
            "P-tuning v2 (Liu et al., 2022): 5e-3..1e-2 for deep prompts on encoders; "
            "Prefix-tuning (Li & Liang, 2021) trains its prefix through an MLP"),
@@ -57,7 +63,7 @@ PEFT_FAMILIES = {
     "P_TUNING": "prefix", "PREFIX_TUNING": "prefix", "ADAPTION_PROMPT": "prefix", "CARTRIDGE": "prefix",
     "IA3": "scaling", "LN_TUNING": "scaling",
     "VERA": "vector-bank", "PVERA": "vector-bank", "VBLORA": "vector-bank",
-    "FOURIERFT": "spectral", "WAVEFT": "spectral",
+    "FOURIERFT": "spectral", "WAVEFT": "spectral", "C3A": "spectral", "TRAINABLE_TOKENS": "prompt",
     "BOFT": "orthogonal", "OFT": "orthogonal", "HRA": "orthogonal", "ROAD": "orthogonal", "PSOFT": "orthogonal",
     "GOFT": "orthogonal",
 }
