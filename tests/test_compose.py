@@ -1,5 +1,5 @@
 """Open composition: `tapt+<method>` and `mtl-<aux>+<method>` wrap any registered method, one
-from an outside package included (the example linear-probe plugin, loaded as it is), with no list of
+from an outside package included (the example embedding-tuning plugin, loaded as it is), with no list of
 names anywhere."""
 
 from __future__ import annotations
@@ -20,32 +20,32 @@ from peftbench.progress import Progress
 @pytest.fixture(scope="module")
 def with_probe():
     """The example plugin's module, unedited, registered next to the built-in plugins."""
-    path = REPO / "examples" / "peftbench-plugin-linear-probe" / "peftbench_linear_probe.py"
-    module_spec = importlib.util.spec_from_file_location("peftbench_linear_probe", path)
+    path = REPO / "examples" / "peftbench-plugin-embedding-tuning" / "peftbench_embedding_tuning.py"
+    module_spec = importlib.util.spec_from_file_location("peftbench_embedding_tuning", path)
     module = importlib.util.module_from_spec(module_spec)
-    sys.modules["peftbench_linear_probe"] = module  # as an installed distribution's module would be
+    sys.modules["peftbench_embedding_tuning"] = module  # as an installed distribution's module would be
     try:
         module_spec.loader.exec_module(module)
         yield plugins.load(extra_plugins=(module,))
     finally:
-        del sys.modules["peftbench_linear_probe"]
+        del sys.modules["peftbench_embedding_tuning"]
 
 
-@pytest.mark.parametrize(("method", "own_sets"), [("tapt+linear-probe", ["tapt_epochs=1", "tapt_batch_size=16"]),
-                                                  ("mtl-ngram+linear-probe", ["merges=20", "min_frequency=2"])])
+@pytest.mark.parametrize(("method", "own_sets"), [("tapt+embedding-tuning", ["tapt_epochs=1", "tapt_batch_size=16"]),
+                                                  ("mtl-ngram+embedding-tuning", ["merges=20", "min_frequency=2"])])
 def test_an_outside_method_runs_wrapped(method, own_sets, with_probe, tiny_bert, sample_dir, tmp_path):
     sets = [f"data_dir={sample_dir}", "per_category=10", "max_length=32", "epochs=1", "inference_repeats=0"]
     resolved = spec.resolve(with_probe, method, "livedoor-news", str(tiny_bert), [*sets, *own_sets])
     record, _ = runner.run(with_probe, resolved, tmp_path, Progress(quiet=True))
     assert record.status == "success", record.error
-    assert record.method.name == method and record.method.plugin.endswith("+ peftbench_linear_probe")
+    assert record.method.name == method and record.method.plugin.endswith("+ peftbench_embedding_tuning")
     final = record.stages["finetune"].params
-    assert final.head > 0 and final.adapter == final.backbone_trainable == 0  # the head only, as probing trains
+    assert final.head > 0 and final.adapter > 0 and final.backbone_trainable == 0  # embeddings + head
     if method.startswith("tapt"):
         assert list(record.stages) == ["tapt", "finetune"]
         tapt = record.stages["tapt"].params
-        # Stage 1: the MLM transform + decoder bias; the tied word embeddings stay frozen.
-        assert tapt.head > 0 and tapt.adapter == tapt.backbone_trainable == 0
+        # Stage 1: the MLM transform + decoder bias, and the word embeddings (tied to the decoder).
+        assert tapt.head > 0 and tapt.adapter == final.adapter and tapt.backbone_trainable == 0
     else:
         assert record.params.auxiliary > 0 and record.artifact.auxiliary_tensor_bytes > 0
 

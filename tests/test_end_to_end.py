@@ -241,25 +241,25 @@ def test_third_party_distribution_appears_and_runs(tiny_bert, sample_dir, tmp_pa
     """Install the example plugin as a separate distribution (dist-info + module on a path
     entry, as pip lays it out) and use it with no edit to peftbench."""
     site = tmp_path / "site"
-    dist = site / "peftbench_plugin_linear_probe-0.1.0.dist-info"
+    dist = site / "peftbench_plugin_embedding_tuning-0.1.0.dist-info"
     dist.mkdir(parents=True)
-    source = REPO / "examples" / "peftbench-plugin-linear-probe" / "peftbench_linear_probe.py"
-    (site / "peftbench_linear_probe.py").write_text(source.read_text())
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: peftbench-plugin-linear-probe\nVersion: 0.1.0\n")
-    (dist / "entry_points.txt").write_text("[peftbench]\nlinear-probe = peftbench_linear_probe\n")
+    source = REPO / "examples" / "peftbench-plugin-embedding-tuning" / "peftbench_embedding_tuning.py"
+    (site / "peftbench_embedding_tuning.py").write_text(source.read_text())
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: peftbench-plugin-embedding-tuning\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[peftbench]\nembedding-tuning = peftbench_embedding_tuning\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     command = [sys.executable, "-m", "peftbench.cli"]
     listed = subprocess.run([*command, "list", "--json"], capture_output=True, text=True, env=env, timeout=120)
     assert listed.returncode == 0, listed.stderr
     methods = {m["name"]: m for m in json.loads(listed.stdout)["methods"]}
-    assert methods["linear-probe"]["plugin"] == "peftbench-plugin-linear-probe 0.1.0"
-    assert methods["linear-probe"]["settings"] == [{"name": "lr", "type": "float", "default": "0.001"}]
-    ran = subprocess.run([*command, *run_args("linear-probe", tiny_bert, sample_dir, tmp_path / "r", epochs=1)],
+    assert methods["embedding-tuning"]["plugin"] == "peftbench-plugin-embedding-tuning 0.1.0"
+    assert methods["embedding-tuning"]["settings"] == [{"name": "lr", "type": "float", "default": "0.001"}]
+    ran = subprocess.run([*command, *run_args("embedding-tuning", tiny_bert, sample_dir, tmp_path / "r", epochs=1)],
                          capture_output=True, text=True, env=env, timeout=300)
     assert ran.returncode == 0, ran.stderr
     record = only_record(tmp_path / "r")
-    assert record["method"] == {"name": "linear-probe", "plugin": "peftbench-plugin-linear-probe 0.1.0"}
-    assert record["params"]["head"] > 0 and record["params"]["adapter"] == record["params"]["backbone_trainable"] == 0
+    assert record["method"] == {"name": "embedding-tuning", "plugin": "peftbench-plugin-embedding-tuning 0.1.0"}
+    assert record["params"]["head"] > 0 and record["params"]["adapter"] > 0 and record["params"]["backbone_trainable"] == 0
 
 
 def test_records_written_validate_against_the_schema(two_runs):

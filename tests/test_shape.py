@@ -45,7 +45,7 @@ def test_no_function_in_the_core_is_longer_than_a_reader_can_hold():
 
 
 def plugin_sources() -> list[Path]:
-    return [*_python_files("plugins"), REPO / "examples" / "peftbench-plugin-linear-probe" / "peftbench_linear_probe.py"]
+    return [*_python_files("plugins"), REPO / "examples" / "peftbench-plugin-embedding-tuning" / "peftbench_embedding_tuning.py"]
 
 
 @pytest.mark.parametrize("path", plugin_sources(), ids=lambda p: str(p.relative_to(REPO)))
