@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Study S1 (../shared/SEEDS.md): full fine-tuning vs LoRA vs TAPT+LoRA on KWDLC NER,
+# Study S1 (docs/studies.md): full fine-tuning vs LoRA vs TAPT+LoRA on KWDLC NER,
 # S1's hyper-parameters, then S1's tables 5.3, 6.1, 6.2 and 6.3.
 #
 #   KWDLC=/path/to/KWDLC bash benchmarks/s1-kwdlc-tapt-lora.sh

@@ -17,7 +17,7 @@ def kwdlc_splits():
 @pytest.mark.corpus
 def test_counts_match_the_reference_figures(kwdlc_splits):
     counts = kwdlc_splits.info["counts"]
-    # ../shared/data/README.md: 3,915 / 512 / 700 documents; rhoknp 1.8.2 finds 12,271 / 1,585 / 2,195
+    # The copy CI reads: 3,915 / 512 / 700 documents; rhoknp 1.8.2 finds 12,271 / 1,585 / 2,195
     # sentences and 6,274 / 975 / 1,123 NE tags (OPTIONAL 252 / 22 / 35) with 7 span warnings.
     assert [counts[s]["documents"] for s in ("train", "dev", "test")] == [3915, 512, 700]
     assert [counts[s]["sentences"] for s in ("train", "dev", "test")] == [12271, 1585, 2195]

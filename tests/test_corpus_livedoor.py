@@ -10,7 +10,7 @@ from conftest import corpus_or_skip
 from peftbench import records
 from peftbench_plugins.tasks.livedoor import CATEGORIES, LivedoorConfig, LivedoorNews
 
-# ../shared/data/README.md: article counts of this copy (S2 lists livedoor-homme as 512; this copy has 511).
+# The copy CI reads: article counts (S2 lists livedoor-homme as 512; this copy has 511).
 COUNTS = {"dokujo-tsushin": 870, "it-life-hack": 870, "kaden-channel": 864, "livedoor-homme": 511,
           "movie-enter": 870, "peachy": 842, "smax": 870, "sports-watch": 900, "topic-news": 770}
 

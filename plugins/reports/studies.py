@@ -1,4 +1,4 @@
-"""Report layouts of the published studies peftbench reproduces (../shared/SEEDS.md).
+"""Report layouts of the published studies peftbench reproduces (docs/studies.md).
 
 Each layout keeps the study's columns and units; rows are peftbench runs
 (grouped over seeds). `peftbench report RESULTS --table NAME`.
