@@ -533,12 +533,12 @@ def suite_run(
                                                            "mlflow or wandb (adds to the file's track list)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="executor setting key=value, e.g. "
                                                                          "partition=gpu (see `peftbench list`)")] = None,
-    storage: Annotated[Optional[str], typer.Option(help="with [tune]: the Optuna storage URL its studies live in "
+    storage: Annotated[Optional[str], typer.Option(help="with \\[tune]: the Optuna storage URL its studies live in "
                                                         "(default sqlite:///RESULTS/tuning.db; any Optuna RDB "
                                                         "URL, so trials on many machines share one study)")] = None,
 ) -> None:
     """Expand a suite and run what is not done yet; keeps going past failures; safe to re-run.
-    With a [tune] table: the same number of trials per method, chosen on dev, then the finals."""
+    With a \\[tune] table: the same number of trials per method, chosen on dev, then the finals."""
     from . import suite
     from .tracking import check
 

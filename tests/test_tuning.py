@@ -145,3 +145,10 @@ def test_an_outside_method_gets_the_learning_rate_space_and_overrides_add_to_it(
     config = make_dataclass("C", [("lr", float, 1e-3)], frozen=True)()
     assert Outside().search_space(config)["lr"].describe() == {"kind": "log-uniform", "low": 1e-4, "high": 1e-2}
     assert grid({"lr": Outside().search_space(config)["lr"]}, 3)["lr"] == (1e-4, 1e-3, 1e-2)
+
+
+def test_the_help_names_the_tune_table(cli, monkeypatch):
+    """Rich reads '[tune]' as markup and drops it unless escaped."""
+    monkeypatch.setenv("COLUMNS", "200")
+    result = cli("suite", "run", "--help")
+    assert result.code == 0 and "With a [tune] table" in result.out and "with [tune]: the Optuna" in result.out
