@@ -151,4 +151,4 @@ def test_the_help_names_the_tune_table(cli, monkeypatch):
     """Rich reads '[tune]' as markup and drops it unless escaped."""
     monkeypatch.setenv("COLUMNS", "200")
     result = cli("suite", "run", "--help")
-    assert result.code == 0 and "With a [tune] table" in result.out and "with [tune]: the Optuna" in result.out
+    assert result.code == 0 and "With a [tune] table" in result.stdout and "with [tune]: the Optuna" in result.stdout
