@@ -40,7 +40,7 @@ def methods(components) -> list[str]:
 def run_blocks(components, names: list[str], budget: int, sets: list[str]) -> tuple[list[str], list[str]]:
     """Suite blocks per method, and a note per method the budget could not size (run at defaults)."""
     from peftbench.errors import PeftbenchError
-    from peftbench.spec import match_params
+    from peftbench.counting import match_params
 
     blocks, notes = [], []
     for name in names:

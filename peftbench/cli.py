@@ -120,7 +120,9 @@ def _resolve_for_run(comps, method: str | None, task: str | None, backbone: str 
         raise ConfigError("a run needs --method and --task (or --spec FILE)", "see `peftbench list` for names")
     if match_params is None:
         return specs.resolve(comps, method, task, backbone, sets)
-    resolved = specs.match_params(comps, method, task, backbone, sets, match_params)
+    from .counting import match_params as matched
+
+    resolved = matched(comps, method, task, backbone, sets, match_params)
     b = resolved.spec.budget
     out.print(f"budget {b.target:,}: {b.setting}={b.value} gives {b.achieved:,} method params "
               f"({100 * b.deviation:+.2f}%)", highlight=False)
@@ -161,7 +163,9 @@ def run(
     comps = _components()
     resolved = _resolve_for_run(comps, method, task, backbone, sets, spec, match_params)
     if dry_run:
-        _print_dry_run(resolved, runner.dry_run(resolved))
+        from .counting import dry_run as counts
+
+        _print_dry_run(resolved, counts(resolved))
         return
     if not force:
         _refuse_a_second_success(results, resolved.spec.hash)
@@ -252,7 +256,7 @@ def _print_dry_run(resolved, stages: list[dict]) -> None:
 
 
 def _deduplicated(frame):
-    from .report import set_aside_duplicates
+    from .records import set_aside_duplicates
 
     frame, duplicates = set_aside_duplicates(frame)
     if duplicates:
@@ -422,7 +426,7 @@ def data_check(
                                                          "report what encoding loses (truncation)")] = None,
 ) -> None:
     """Load a task's data and print what the loader found, per split."""
-    from .plugins import CommandContext
+    from .command_context import CommandContext
 
     _quiet_libraries()
     task_obj, cfg = CommandContext(_components).task_config(task, list(set_ or []))
@@ -631,7 +635,7 @@ def _run_tuned_suite(file: Path, results: Path, tune, storage: str, dry_run: boo
 @functools.cache
 def _add_plugin_commands() -> None:
     # Once per process: main() may run several times in one process (tests).
-    from .plugins import CommandContext
+    from .command_context import CommandContext
 
     _components().manager.hook.register_commands(app=app, context=CommandContext(_components))
 

@@ -17,7 +17,7 @@ documents each hook with an example.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # typer and the executor protocol are only needed by whoever 
     import typer
 
     from .executor import Executor
-    from .plugins import CommandContext
 
 hookspec = pluggy.HookspecMarker("peftbench")
 hookimpl = pluggy.HookimplMarker("peftbench")
@@ -94,10 +93,11 @@ def register_executors(register: Callable[["Executor"], None]) -> None:
 
 
 @hookspec
-def register_commands(app: "typer.Typer", context: "CommandContext") -> None:
+def register_commands(app: "typer.Typer", context: Any) -> None:
     """Add sub-commands to the ``peftbench`` command line (e.g. ``peftbench backbone build``).
 
     :param app: the root Typer app; add commands or sub-apps to it.
-    :param context: what a command may use when it runs: the loaded components, resolving a
+    :param context: a ``peftbench.sdk.CommandContext`` (typed loosely here, so the hook contracts
+        import nothing above them): what a command may use when it runs: the loaded components, resolving a
         run's settings, a task's settings from ``--set`` pairs. Use it instead of globals.
     """

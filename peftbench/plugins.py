@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any
 
 import pluggy
 
@@ -13,9 +13,6 @@ from .api import Backbone, Method, MethodWrapper, TableSpec, Task
 from .errors import RegistryError, UnknownComponentError
 from .executor import Executor, LocalExecutor
 from .registry import Registry
-
-if TYPE_CHECKING:
-    from .spec import Resolved
 
 ENTRY_POINT_GROUP = "peftbench"
 
@@ -63,35 +60,6 @@ class Components:
         if found is None:
             raise RegistryError(self.backbones.unknown_message(spec))
         return found
-
-
-class CommandContext:
-    """What a plugin's command may use when it runs (``register_commands``' ``context``).
-
-    The components load on first use, so adding commands costs nothing to
-    ``peftbench --help``.
-    """
-
-    def __init__(self, load: Callable[[], Components]) -> None:
-        self._load = load
-
-    @property
-    def components(self) -> Components:
-        return self._load()
-
-    def resolve(self, method: str, task: str, backbone: str | None = None,
-                sets: Sequence[str] = ()) -> "Resolved":
-        """A run's components and validated settings, exactly as ``peftbench run`` resolves them."""
-        from .spec import resolve
-
-        return resolve(self.components, method, task, backbone, list(sets))
-
-    def task_config(self, task: str, sets: Sequence[str] = ()) -> tuple[Task, Any]:
-        """A task and its settings from ``--set`` pairs (only the task's keys are accepted)."""
-        from .config import apply_sets, parse_sets
-
-        task_obj = self.components.tasks.get(task)
-        return task_obj, apply_sets({"task": task_obj.default_config()}, parse_sets(list(sets)))["task"]
 
 
 def _source_of(manager: pluggy.PluginManager, plugin: object) -> str:

@@ -314,6 +314,21 @@ def load_frame(results_dir: Path, statuses: tuple[str, ...] = ("success",)):
                          and frame[c].dtype != object}).copy()
 
 
+def set_aside_duplicates(frame):
+    """One successful record per configuration and seed (the config hash covers the seed): the newest.
+    Two records of one run (run twice, or results folders merged) would otherwise count as two seeds.
+    Returns the frame and how many records were set aside."""
+    import pandas as pd
+
+    if frame.empty or "config_hash" not in frame or "status" not in frame:
+        return frame, 0
+    success = frame["status"] == "success"
+    newest_last = frame[success].sort_values(["finished_at", "run_id"], na_position="first")
+    kept = newest_last.drop_duplicates("config_hash", keep="last")
+    # copy(): the concatenation leaves one block per column, which pandas warns about on every insert
+    return pd.concat([kept, frame[~success]]).sort_index().copy(), int(success.sum()) - len(kept)
+
+
 def _flatten(value: dict[str, Any], prefix: str, out: dict[str, Any]) -> dict[str, Any]:
     """Nested keys joined with '.' (as pandas.json_normalize does, at a third of its cost)."""
     for key, item in value.items():

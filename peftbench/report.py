@@ -103,19 +103,6 @@ def compact_columns(frame: pd.DataFrame) -> list[Column]:
     return [c for c in columns if c.field in frame.columns]
 
 
-def set_aside_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """One successful record per configuration and seed (the config hash covers the seed): the newest.
-    Two records of one run (run twice, or results folders merged) would otherwise count as two seeds.
-    Returns the frame and how many records were set aside."""
-    if frame.empty or "config_hash" not in frame or "status" not in frame:
-        return frame, 0
-    success = frame["status"] == "success"
-    newest_last = frame[success].sort_values(["finished_at", "run_id"], na_position="first")
-    kept = newest_last.drop_duplicates("config_hash", keep="last")
-    # copy(): the concatenation leaves one block per column, which pandas warns about on every insert
-    return pd.concat([kept, frame[~success]]).sort_index().copy(), int(success.sum()) - len(kept)
-
-
 def set_aside_trials(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Tuning trials (scored on dev only) left out of a report of the finals; and how many."""
     if frame.empty or "tuning.role" not in frame:

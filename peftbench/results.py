@@ -35,10 +35,9 @@ def load_results(results: str | Path, statuses: tuple[str, ...] = ("success",),
     docs/results-api.md), plus ``record_path``: the run's folder. ``deduplicate`` keeps the newest
     record of a configuration and seed that succeeded more than once."""
     from . import records
-    from .report import set_aside_duplicates
 
     frame = records.load_frame(Path(results), statuses)
-    return set_aside_duplicates(frame)[0] if deduplicate else frame
+    return records.set_aside_duplicates(frame)[0] if deduplicate else frame
 
 
 # ------------------------------------------------------------------ configurations and confounds

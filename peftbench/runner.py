@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from . import records, tracking
 from .api import LoadedBackbone, Splits, Stage, Task
 from .config import TrainConfig
+from .counting import stage_train
 from .datacache import encode_cached, examples_fingerprint, load_splits, tokenizer_fingerprint
 from .errors import ConfigError, PeftbenchError, Terminated
 from .measure import EnergyMeter, PeakMemory, Stopwatch, count_parameters, directory_bytes, environment, tensor_bytes
@@ -43,35 +44,6 @@ from .records import (BackboneRef, ComponentRef, Energy, Environment, Memory, Pa
                       StepTimes, TaskRef)
 from .spec import Resolved
 from .trainer import FitContext, FitResult, evaluate, fit, model_inputs
-
-# ------------------------------------------------------------------- dry run
-
-
-def dry_run(resolved: Resolved) -> list[dict[str, Any]]:
-    """Per stage: trainable params and the bytes the method would save. No data, no weights."""
-    spec, method = resolved.spec, resolved.method
-    rows = []
-    previous = None
-    for stage in method.stages(resolved.task, spec.task_config, spec.method_config, resolved.backbone):
-        _stage_train(spec.train, stage)  # a bad stage setting is caught here, not after hours of a first stage
-        loaded = resolved.backbone.load(stage.head, weights=False)
-        model = method.prepare(loaded, spec.method_config, stage, previous)
-        params = count_parameters(model, method.is_adapter_parameter, loaded.head_modules,
-                                  method.is_auxiliary_parameter)
-        artifact = tensor_bytes(method.artifact_tensors(model))
-        rows.append({"stage": stage.name, "params": params, "artifact_tensor_bytes": artifact, "backbone": loaded.info})
-        previous = model
-    return rows
-
-
-def _stage_train(train: TrainConfig, stage: Stage) -> TrainConfig:
-    """A stage's train settings: the run's, with the stage's overrides, checked like `--set` values."""
-    try:
-        return dataclasses.replace(train, **dict(stage.train_overrides))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid train settings for stage {stage.name!r}: {exc}",
-                          "fix the method setting that sets it") from None
-
 
 def _accumulation(train: TrainConfig, processes: int) -> int:
     try:
@@ -306,7 +278,7 @@ def _prepare_stage(current: _Run, stage: Stage, previous: torch.nn.Module | None
     """Data, backbone, encoding and the method's model for one stage, with loaders, under accelerate."""
     spec, method = current.resolved.spec, current.resolved.method
     objective = stage.objective or current.resolved.task
-    train = _stage_train(spec.train, stage)
+    train = stage_train(spec.train, stage)
     if deployed:
         processes = current.accelerator.num_processes
         current.record.effective_batch_size = train.batch_size * _accumulation(train, processes) * processes

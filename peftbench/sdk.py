@@ -20,7 +20,8 @@ from .errors import (BackboneError, ConfigError, DataError, PeftbenchError, Regi
                      TrainingError)
 from .executor import Executor, Job
 from .hookspecs import hookimpl
-from .plugins import CommandContext, Components
+from .command_context import CommandContext
+from .plugins import Components
 from .progress import Progress
 from .progress import current as current_progress
 from .records import PREDICTIONS_FILE, RunRecord, iter_records, load_record, write_json_atomic

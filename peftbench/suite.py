@@ -34,7 +34,6 @@ kill, a reboot) finishes only what is missing.
 from __future__ import annotations
 
 import itertools
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,8 @@ from . import records
 from .errors import ConfigError
 from .executor import Job
 from .plugins import Components
-from .spec import Resolved, match_params, resolve
+from .counting import match_params
+from .spec import Resolved, resolve
 
 TOP_KEYS = {"description", "defaults", "runs", "track", "tune"}
 BLOCK_KEYS = {"name", "method", "task", "backbone", "seeds", "set", "grid", "derive", "match_params"}

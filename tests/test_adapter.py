@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench import plugins, records, runner, spec, suite
+from peftbench import counting, plugins, records, spec, suite
 from peftbench.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,7 +16,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "kwdlc"
 
 def dry(method: str, *sets: str, task: str = "livedoor-news"):
     comps = plugins.load()
-    return {r["stage"]: r for r in runner.dry_run(spec.resolve(comps, method, task, None, list(sets)))}
+    return {r["stage"]: r for r in counting.dry_run(spec.resolve(comps, method, task, None, list(sets)))}
 
 
 def test_houlsby_and_pfeiffer_counts_on_bert_base():
@@ -31,7 +31,7 @@ def test_houlsby_and_pfeiffer_counts_on_bert_base():
 # Houlsby at 300k is matched by test_suite_runs_methods_at_one_budget below (the same search, through a suite).
 @pytest.mark.parametrize(("method", "sets", "setting"), [("lora", [], "r"), ("adapter", ["config=pfeiffer"], "bottleneck")])
 def test_match_params_within_5_percent_of_300k(method, sets, setting):
-    resolved = spec.match_params(plugins.load(), method, "livedoor-news", None, sets, 300_000)
+    resolved = counting.match_params(plugins.load(), method, "livedoor-news", None, sets, 300_000)
     budget = resolved.spec.budget
     assert budget.setting == setting and abs(budget.deviation) <= 0.05
     assert getattr(resolved.spec.method_config, setting) == budget.value
@@ -39,9 +39,9 @@ def test_match_params_within_5_percent_of_300k(method, sets, setting):
 
 def test_unreachable_budget_names_the_nearest():
     with pytest.raises(ConfigError, match="nearest reachable budget is 36,864"):
-        spec.match_params(plugins.load(), "lora", "livedoor-news", None, [], 100)
+        counting.match_params(plugins.load(), "lora", "livedoor-news", None, [], 100)
     with pytest.raises(ConfigError, match="no size setting"):
-        spec.match_params(plugins.load(), "full", "livedoor-news", None, [], 100)
+        counting.match_params(plugins.load(), "full", "livedoor-news", None, [], 100)
 
 
 @pytest.mark.parametrize(("sets", "message"), [

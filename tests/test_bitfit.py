@@ -8,14 +8,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
-from peftbench import plugins, runner, spec
+from peftbench import counting, plugins, runner, spec
 from peftbench.progress import Progress
 
 SETS = ["per_category=10", "max_length=32", "epochs=1", "inference_repeats=0"]
 
 
 def test_dry_run_counts_every_backbone_bias_and_the_head(tiny_bert):
-    counts = {r["stage"]: r for r in runner.dry_run(spec.resolve(plugins.load(), "bitfit", "livedoor-news",
+    counts = {r["stage"]: r for r in counting.dry_run(spec.resolve(plugins.load(), "bitfit", "livedoor-news",
                                                                    str(tiny_bert), []))}["finetune"]["params"]
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=9)
     named = dict(model.named_parameters())

@@ -12,7 +12,7 @@ from dataclasses import make_dataclass
 import pytest
 
 from conftest import REPO
-from peftbench import plugins, runner, spec
+from peftbench import counting, plugins, runner, spec
 from peftbench.errors import ConfigError
 from peftbench.progress import Progress
 
@@ -54,7 +54,7 @@ def test_composed_names_equal_the_studies_names():
     comps = plugins.load()
     for old, new in (("tapt-lora", "tapt+lora"), ("mtl-ngram-adapter", "mtl-ngram+adapter"),
                      ("mtl-rtm", "mtl-rtm+full")):
-        counts = [[row["params"] for row in runner.dry_run(spec.resolve(comps, name, "kwdlc-ner", None, []))]
+        counts = [[row["params"] for row in counting.dry_run(spec.resolve(comps, name, "kwdlc-ner", None, []))]
                   for name in (old, new)]
         assert counts[0] == counts[1], (old, new)
 

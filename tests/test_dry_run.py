@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from peftbench import plugins, runner, spec
+from peftbench import counting, plugins, spec
 
 
 def dry(method: str, *sets: str, task: str = "livedoor-news", backbone: str | None = None):
     comps = plugins.load()
-    return runner.dry_run(spec.resolve(comps, method, task, backbone, list(sets)))
+    return counting.dry_run(spec.resolve(comps, method, task, backbone, list(sets)))
 
 
 def test_lora_query_value_r8_matches_s2():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench import plugins, records, runner, spec
+from peftbench import counting, plugins, records, spec
 from peftbench.errors import ConfigError, DataError
 from peftbench_plugins.tasks.kwdlc import KwdlcConfig, KwdlcNer
 
@@ -71,7 +71,7 @@ def dry(method: str, *sets: str):
     comps = plugins.load()
     lora_sets = ["target=query,key,value"] if method != "full" else []
     resolved = spec.resolve(comps, method, "kwdlc-ner", None, [*lora_sets, *sets])
-    return {row["stage"]: row for row in runner.dry_run(resolved)}
+    return {row["stage"]: row for row in counting.dry_run(resolved)}
 
 
 def test_s1_dry_run_counts():

@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from peftbench import records
 from peftbench.plugins import default
-from peftbench.runner import dry_run
+from peftbench.counting import dry_run
 from peftbench.spec import resolve
 from peftbench_plugins.methods.multitask import structural_ids
 

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from peftbench import plugins, runner, spec
+from peftbench import counting, plugins, spec
 from peftbench.errors import ConfigError
 from peftbench.measure import count_parameters
 from peftbench_plugins.methods.peft_tuners import PeftTuner
@@ -57,7 +57,7 @@ def test_counts_merging_and_artefact(name, tiny_bert, tmp_path):
     params = count_parameters(model, method.is_adapter_parameter, loaded.head_modules, method.is_auxiliary_parameter)
     assert params["trainable"] == model.get_nb_trainable_parameters()[0]  # peft's own count
     try:  # `--dry-run` (no weights) counts the same
-        dry = runner.dry_run(spec.resolve(COMPONENTS, name, "livedoor-news", str(tiny_bert), []))[0]["params"]
+        dry = counting.dry_run(spec.resolve(COMPONENTS, name, "livedoor-news", str(tiny_bert), []))[0]["params"]
         assert dry == params
     except ConfigError as exc:
         assert "which a dry run does not load" in str(exc)  # initialised from the weights (e.g. FRoD)
@@ -114,7 +114,7 @@ def test_a_tuner_runs_end_to_end_and_times_both_inference_modes(tiny_bert, sampl
 
 @pytest.mark.parametrize(("name", "setting"), [("loha", "r"), ("prompt-tuning", "num_virtual_tokens")])
 def test_a_parameter_budget_sizes_a_tuner(name, setting, tiny_bert):
-    resolved = spec.match_params(COMPONENTS, name, "livedoor-news", str(tiny_bert), [], 3000)
+    resolved = counting.match_params(COMPONENTS, name, "livedoor-news", str(tiny_bert), [], 3000)
     budget = resolved.spec.budget
     assert budget.setting == setting and abs(budget.deviation) <= 0.05, budget
 
@@ -125,7 +125,7 @@ def test_s1_configuration_dry_run_equals_peft_count():
     stage = resolved.method.stages(resolved.task, resolved.spec.task_config, resolved.spec.method_config)[0]
     loaded = resolved.backbone.load(stage.head, weights=False)
     model = resolved.method.prepare(loaded, resolved.spec.method_config, stage)
-    dry = runner.dry_run(resolved)[0]["params"]
+    dry = counting.dry_run(resolved)[0]["params"]
     assert dry["trainable"] == model.get_nb_trainable_parameters()[0] == 77_585
     assert dry["adapter"] == 64_512 and dry["head"] == 13_073
 

@@ -128,7 +128,7 @@ def test_every_hook_takes_effect():
     assert len(ran) == 2
     app = typer.Typer()
     app.command("noop")(lambda: None)
-    comps.manager.hook.register_commands(app=app, context=plugins.CommandContext(lambda: comps))
+    comps.manager.hook.register_commands(app=app, context=sdk.CommandContext(lambda: comps))
     result = CliRunner().invoke(app, ["sdk-test-count"])
     assert result.exit_code == 0 and re.search(r"\d+ methods; sdk-test-method", result.output), result.output
 

@@ -86,3 +86,75 @@ def test_project_metadata_builds_without_warnings(tmp_path):
                           env=dict(os.environ, PYTHONWARNINGS="always"))
     assert done.returncode == 0, done.stderr
     assert "deprecat" not in (done.stdout + done.stderr).lower(), done.stderr
+
+
+def _module_name(path: Path) -> str:
+    """The dotted name a file imports as: plugins/ installs as peftbench_plugins."""
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    parts[0] = {"plugins": "peftbench_plugins"}.get(parts[0], parts[0])
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _internal_imports(path: Path, modules: set[str]) -> set[str]:
+    """The repository's modules a file imports, anywhere in it (top level, in functions, under
+    TYPE_CHECKING), relative imports resolved; `from pkg import mod` counts as importing pkg.mod."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+        else:
+            continue
+        found |= {t for t in targets if t in modules and t != name}
+    return found
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan's algorithm)."""
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return circles
+
+
+def test_no_import_circles():
+    """Two modules that import each other (directly or round a longer loop) cannot be read, tested or
+    moved apart: the shared piece belongs on the floor below both."""
+    files = _python_files("peftbench", "plugins", "benchmarks")
+    modules = {_module_name(p) for p in files}
+    graph = {_module_name(p): _internal_imports(p, modules) for p in files}
+    assert _circles(graph) == []
+
+
+def test_the_circle_check_sees_a_circle():
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import plugins, records, spec
+from peftbench import counting, plugins, records, spec
 from peftbench.errors import ConfigError, ResultsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ def comps():
 
 
 def test_spec_json_round_trip_keeps_settings_hash_and_budget(comps):
-    resolved = spec.match_params(comps, "lora", "livedoor-news", None, ["target=query,value", "seed=3"], 300_000)
+    resolved = counting.match_params(comps, "lora", "livedoor-news", None, ["target=query,value", "seed=3"], 300_000)
     data = json.loads(json.dumps(resolved.spec.to_json()))  # through text, as a child process reads it
     again = spec.resolve_json(comps, data)
     assert again.spec == resolved.spec and again.spec.hash == resolved.spec.hash

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 if TYPE_CHECKING:
-    from .multitask import Auxiliary
+    from .auxiliary import Auxiliary
 
 AUXILIARY_BATCH_FIELDS = ("ngram_tags", "mask_probs", "mlm_input_ids", "mlm_labels")
 
