@@ -9,13 +9,13 @@ values and the confound check). ``peftbench report`` prints what these return.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import significance
+from .run_predictions import NotPaired, missing, scored_run, task_and_config, test_predictions
 from .errors import ConfigError, ResultsError
 
 if TYPE_CHECKING:
@@ -148,68 +148,6 @@ def check_confounds(frame: "pd.DataFrame", strict: bool) -> list[str]:
     return lines
 
 
-# ------------------------------------------------------------------ predictions of a run
-
-
-class NotPaired(Exception):
-    """Why a run cannot be paired with the baseline; the row says it instead of a p value."""
-
-
-def _task_scorer(components: Any, row: "pd.Series", metric: str):
-    """(score lists -> float, predictions -> statistics or None) from the run's task plugin."""
-    task, config = _task_and_config(components, row)
-    return (lambda p, r: float(task.score(p, r, config)[metric]),
-            lambda p, r: task.example_statistics(p, r, config, metric))
-
-
-def _task_and_config(components: Any, row: "pd.Series"):
-    """The run's task plugin and its task settings, as the run had them."""
-    from .spec import config_from_dict
-
-    name = row["config.task"] if "config.task" in row else row["task.name"]
-    try:
-        task = components.tasks.get(name)
-    except Exception:  # noqa: BLE001 - the registry's error names the missing component
-        raise ConfigError(f"task {name!r} is not installed here; a paired test scores its predictions "
-                          "with the task's own code", "install its plugin, or use --test t") from None
-    task_config = {k.split(".", 2)[2]: v for k, v in row.items()
-                   if k.startswith("config.task_config.") and not _missing(v)}
-    return task, config_from_dict(task.Config, task_config, f"{row.get('record_path')}: task_config")
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _test_predictions(row: "pd.Series") -> dict[str, Any]:
-    path = Path(row["record_path"]) / "predictions.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))["test"]
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else exc
-        raise NotPaired(f"run {row.get('run_id')} has no readable test predictions ({path.name}: {reason})") from None
-    if data.get("ids") is None:
-        raise NotPaired(f"run {row.get('run_id')}'s predictions carry no example ids (recorded by an older "
-                        "peftbench, or its task does not predict once per example); rerun it to pair it")
-    return data
-
-
-def scored_run(row: "pd.Series", order: list, metric: str, components: Any) -> significance.ScoredRun:
-    """One run's test predictions in the baseline's example order, matched by example id."""
-    data = _test_predictions(row)
-    position = {example_id: i for i, example_id in enumerate(data["ids"])}
-    missing = [example_id for example_id in order if example_id not in position]
-    if missing or len(position) != len(order):
-        shared = len(set(position) & set(order))
-        raise NotPaired(f"run {row.get('run_id')} was tested on other examples ({len(position)} vs the baseline's "
-                        f"{len(order)}, {shared} shared)")
-    index = [position[example_id] for example_id in order]
-    predictions = [data["predictions"][i] for i in index]
-    references = [data["references"][i] for i in index]
-    score_lists, statistics = _task_scorer(components, row, metric)
-    return significance.ScoredRun(predictions, references, score_lists, statistics(predictions, references))
-
-
 # ------------------------------------------------------------------ the comparison
 
 
@@ -275,7 +213,7 @@ def _paired_test(test: str, base_runs: list, runs: list, base: "pd.DataFrame", o
 def _scored_runs(group: "pd.DataFrame", order: list | None, metric: str, components: Any) -> list:
     """Every seed's ScoredRun of a configuration, in ``order`` (default: its first run's)."""
     rows = [row for _, row in group.sort_values("config.train.seed").iterrows()]
-    order = order if order is not None else _test_predictions(rows[0])["ids"]
+    order = order if order is not None else test_predictions(rows[0])["ids"]
     return [scored_run(row, order, metric, components) for row in rows]
 
 
@@ -350,7 +288,7 @@ def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metri
     for name in ("delta", "delta_low", "delta_high", "p"):
         table[name] = pd.to_numeric(table[name], errors="coerce") if name in table else math.nan
     table["note"] = table["note"].fillna("") if "note" in table else ""
-    adjusted = significance.adjust([None if _missing(p) else p for p in table["p"]], adjust)
+    adjusted = significance.adjust([None if missing(p) else p for p in table["p"]], adjust)
     table["p_adjusted"] = pd.to_numeric(pd.Series(adjusted, index=table.index, dtype=object), errors="coerce")
     table["significant"] = table["p_adjusted"].lt(alpha)
     checks = floor_checks(frame, metric, alpha, components=components if components is not None else _components(),
@@ -398,7 +336,7 @@ def _floor_check(group: "pd.DataFrame", metric: str | None, alpha: float, resamp
         return FloorCheck(None, None, None, None, "no test score", stalled)
     try:
         runs = _scored_runs(group, None, main, components)
-        task, config = _task_and_config(components, group.iloc[0])
+        task, config = task_and_config(components, group.iloc[0])
     except (NotPaired, ConfigError) as exc:
         return FloorCheck(None, None, None, None, str(exc), stalled)
     trivial = task.trivial_predictions(runs[0].references, config)
@@ -435,7 +373,7 @@ def _all_scored(groups, base_index: int, metric: str, components: Any, test: str
     if test == "t":
         return [None] * len(groups)
     try:
-        order = _test_predictions(groups[base_index].sort_values("config.train.seed").iloc[0])["ids"]
+        order = test_predictions(groups[base_index].sort_values("config.train.seed").iloc[0])["ids"]
     except NotPaired:
         order = None
     out = []

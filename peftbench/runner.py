@@ -7,7 +7,8 @@
     -> summarise -> finish (record replaced atomically, whatever the outcome)
 
 The only place that wires task + backbone + method + trainer together; it names
-none of them.
+none of them. What the steps share is in run_state.py; what the deployed stage's
+model gives the record (scores, predictions, inference times, artefact) in deployed.py.
 """
 
 from __future__ import annotations
@@ -23,27 +24,27 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import psutil
 import torch
-from torch.utils.data import DataLoader
 
 from . import records, tracking
-from .api import LoadedBackbone, Splits, Stage, Task
+from .api import Splits, Stage, Task
 from .config import TrainConfig
 from .counting import stage_train
 from .datacache import encode_cached, examples_fingerprint, load_splits, tokenizer_fingerprint
+from .deployed import save_artifact, score, time_inference
 from .errors import ConfigError, PeftbenchError, Terminated
-from .measure import EnergyMeter, PeakMemory, Stopwatch, count_parameters, directory_bytes, environment, tensor_bytes
+from .measure import EnergyMeter, PeakMemory, count_parameters, environment, tensor_bytes
 from .plugins import Components, distributions
 from .progress import Progress
 from .records import (BackboneRef, ComponentRef, Energy, Environment, Memory, Params, RunRecord, StageRecord,
                       StepTimes, TaskRef)
+from .run_state import PreparedStage, RunState, loader
 from .spec import Resolved
-from .trainer import FitContext, FitResult, evaluate, fit, model_inputs
+from .trainer import FitContext, FitResult, fit
+
 
 def _accumulation(train: TrainConfig, processes: int) -> int:
     try:
@@ -53,56 +54,6 @@ def _accumulation(train: TrainConfig, processes: int) -> int:
 
 
 # ------------------------------------------------------------------- one run
-
-
-class _Marks:
-    """Wall-clock seconds since the process started, for startup-latency accounting."""
-
-    def __init__(self) -> None:
-        self.origin = psutil.Process().create_time()
-        self.marks: dict[str, float] = {}
-
-    def __call__(self, name: str, at: float | None = None) -> None:
-        if name not in self.marks:
-            self.marks[name] = (at if at is not None else time.time()) - self.origin
-
-
-@dataclass
-class _Run:
-    """What every step of one run shares."""
-
-    resolved: Resolved
-    record: RunRecord
-    run_dir: Path
-    progress: Progress
-    accelerator: Any = None  # accelerate.Accelerator, once set up
-    track: tuple[str, ...] = ()  # experiment trackers (peftbench.tracking)
-    writes: bool = True  # the main process writes the record, predictions and artefact; other processes only train
-    marks: _Marks = field(default_factory=_Marks)
-    started: float = field(default_factory=time.perf_counter)
-    splits: dict[int, Splits] = field(default_factory=dict)  # per objective: a task loads its data once
-    stages: list[Stage] = field(default_factory=list)
-
-    @property
-    def record_path(self) -> Path:
-        return self.run_dir / records.RECORD_FILE
-
-
-@dataclass
-class _Stage:
-    """One stage, ready to train."""
-
-    stage: Stage
-    objective: Task
-    train: TrainConfig
-    loaded: LoadedBackbone
-    model: torch.nn.Module  # prepared by accelerate
-    loaders: dict[str, DataLoader]
-    encoded: dict[str, list]
-    collate: Callable
-    params: Params
-    splits: Splits  # the raw examples (the objective may be the task adapted to the backbone: not the loader)
-    model_load_seconds: float
 
 
 def run(components: Components, resolved: Resolved, results_dir: Path, progress: Progress,
@@ -162,7 +113,7 @@ def _cpu_processes() -> bool:
 
 
 def _start(components: Components, resolved: Resolved, results_dir: Path, progress: Progress,
-           writes: bool = True) -> _Run:
+           writes: bool = True) -> RunState:
     """The run's folder and its record, written at once with status running (by the main process,
     whose run id every process takes)."""
     from accelerate.utils import broadcast_object_list
@@ -192,10 +143,10 @@ def _start(components: Components, resolved: Resolved, results_dir: Path, progre
     )
     if writes:
         records.write_json_atomic(run_dir / records.RECORD_FILE, record)
-    return _Run(resolved, record, run_dir, progress, writes=writes)
+    return RunState(resolved, record, run_dir, progress, writes=writes)
 
 
-def _set_up(current: _Run, components: Components) -> None:
+def _set_up(current: RunState, components: Components) -> None:
     """Device, mixed precision, environment and seed."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -221,7 +172,7 @@ def _set_up(current: _Run, components: Components) -> None:
     set_seed(resolved.spec.seed)
 
 
-def _train_stages(current: _Run) -> None:
+def _train_stages(current: RunState) -> None:
     spec, method = current.resolved.spec, current.resolved.method
     stages = method.stages(current.resolved.task, spec.task_config, spec.method_config, current.resolved.backbone)
     current.stages = stages
@@ -237,13 +188,13 @@ def _train_stages(current: _Run) -> None:
         current.record.stages[stage.name] = stage_record
         previous = model
         if deployed:
-            predicted = _score(current, prepared)
+            predicted = score(current, prepared)
             if spec.train.inference_repeats > 0 and not predicted:
-                current.record.inference = _time_inference(current, prepared)
-            _save_artifact(current, model, stage_record)
+                current.record.inference = time_inference(current, prepared)
+            save_artifact(current, model, stage_record)
 
 
-def _load_data(current: _Run, objective: Task, deployed: bool) -> Splits:
+def _load_data(current: RunState, objective: Task, deployed: bool) -> Splits:
     if id(objective) not in current.splits:
         current.splits[id(objective)] = load_splits(objective, current.resolved.spec.task_config)
     splits = current.splits[id(objective)]
@@ -255,7 +206,7 @@ def _load_data(current: _Run, objective: Task, deployed: bool) -> Splits:
     return splits
 
 
-def _encode(current: _Run, stage: Stage, objective: Task, splits: Splits, tokenizer: Any,
+def _encode(current: RunState, stage: Stage, objective: Task, splits: Splits, tokenizer: Any,
             deployed: bool) -> dict[str, list]:
     """Tokenised splits, from the on-disk cache when this tokenizer encoded them before."""
     task_config = current.resolved.spec.task_config
@@ -274,7 +225,7 @@ def _encode(current: _Run, stage: Stage, objective: Task, splits: Splits, tokeni
     return encoded
 
 
-def _prepare_stage(current: _Run, stage: Stage, previous: torch.nn.Module | None, deployed: bool) -> _Stage:
+def _prepare_stage(current: RunState, stage: Stage, previous: torch.nn.Module | None, deployed: bool) -> PreparedStage:
     """Data, backbone, encoding and the method's model for one stage, with loaders, under accelerate."""
     spec, method = current.resolved.spec, current.resolved.method
     objective = stage.objective or current.resolved.task
@@ -295,16 +246,16 @@ def _prepare_stage(current: _Run, stage: Stage, previous: torch.nn.Module | None
     model = method.prepare(loaded, spec.method_config, stage, previous)
     params = Params(**count_parameters(model, method.is_adapter_parameter, loaded.head_modules,
                                        method.is_auxiliary_parameter))
-    loaders = {"train": _loader(encoded["train"], collate, train.batch_size, True, train.seed, train.group_by_length),
-               **{split: _loader(encoded[split], collate, train.eval_batch_size, False, train.seed)
+    loaders = {"train": loader(encoded["train"], collate, train.batch_size, True, train.seed, train.group_by_length),
+               **{split: loader(encoded[split], collate, train.eval_batch_size, False, train.seed)
                   for split in ("dev", "test")}}
     model, *prepared = current.accelerator.prepare(model, *loaders.values())
     current.marks("model_prepared")
-    return _Stage(stage, objective, train, loaded, model, dict(zip(loaders, prepared)), encoded, collate, params,
+    return PreparedStage(stage, objective, train, loaded, model, dict(zip(loaders, prepared)), encoded, collate, params,
                   splits, model_load_seconds)
 
 
-def _train_stage(current: _Run, prepared: _Stage) -> tuple[FitResult, float]:
+def _train_stage(current: RunState, prepared: PreparedStage) -> tuple[FitResult, float]:
     spec = current.resolved.spec
     epochs_file = current.run_dir / records.EPOCHS_FILE
 
@@ -335,11 +286,11 @@ def _train_stage(current: _Run, prepared: _Stage) -> tuple[FitResult, float]:
     return result, seconds
 
 
-def _last_stage(current: _Run) -> Stage | None:
+def _last_stage(current: RunState) -> Stage | None:
     return current.stages[-1] if current.stages else None
 
 
-def _stage_record(current: _Run, prepared: _Stage, result: FitResult, train_seconds: float,
+def _stage_record(current: RunState, prepared: PreparedStage, result: FitResult, train_seconds: float,
                   model: torch.nn.Module) -> StageRecord:
     method, spec = current.resolved.method, current.resolved.spec
     return StageRecord(
@@ -365,90 +316,7 @@ def _stage_record(current: _Run, prepared: _Stage, result: FitResult, train_seco
     )
 
 
-def _score(current: _Run, prepared: _Stage) -> bool:
-    """Final dev/test scores and per-example predictions (for paired tests and human evaluation).
-    Returns whether the task predicted with the model itself (generation), which is then timed as
-    the run's inference."""
-    spec, record = current.resolved.spec, current.record
-    predictions, predicted = {}, False
-    for split in ("dev", "test") if spec.train.evaluate_test else ("dev",):
-        scored = evaluate(prepared.model, prepared.loaders[split], prepared.objective, spec.task_config,
-                          current.accelerator, current.progress, split, final=True)
-        record.scores[split] = scored.scores
-        record.floors[split] = prepared.objective.floors(scored.references, spec.task_config)
-        predictions[split] = {"ids": _example_ids(prepared.splits, split, scored.predictions),
-                              "predictions": scored.predictions, "references": scored.references}
-        predicted = scored.predict_seconds is not None
-        if predicted and split == spec.train.inference_split:
-            seconds, tokens = scored.predict_seconds, scored.scores.get("generated_tokens")
-            record.inference = {
-                "split": split, "examples": len(scored.predictions), "mode": "predict",
-                "mergeable": current.resolved.method.mergeable, "seconds": seconds,
-                "examples_per_second": len(scored.predictions) / seconds, "generated_tokens": tokens,
-                "tokens_per_second": tokens / seconds if tokens is not None else None}
-    if current.writes:
-        records.write_json_atomic(current.run_dir / records.PREDICTIONS_FILE, predictions)
-    return predicted
-
-
-def _example_ids(splits: Splits, split: str, predictions: list) -> list | None:
-    """Per prediction, its example's id (the position where the task gives none), so paired tests
-    match two runs' predictions by example; None when the task did not predict once per example."""
-    examples = getattr(splits, split)
-    if len(examples) != len(predictions):
-        return None
-    return [example.get("id", index) if isinstance(example, dict) else index for index, example in enumerate(examples)]
-
-
-def _time_inference(current: _Run, prepared: _Stage) -> dict[str, Any]:
-    """Forward passes over a split per inference mode (e.g. LoRA merged/unmerged), warm-up excluded.
-    With several processes each times its share of the split; the record holds the main process's."""
-    spec, method, accelerator = current.resolved.spec, current.resolved.method, current.accelerator
-    split, repeats = spec.train.inference_split, spec.train.inference_repeats
-    model = accelerator.unwrap_model(prepared.model)  # a method merges weights on its own model, not on DDP's
-    loader = prepared.loaders[split] if split != "train" else accelerator.prepare(
-        _loader(prepared.encoded["train"], prepared.collate, prepared.train.eval_batch_size, False, spec.seed))
-    model.eval()
-    batches = [model_inputs(prepared.objective, batch) for batch in loader]
-    result: dict[str, Any] = {"split": split, "examples": sum(b["input_ids"].shape[0] for b in batches),
-                              "repeats": repeats, "mergeable": method.mergeable, "modes": {}}
-    reference_logits = None
-    with torch.no_grad(), method.inference_modes(model) as modes:
-        for mode in modes:
-            with accelerator.autocast():
-                first = model(**batches[0]).logits.float()  # warm-up, also used for the agreement check
-            seconds = []
-            for _ in range(repeats):
-                with current.progress.steps(f"inference ({mode})", len(batches)) as advance, \
-                        Stopwatch(accelerator.device) as watch:
-                    for batch in batches:
-                        with accelerator.autocast():
-                            model(**batch)
-                        advance()
-                seconds.append(watch.seconds)
-            median = statistics.median(seconds)
-            entry = {"seconds": median, "all_seconds": seconds, "examples_per_second": result["examples"] / median}
-            if reference_logits is None:
-                reference_logits = first
-            else:
-                entry["max_abs_logit_diff_vs_first_mode"] = (first - reference_logits).abs().max().item()
-            result["modes"][mode] = entry
-    return result
-
-
-def _save_artifact(current: _Run, model: torch.nn.Module, stage_record: StageRecord) -> None:
-    artifact = current.record.artifact
-    artifact.tensor_bytes = stage_record.artifact_tensor_bytes
-    # Trained, then thrown away: not part of what a user stores per task.
-    artifact.auxiliary_tensor_bytes = stage_record.auxiliary_tensor_bytes
-    if current.resolved.spec.train.save_artifact and current.writes:
-        directory = current.run_dir / "artifact"
-        current.resolved.method.save(model, str(directory))
-        artifact.path, artifact.bytes = str(directory), directory_bytes(directory)
-        artifact.format = sorted({p.suffix.lstrip(".") for p in directory.rglob("*") if p.is_file()})
-
-
-def _over_processes(current: _Run, memory: Memory) -> Memory:
+def _over_processes(current: RunState, memory: Memory) -> Memory:
     """Each process's peaks, kept by rank, and their peak: the run needs the largest device.
     Epoch times become the slowest process's (the others wait for it at every update)."""
     accelerator = current.accelerator
@@ -469,7 +337,7 @@ def _over_processes(current: _Run, memory: Memory) -> Memory:
     return Memory(**peak)
 
 
-def _summarise(current: _Run, memory: Memory) -> None:
+def _summarise(current: RunState, memory: Memory) -> None:
     """The deployed stage's figures become the run's; times add up over stages."""
     record = current.record
     stages = list(record.stages.values())
@@ -485,7 +353,7 @@ def _summarise(current: _Run, memory: Memory) -> None:
     record.time.process_start_to_first_step_seconds = current.marks.marks.get("first_step_started")
 
 
-def _finish(current: _Run) -> None:
+def _finish(current: RunState) -> None:
     record = current.record
     record.time.startup_marks = current.marks.marks
     record.finished_at = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -516,18 +384,6 @@ def _no_interrupts():
 
 
 # ------------------------------------------------------------------- helpers
-
-
-def _loader(encoded, collate, batch_size: int, shuffle: bool, seed: int, group_by_length: bool = False) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    if shuffle and group_by_length:
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
-        sampler = LengthGroupedSampler(batch_size, lengths=[len(ex["input_ids"]) for ex in encoded],
-                                       generator=generator)
-        return DataLoader(encoded, batch_size=batch_size, sampler=sampler, collate_fn=collate)
-    return DataLoader(encoded, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-                      generator=generator if shuffle else None)
 
 
 def _unk_rates(encoded: dict[str, list], tokenizer) -> dict[str, float | None]:

@@ -16,6 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 450
 
 
 def _python_files(*folders: str) -> list[Path]:
@@ -41,6 +42,12 @@ def test_no_function_in_the_core_is_longer_than_a_reader_can_hold():
                 length = node.end_lineno - node.lineno + 1
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
+    assert not long, long
+
+
+def test_no_core_module_is_longer_than_a_room():
+    long = [f"{p.relative_to(REPO)} ({n} lines)" for p in _python_files("peftbench")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES]
     assert not long, long
 
 

@@ -1,0 +1,163 @@
+"""`peftbench run`: one configuration trained, evaluated and measured (or only counted, `--dry-run`),
+in one process or several under torchrun."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from .cli_app import DEFAULT_RESULTS, app, components, err, out, quiet_libraries
+from .errors import ConfigError
+
+
+def _resolve_for_run(comps, method: str | None, task: str | None, backbone: str | None, sets: list[str],
+                     spec: Path | None, match_params: int | None):
+    from . import spec as specs
+
+    if spec is not None:
+        if method or task or backbone or sets or match_params is not None:
+            raise ConfigError("--spec holds the whole run; it cannot be combined with --method, --task, "
+                              "--backbone, --set or --match-params")
+        return specs.load_spec(comps, spec)
+    if not method or not task:
+        raise ConfigError("a run needs --method and --task (or --spec FILE)", "see `peftbench list` for names")
+    if match_params is None:
+        return specs.resolve(comps, method, task, backbone, sets)
+    from .counting import match_params as matched
+
+    resolved = matched(comps, method, task, backbone, sets, match_params)
+    b = resolved.spec.budget
+    out.print(f"budget {b.target:,}: {b.setting}={b.value} gives {b.achieved:,} method params "
+              f"({100 * b.deviation:+.2f}%)", highlight=False)
+    return resolved
+
+
+@app.command()
+def run(
+    method: Annotated[Optional[str], typer.Option("--method", "-m", help="method name (see `peftbench list`)")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="task name (see `peftbench list`)")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="backbone name, hub id or local dir; default: the task's")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="key=value, e.g. r=8, lr=5e-4, epochs=3")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count params and artefact size; no data, no weights")] = False,
+    results: Annotated[Path, typer.Option(help="folder for run records")] = DEFAULT_RESULTS,
+    mixed_precision: Annotated[Optional[str], typer.Option(help="no, fp16 or bf16 (same as --set mixed_precision=)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or logs")] = False,
+    match_params: Annotated[Optional[int], typer.Option(help="choose the method's size setting (e.g. a rank) "
+                                                             "closest to this many method params "
+                                                             "(head excluded)")] = None,
+    spec: Annotated[Optional[Path], typer.Option(help="a run spec (JSON) instead of --method/--task/--set; "
+                                                      "what suites hand their child runs")] = None,
+    track: Annotated[Optional[list[str]], typer.Option(help="experiment tracker: tensorboard, mlflow or wandb "
+                                                           "(repeat for several); written under --results")] = None,
+    force: Annotated[bool, typer.Option("--force", help="run even if this configuration and seed already "
+                                                        "succeeded in --results")] = False,
+    processes: Annotated[int, typer.Option(min=1, help="train data-parallel in this many processes (one per GPU; "
+                                                       "on CPU they share its cores), started with torchrun")] = 1,
+) -> None:
+    """Train, evaluate and measure one configuration; write its run record."""
+    from . import runner
+    from .progress import Progress
+
+    from .tracking import check
+
+    quiet_libraries()
+    track = check(track or ())  # before any work: a missing tracker package is one line
+    sets = list(set_ or []) + ([f"mixed_precision={mixed_precision}"] if mixed_precision else [])
+    comps = components()
+    resolved = _resolve_for_run(comps, method, task, backbone, sets, spec, match_params)
+    if dry_run:
+        from .counting import dry_run as counts
+
+        _print_dry_run(resolved, counts(resolved))
+        return
+    if not force:
+        _refuse_a_second_success(results, resolved.spec.hash)
+    if _launch_processes(processes):
+        return
+    _terminate_like_an_interrupt()
+    try:
+        with Progress(err, quiet=quiet or _not_the_main_process()) as progress:
+            record, path = runner.run(comps, resolved, results, progress, track)
+    except KeyboardInterrupt:
+        from .errors import Terminated
+
+        if not Terminated.received:
+            raise
+        err.print("terminated by SIGTERM (its record says status cancelled)")
+        raise typer.Exit(143) from None
+    if path is None:  # not the main process of a data-parallel run: the main one reports
+        return
+    main = record.task.main_score
+    test = record.scores.get("test", {})
+    out.print(f"run {record.run_id}: test {main} {test.get(main, float('nan')):.4f}, "
+              f"trainable params {record.params.trainable:,}, record {path}", highlight=False)
+
+
+def _not_the_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) > 0
+
+
+def _launch_processes(processes: int) -> bool:
+    """With --processes N > 1, start this same command N times under torchrun (which sets the
+    variables accelerate reads) and exit with its status; True once that is done. Inside such a
+    launch (or `accelerate launch`), False: this process is one of them."""
+    import os
+    import subprocess
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes == 1 or launched > 1:
+        if processes > 1 and launched != processes:
+            raise ConfigError(f"--processes {processes} inside a launch of {launched} processes",
+                              "drop --processes when a launcher (accelerate launch, torchrun) starts the run")
+        return False
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "peftbench", *sys.argv[1:]]
+    done = subprocess.run(command)
+    if done.returncode:
+        raise typer.Exit(done.returncode)
+    return True
+
+
+def _terminate_like_an_interrupt() -> None:
+    """SIGTERM (Slurm's time limit, preemption, `kill`) ends a run as Ctrl-C does: its record says cancelled."""
+    import signal
+
+    from .errors import Terminated
+
+    def terminate(signum, frame):
+        Terminated.received = True
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
+
+
+def _refuse_a_second_success(results: Path, config_hash: str) -> None:
+    from .suite import run_states
+
+    if results.exists() and run_states(results, repair=False).get(config_hash) == "success":
+        raise ConfigError(f"this configuration and seed already succeeded in {results}",
+                          "pass --force to run it again (the report keeps the newest), or change the seed")
+
+
+def _print_dry_run(resolved, stages: list[dict]) -> None:
+    spec = resolved.spec
+    out.print(f"dry run: method {spec.method}, task {spec.task}, backbone {spec.backbone} "
+              f"(architecture built from its config, no weights, no data); config hash {spec.hash}", highlight=False)
+    for row in stages:
+        p = row["params"]
+        out.print(
+            f"[bold]{escape(row['stage'])}[/]: trainable params {p['trainable']:,} = adapter {p['adapter']:,} "
+            f"+ head {p['head']:,} + backbone {p['backbone_trainable']:,}; model total {p['total']:,} "
+            f"({100 * p['trainable'] / p['total']:.3f}% trainable)\n"
+            f"  saved artefact: {row['artifact_tensor_bytes']:,} bytes of tensors "
+            f"= {row['artifact_tensor_bytes'] / 1e6:.2f} MB (10^6 B) = {row['artifact_tensor_bytes'] / 2**20:.2f} MiB"
+            + (f"\n  auxiliary (trained, not saved): {p['auxiliary']:,} params" if p.get("auxiliary") else ""),
+            highlight=False)

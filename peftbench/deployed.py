@@ -1,0 +1,100 @@
+"""What the deployed (last) stage's model gives a run's record: final dev/test scores with their
+floors and per-example predictions, inference time per mode (LoRA merged and unmerged), and the
+artefact a user keeps per task."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import torch
+
+from . import records
+from .api import Splits
+from .measure import Stopwatch, directory_bytes
+from .records import StageRecord
+from .run_state import PreparedStage, RunState, loader
+from .trainer import evaluate, model_inputs
+
+
+def score(current: RunState, prepared: PreparedStage) -> bool:
+    """Final dev/test scores and per-example predictions (for paired tests and human evaluation).
+    Returns whether the task predicted with the model itself (generation), which is then timed as
+    the run's inference."""
+    spec, record = current.resolved.spec, current.record
+    predictions, predicted = {}, False
+    for split in ("dev", "test") if spec.train.evaluate_test else ("dev",):
+        scored = evaluate(prepared.model, prepared.loaders[split], prepared.objective, spec.task_config,
+                          current.accelerator, current.progress, split, final=True)
+        record.scores[split] = scored.scores
+        record.floors[split] = prepared.objective.floors(scored.references, spec.task_config)
+        predictions[split] = {"ids": _example_ids(prepared.splits, split, scored.predictions),
+                              "predictions": scored.predictions, "references": scored.references}
+        predicted = scored.predict_seconds is not None
+        if predicted and split == spec.train.inference_split:
+            seconds, tokens = scored.predict_seconds, scored.scores.get("generated_tokens")
+            record.inference = {
+                "split": split, "examples": len(scored.predictions), "mode": "predict",
+                "mergeable": current.resolved.method.mergeable, "seconds": seconds,
+                "examples_per_second": len(scored.predictions) / seconds, "generated_tokens": tokens,
+                "tokens_per_second": tokens / seconds if tokens is not None else None}
+    if current.writes:
+        records.write_json_atomic(current.run_dir / records.PREDICTIONS_FILE, predictions)
+    return predicted
+
+
+def _example_ids(splits: Splits, split: str, predictions: list) -> list | None:
+    """Per prediction, its example's id (the position where the task gives none), so paired tests
+    match two runs' predictions by example; None when the task did not predict once per example."""
+    examples = getattr(splits, split)
+    if len(examples) != len(predictions):
+        return None
+    return [example.get("id", index) if isinstance(example, dict) else index for index, example in enumerate(examples)]
+
+
+def time_inference(current: RunState, prepared: PreparedStage) -> dict[str, Any]:
+    """Forward passes over a split per inference mode (e.g. LoRA merged/unmerged), warm-up excluded.
+    With several processes each times its share of the split; the record holds the main process's."""
+    spec, method, accelerator = current.resolved.spec, current.resolved.method, current.accelerator
+    split, repeats = spec.train.inference_split, spec.train.inference_repeats
+    model = accelerator.unwrap_model(prepared.model)  # a method merges weights on its own model, not on DDP's
+    batches_of = prepared.loaders[split] if split != "train" else accelerator.prepare(
+        loader(prepared.encoded["train"], prepared.collate, prepared.train.eval_batch_size, False, spec.seed))
+    model.eval()
+    batches = [model_inputs(prepared.objective, batch) for batch in batches_of]
+    result: dict[str, Any] = {"split": split, "examples": sum(b["input_ids"].shape[0] for b in batches),
+                              "repeats": repeats, "mergeable": method.mergeable, "modes": {}}
+    reference_logits = None
+    with torch.no_grad(), method.inference_modes(model) as modes:
+        for mode in modes:
+            with accelerator.autocast():
+                first = model(**batches[0]).logits.float()  # warm-up, also used for the agreement check
+            seconds = []
+            for _ in range(repeats):
+                with current.progress.steps(f"inference ({mode})", len(batches)) as advance, \
+                        Stopwatch(accelerator.device) as watch:
+                    for batch in batches:
+                        with accelerator.autocast():
+                            model(**batch)
+                        advance()
+                seconds.append(watch.seconds)
+            median = statistics.median(seconds)
+            entry = {"seconds": median, "all_seconds": seconds, "examples_per_second": result["examples"] / median}
+            if reference_logits is None:
+                reference_logits = first
+            else:
+                entry["max_abs_logit_diff_vs_first_mode"] = (first - reference_logits).abs().max().item()
+            result["modes"][mode] = entry
+    return result
+
+
+def save_artifact(current: RunState, model: torch.nn.Module, stage_record: StageRecord) -> None:
+    artifact = current.record.artifact
+    artifact.tensor_bytes = stage_record.artifact_tensor_bytes
+    # Trained, then thrown away: not part of what a user stores per task.
+    artifact.auxiliary_tensor_bytes = stage_record.auxiliary_tensor_bytes
+    if current.resolved.spec.train.save_artifact and current.writes:
+        directory = current.run_dir / "artifact"
+        current.resolved.method.save(model, str(directory))
+        artifact.path, artifact.bytes = str(directory), directory_bytes(directory)
+        artifact.format = sorted({p.suffix.lstrip(".") for p in directory.rglob("*") if p.is_file()})
