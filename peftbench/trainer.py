@@ -286,7 +286,7 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
             watch.add(loss, step, step == steps)  # on CPU this reads the loss: the step has ended
             if accelerator.device.type == "cpu":
                 result.step_seconds.append(time.perf_counter() - fetched)
-            advance()
+            advance(loss=watch.last_finite)  # the last loss read (on a GPU, every few steps)
     synchronize(accelerator.device)
     if result.train_loss_start is None and watch.first:
         result.train_loss_start = sum(watch.first) / len(watch.first)

@@ -26,6 +26,21 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "benchmarks").glob("*.toml")), ids=lambda p: p.name)
+def test_every_benchmark_suite_expands(path):
+    """No suite in benchmarks/ rots: each expands (names, settings, grids), and a tuned one plans its
+    studies with a search space per method."""
+    from peftbench.tuning import plan_studies
+
+    _, runs = suite.expand(path, plugins.load())
+    assert runs and len({r.hash for r in runs}) == len(runs)
+    tune = suite.tune_settings(path)
+    if tune is not None:
+        studies = plan_studies(runs, tune)
+        assert studies
+        assert all("lr" in study.space for study in studies)
+
+
 def test_s2_suite_expands_to_8_7_8_runs():
     description, runs = suite.expand(REPO / "benchmarks" / "s2-livedoor-lora-rank.toml", plugins.load())
     blocks = [r.block for r in runs]
