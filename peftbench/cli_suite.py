@@ -150,8 +150,10 @@ def _run_tuned_suite(file: Path, results: Path, tune, storage: str, dry_run: boo
 
     _, planned = suite.expand(file, components())
     studies = plan_studies(planned, tune)
+    # Each study's own metric: a suite over several tasks chooses each on its own task's score.
+    metrics = ", ".join(dict.fromkeys(study.metric for study in studies))
     out.print(f"{file}: {len(studies)} studies x {tune.trials} trials (sampler {tune.sampler}, pruner "
-              f"{tune.pruner}, chosen on dev {studies[0].metric}), then {len(planned)} finals; storage {storage}",
+              f"{tune.pruner}, chosen on dev {metrics}), then {len(planned)} finals; storage {storage}",
               highlight=False)
     for study in studies:
         space = ", ".join(f"{k} {s.describe()}" for k, s in study.space.items())

@@ -66,20 +66,28 @@ def _settle_stale(study: Study, optuna_study, results: Path, states: dict[str, s
         _tell(optuna_study, trial.number, known.get(key), study.metric)
 
 
+def _tuning(role: str, study: Study, tune: TuneSettings, trial: Any) -> dict[str, Any]:
+    """What a trial's or final's record says of how it was made (``RunRecord.tuning``)."""
+    return {"role": role, "study": study.name, "trial": trial.number, "trials": tune.trials, "selected_on": "dev",
+            "metric": study.metric, "sampler": tune.sampler, "pruner": tune.pruner,
+            "space": {k: s.describe() for k, s in sorted(study.space.items())}, "tuned": sorted(study.space),
+            "chosen": dict(trial.params)}
+
+
+def _label(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
 def _trial_run(study: Study, trial: Any, tune: TuneSettings, storage: str):
     from .suite import PlannedRun
 
     base = study.base
-    tuning = {"role": "trial", "study": study.name, "trial": trial.number, "trial_id": trial._trial_id,
-              "trials": tune.trials, "selected_on": "dev", "metric": study.metric, "sampler": tune.sampler,
-              "pruner": tune.pruner, "epochs": base.spec.train.epochs,
-              "space": {k: s.describe() for k, s in sorted(study.space.items())}, "tuned": sorted(study.space),
-              "chosen": dict(trial.params), "storage": storage}
+    tuning = {**_tuning("trial", study, tune, trial), "trial_id": trial._trial_id, "epochs": base.spec.train.epochs,
+              "storage": storage}
     spec = with_settings(base.spec, dict(trial.params), TRIAL_TRAIN, tuning)
-    label = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
     point = tuple(p for p in study.runs[0].point if not p.startswith("seed="))
     return PlannedRun(f"{study.runs[0].block} trial {trial.number}",
-                      Resolved(spec, base.method, base.task, base.backbone), (*point, label))
+                      Resolved(spec, base.method, base.task, base.backbone), (*point, _label(trial.params)))
 
 
 def _counted(optuna_study) -> int:
@@ -140,15 +148,11 @@ def finals(studies: list[Study], opened: dict, tune: TuneSettings) -> tuple[list
             without.append(study.name)
             continue
         best = optuna_study.best_trial
-        tuning = {"role": "final", "study": study.name, "trial": best.number, "trials": tune.trials,
-                  "selected_on": "dev", "metric": study.metric, "sampler": tune.sampler, "pruner": tune.pruner,
-                  "space": {k: s.describe() for k, s in sorted(study.space.items())}, "tuned": sorted(study.space),
-                  "chosen": dict(best.params), "dev_value": best.value, "trials_complete": len(complete),
+        tuning = {**_tuning("final", study, tune, best), "dev_value": best.value, "trials_complete": len(complete),
                   "trials_pruned": sum(t.state == TrialState.PRUNED for t in trials),
                   "trials_failed": sum(t.state == TrialState.FAIL for t in trials)}
-        label = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
         for run in study.runs:
             spec = with_settings(run.resolved.spec, dict(best.params), tuning=tuning)
             resolved = Resolved(spec, run.resolved.method, run.resolved.task, run.resolved.backbone)
-            planned.append(PlannedRun(run.block, resolved, (*run.point, f"tuned {label}")))
+            planned.append(PlannedRun(run.block, resolved, (*run.point, f"tuned {_label(best.params)}")))
     return planned, without

@@ -6,7 +6,7 @@
     sampler = "tpe"       # tpe | random | grid (seeded)
     pruner = "median"     # median | hyperband | none: on the dev score after each epoch
     seed = 0
-    [tune.space.lora]     # overrides of the method's own search space (Method.search_space)
+    [tune.space.<method>] # overrides of that method's own search space (Method.search_space)
     lr = {low = 1e-4, high = 3e-3}
     r = [4, 8, 16]
 
@@ -37,6 +37,8 @@ SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 # What a trial does not need: it is scored on dev only, and neither timed nor kept.
 TRIAL_TRAIN = {"evaluate_test": False, "inference_repeats": 0, "save_artifact": False}
+# How a pruned trial's record says why it stopped (read back when the suite tells its study).
+PRUNED_PREFIX = "pruned by the tuning study"
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def read_tune(table: Any, where: str = "tune") -> TuneSettings:
         raise ConfigError(f"{where}.metric must be a score name, e.g. \"accuracy\"")
     spaces = table.get("space", {})
     if not isinstance(spaces, dict) or not all(isinstance(v, dict) for v in spaces.values()):
-        raise ConfigError(f"{where}.space must hold one table per method", "e.g. [tune.space.lora] lr = {low = 1e-4, "
+        raise ConfigError(f"{where}.space must hold one table per method", "e.g. [tune.space.<method>] lr = {low = 1e-4, "
                                                                            "high = 1e-2}")
     parsed = {method: {key: _space(value, f"{where}.space.{method}.{key}") for key, value in keys.items()}
               for method, keys in spaces.items()}
@@ -120,6 +122,11 @@ def plan_studies(planned: list, tune: TuneSettings) -> list[Study]:
     groups: dict[tuple, list] = {}
     for run in planned:
         groups.setdefault((run.block, tuple(p for p in run.point if not p.startswith("seed="))), []).append(run)
+    methods = {run.resolved.spec.method for run in planned}
+    unused = sorted(set(tune.spaces) - methods)
+    if unused:  # a misspelt method would otherwise tune with its defaults and look overridden
+        raise ConfigError(f"[tune.space.{unused[0]}]: the suite runs no method {unused[0]!r}",
+                          f"its methods: {', '.join(sorted(methods))}")
     return [_study(runs, tune) for runs in groups.values()]
 
 
@@ -261,9 +268,6 @@ def pruning_check(tuning: dict[str, Any], main_score: str) -> Callable[[dict[str
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             return None
         trial.report(float(value), entry["epoch"])
-        return f"pruned by the tuning study after epoch {entry['epoch']}" if trial.should_prune() else None
+        return f"{PRUNED_PREFIX} after epoch {entry['epoch']}" if trial.should_prune() else None
 
     return check
-
-
-PRUNED_PREFIX = "pruned by the tuning study"

@@ -124,6 +124,12 @@ def test_a_space_names_only_settings_the_method_has(tmp_path, tiny_bert):
         plan_studies(suite.expand(path, plugins.load())[1], suite.tune_settings(path))
 
 
+def test_a_space_for_a_method_the_suite_does_not_run_is_refused(tmp_path, tiny_bert):
+    path = tuned_suite(tmp_path, tiny_bert, "trials = 2\n[tune.space.lroa]\nlr = {low = 1e-4, high = 1e-2}")
+    with pytest.raises(ConfigError, match=r"\[tune.space.lroa\]: the suite runs no method 'lroa'"):
+        plan_studies(suite.expand(path, plugins.load())[1], suite.tune_settings(path))
+
+
 def test_an_outside_method_gets_the_learning_rate_space_and_overrides_add_to_it():
     components = plugins.load()
     lora = components.resolve_method("lora")
