@@ -181,9 +181,6 @@ class TokenClassificationTask(Task):
         """Every word tagged O (the majority tag): no entity found, entity F1 0."""
         return [["O"] * len(tags) for tags in references]
 
-    def chance_scores(self, references: list, config: Any) -> dict[str, float]:
-        return {"f1": 0.0, "precision": 0.0, "recall": 0.0}  # a random tagging finds a whole entity by luck only
-
     def example_statistics(self, predictions: list, references: list, config: Any,
                            score: str) -> ExampleStatistics | None:
         """Per sentence: entities right, predicted and in the gold standard (seqeval's strict IOB2
