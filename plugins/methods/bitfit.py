@@ -32,6 +32,18 @@ def in_head(name: str, heads: frozenset[str]) -> bool:
     return bool(heads.intersection(name.split(".")))
 
 
+def trained_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What trains is what a method that only unfreezes parts of the backbone stores."""
+    return {name: param for name, param in model.named_parameters() if param.requires_grad}
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], directory: str, filename: str) -> None:
+    from safetensors.torch import save_file
+
+    os.makedirs(directory, exist_ok=True)
+    save_file({name: t.detach().contiguous().cpu() for name, t in tensors.items()}, os.path.join(directory, filename))
+
+
 class BitFit(Method):
     lr_range = (FAMILIES["bitfit"].low, FAMILIES["bitfit"].high)
     name = "bitfit"
@@ -60,14 +72,10 @@ class BitFit(Method):
         return name.endswith(".bias") and not in_head(name, self._heads)
 
     def artifact_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return {name: param for name, param in model.named_parameters() if param.requires_grad}
+        return trained_tensors(model)
 
     def save(self, model: torch.nn.Module, directory: str) -> None:
-        from safetensors.torch import save_file
-
-        os.makedirs(directory, exist_ok=True)
-        tensors = {name: t.detach().contiguous().cpu() for name, t in self.artifact_tensors(model).items()}
-        save_file(tensors, os.path.join(directory, "bitfit.safetensors"))
+        save_tensors(self.artifact_tensors(model), directory, "bitfit.safetensors")
 
 
 @hookimpl

@@ -6,13 +6,12 @@ parameters of its own (0 adapter parameters), and the artefact is the head alone
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, hookimpl
 
-from .bitfit import in_head
+from .bitfit import in_head, save_tensors, trained_tensors
 from .learning_rates import FAMILIES
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
@@ -46,14 +45,10 @@ class LinearProbe(Method):
         return loaded.model
 
     def artifact_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return {name: param for name, param in model.named_parameters() if param.requires_grad}
+        return trained_tensors(model)
 
     def save(self, model: torch.nn.Module, directory: str) -> None:
-        from safetensors.torch import save_file
-
-        os.makedirs(directory, exist_ok=True)
-        tensors = {name: t.detach().contiguous().cpu() for name, t in self.artifact_tensors(model).items()}
-        save_file(tensors, os.path.join(directory, "head.safetensors"))
+        save_tensors(self.artifact_tensors(model), directory, "head.safetensors")
 
 
 @hookimpl
