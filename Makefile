@@ -1,25 +1,42 @@
-# Two entry points (see README): `make demo` and `make test`. Each sets up
-# .venv from scratch when needed.
+# Two entry points (see README): `make demo` and `make test`. Each sets up what it needs from
+# scratch when needed. Two environments, because AdapterHub's `adapters` 1.3 needs transformers 4.57:
+#   .venv           the default: transformers 5, no AdapterHub (its tests skip, saying why)
+#   .venv-adapters  with the extra `adapters` (transformers 4.57): AdapterHub's tests and a smoke of the rest
 VENV ?= .venv
+ADAPTERS_VENV ?= .venv-adapters
 PYTHON ?= python3
 # The build machines' CPU torch; a machine with its own torch: make CONSTRAINTS= setup
 CONSTRAINTS ?= constraints/cpu.txt
+PIP_INSTALL = pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: setup demo test clean
+.PHONY: setup setup-adapters demo test test-default test-adapters clean
 
 setup: $(VENV)/.installed
+
+setup-adapters: $(ADAPTERS_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[test]"
+	$(VENV)/bin/$(PIP_INSTALL) -e ".[test]"
+	touch $@
+
+$(ADAPTERS_VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(ADAPTERS_VENV)
+	$(ADAPTERS_VENV)/bin/pip install --quiet --upgrade pip
+	$(ADAPTERS_VENV)/bin/$(PIP_INSTALL) -e ".[test,adapters]"
 	touch $@
 
 demo: setup
 	PEFTBENCH=$(VENV)/bin/peftbench bash examples/demo.sh
 
-test: setup
+test: test-default test-adapters
+
+test-default: setup
 	$(VENV)/bin/python -m pytest -q
 
+test-adapters: setup-adapters
+	$(ADAPTERS_VENV)/bin/python -m pytest -q -m "adapters or smoke"
+
 clean:
-	rm -rf $(VENV) results/demo
+	rm -rf $(VENV) $(ADAPTERS_VENV) results/demo

@@ -34,7 +34,21 @@ SETTINGS = {"ln-tuning": {"target_modules": "LayerNorm"}, "vblora": {"vector_len
 
 
 def methods(components) -> list[str]:
-    return sorted(e.name for e in components.methods if not e.name.startswith(COMPOSED))
+    """Every base method whose libraries are installed (AdapterHub's need the extra `adapters`)."""
+    from peftbench.installed import missing_libraries
+
+    names = sorted(e.name for e in components.methods if not e.name.startswith(COMPOSED))
+    absent = [n for n in names if missing_libraries(components.methods.get(n))]
+    if absent:
+        print(f"left out {len(absent)} methods whose libraries are not installed: {', '.join(absent)}")
+    return [n for n in names if n not in absent]
+
+
+def smoke_methods() -> list[str]:
+    """One method from each library: peft's LoRA, and AdapterHub's Compacter where its extra is installed."""
+    from peftbench.installed import is_installed
+
+    return ["lora", "adapters-compacter" if is_installed("adapters") else "vera"]
 
 
 def run_blocks(components, names: list[str], budget: int, sets: list[str]) -> tuple[list[str], list[str]]:
@@ -81,10 +95,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--suite-args", default="", help='passed to `suite run`, e.g. "--executor ray --set workers=2"')
-    parser.add_argument("--smoke", action="store_true", help="lora (peft), adapters-compacter (adapters); 1 seed; tiny subset")
+    parser.add_argument("--smoke", action="store_true", help="lora (peft) and adapters-compacter (adapters; vera where the extra is "
+                        "not installed); 1 seed; tiny subset")
     args = parser.parse_args()
     components = plugins.load()
-    names = ["lora", "adapters-compacter"] if args.smoke else \
+    names = smoke_methods() if args.smoke else \
         (args.methods.split(",") if args.methods else methods(components))
     seeds = [1] if args.smoke else [int(s) for s in args.seeds.split(",")]
     blocks, notes = run_blocks(components, names, args.budget, [f"data_dir={REPO / 'examples' / 'livedoor-sample'}"])

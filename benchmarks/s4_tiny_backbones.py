@@ -40,7 +40,7 @@ def main() -> None:
         out = args.out / f"tiny-{kind}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-        BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=False).save_pretrained(out)
+        BertTokenizerFast.from_pretrained(out, do_lower_case=False).save_pretrained(out)  # from vocab.txt
         torch.manual_seed(0)
         if kind == "t5":
             model = T5ForConditionalGeneration(T5Config(vocab_size=len(vocab), d_model=128, d_ff=512, d_kv=32,

@@ -18,14 +18,20 @@ def _settings_text(settings: list[dict]) -> str:
 
 def _listing(comps) -> dict[str, list[dict]]:
     from .config import TrainConfig, describe_fields
+    from .installed import install_hint, missing_libraries, needs_text
 
     def settings(config_cls) -> list[dict]:
         return [dict(zip(("name", "type", "default"), row)) for row in describe_fields(config_cls)]
 
+    def description(component) -> str:
+        missing = missing_libraries(component)
+        return component.description + (f" [{needs_text(missing)}]" if missing else "")
+
     listing: dict[str, list[dict]] = {}
     for kind, registry in (("methods", comps.methods), ("tasks", comps.tasks), ("backbones", comps.backbones)):
-        listing[kind] = [{"name": e.name, "plugin": e.source, "description": e.component.description,
-                          "settings": settings(e.component.Config)} for e in registry]
+        listing[kind] = [{"name": e.name, "plugin": e.source, "description": description(e.component),
+                          "settings": settings(e.component.Config),
+                          "needs": install_hint(missing_libraries(e.component)) or None} for e in registry]
     listing["method wrappers"] = [{"name": f"{e.name}+<method>", "plugin": e.source,
                                    "description": e.component.description,
                                    "settings": settings(e.component.Config) if e.component.Config else []}

@@ -20,6 +20,7 @@ from .errors import (BackboneError, ConfigError, DataError, PeftbenchError, Regi
                      TrainingError)
 from .executor import Executor, Job
 from .hookspecs import hookimpl
+from .installed import install_hint, is_installed, missing_libraries
 from .command_context import CommandContext
 from .plugins import Components
 from .progress import Progress
@@ -40,6 +41,8 @@ __all__ = [
     "locate", "cache_root", "encode_cached", "load_splits", "tokenizer_fingerprint",
     # settings from `--set` pairs
     "parse_sets", "apply_sets", "parse_value", "field_types",
+    # libraries a component declares: installed, or which extra installs them
+    "is_installed", "missing_libraries", "install_hint",
     # progress bars inside a run
     "Progress", "current_progress",
     # runs and their records

@@ -19,6 +19,7 @@ from typing import Any
 from .api import Backbone, Method, Task
 from .config import TrainConfig, apply_sets, config_hash, parse_sets
 from .errors import ConfigError
+from .installed import require_installed
 from .plugins import Components
 from .records import Budget
 
@@ -77,6 +78,11 @@ class Resolved:
     method: Method
     task: Task
     backbone: Backbone
+
+    def __post_init__(self) -> None:
+        # Listed without its libraries (e.g. an extra not installed); running it is refused here.
+        for kind, component in (("method", self.method), ("task", self.task), ("backbone", self.backbone)):
+            require_installed(component, kind)
 
 
 def resolve(components: Components, method: str, task: str, backbone: str | None = None,

@@ -10,6 +10,8 @@ import torch
 from peftbench import counting, plugins, records, spec, suite
 from peftbench.errors import ConfigError
 
+pytestmark = pytest.mark.adapters  # AdapterHub's library: the extra `adapters`
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "kwdlc"
 

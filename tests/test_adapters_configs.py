@@ -12,6 +12,8 @@ from peftbench.errors import ConfigError
 from peftbench.measure import count_parameters
 from peftbench_plugins.methods.adapters_configs import ADAPTER_NAME, AdaptersConfig
 
+pytestmark = pytest.mark.adapters  # AdapterHub's library: the extra `adapters`
+
 COMPONENTS = plugins.load()
 CONFIGS = sorted(e.name for e in COMPONENTS.methods if isinstance(e.component, AdaptersConfig))
 
@@ -58,3 +60,16 @@ def test_counts_merging_and_artefact(name, tiny_bert, tmp_path):
     method.save(model, str(tmp_path / "artifact"))
     saved = {p.suffix for p in (tmp_path / "artifact").iterdir()}
     assert ".safetensors" in saved and ".bin" not in saved
+
+
+def test_the_snapshot_listed_without_the_extra_is_the_library_s_own():
+    """Where `adapters` is not installed, its methods are listed from adapters_catalogue.json: that
+    file must say what the installed library says (regenerate it when the library moves)."""
+    import importlib.metadata
+    import json
+
+    from peftbench_plugins.methods.adapters_configs import SNAPSHOT, _config_entries
+
+    snapshot = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    assert snapshot["adapters_version"] == importlib.metadata.version("adapters")
+    assert snapshot["methods"] == json.loads(json.dumps(_config_entries()))

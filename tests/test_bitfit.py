@@ -11,6 +11,8 @@ from transformers import AutoModelForSequenceClassification
 from peftbench import counting, plugins, runner, spec
 from peftbench.progress import Progress
 
+pytestmark = pytest.mark.smoke  # also run in .venv-adapters (transformers 4.57)
+
 SETS = ["per_category=10", "max_length=32", "epochs=1", "inference_repeats=0"]
 
 

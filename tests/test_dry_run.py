@@ -6,6 +6,8 @@ import pytest
 
 from peftbench import counting, plugins, spec
 
+pytestmark = pytest.mark.smoke  # also run in .venv-adapters (transformers 4.57)
+
 
 def dry(method: str, *sets: str, task: str = "livedoor-news", backbone: str | None = None):
     comps = plugins.load()

@@ -14,6 +14,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from peftbench import records
 
+pytestmark = pytest.mark.smoke  # also run in .venv-adapters (transformers 4.57)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -115,11 +115,13 @@ def tsv_with_one_class(tmp_path: Path) -> Path:
 
 
 def pickle_only_backbone(tmp_path: Path) -> Path:
+    import torch
     from transformers import BertConfig, BertModel
 
     folder = tmp_path / "pickled"
     config = BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)
-    BertModel(config).save_pretrained(folder, safe_serialization=False)
+    config.save_pretrained(folder)  # transformers 5's save_pretrained writes safetensors only: pickle by hand
+    torch.save(BertModel(config).state_dict(), folder / "pytorch_model.bin")
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"]) + "\n")
     return folder
 

@@ -69,7 +69,8 @@ def test_ngram_targets_only_on_training_examples(tiny_bert, sample_tsv):
     assert model.aux["ngram"][1].out_features == len(labels)
 
 
-@pytest.mark.parametrize("method", ["mtl-rtm-lora", "mtl-rtm-adapter", "mtl-rtm"])
+@pytest.mark.parametrize("method", ["mtl-rtm-lora", pytest.param("mtl-rtm-adapter", marks=pytest.mark.adapters),
+                                    "mtl-rtm"])
 def test_the_auxiliary_loss_trains_the_shared_encoder(method, tiny_bert, sample_tsv):
     resolved, _, loaded, _, _, batch, model = _prepared(method, tiny_bert, sample_tsv)
     assert {"mlm_input_ids", "mlm_labels"} <= set(batch) and "mask_probs" not in batch

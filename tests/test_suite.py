@@ -26,7 +26,17 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "benchmarks").glob("*.toml")), ids=lambda p: p.name)
+def _suite_param(path: Path):
+    """A suite that names an AdapterHub method expands only where the extra is installed."""
+    import re
+
+    comps = plugins.load()
+    names = [n for n in re.findall(r'"([\w+.-]+)"', path.read_text(encoding="utf-8")) if n in comps.methods]
+    adapterhub = any("adapters" in comps.methods.get(n).libraries for n in names)
+    return pytest.param(path, marks=[pytest.mark.adapters] if adapterhub else [], id=path.name)
+
+
+@pytest.mark.parametrize("path", [_suite_param(p) for p in sorted((REPO / "benchmarks").glob("*.toml"))])
 def test_every_benchmark_suite_expands(path):
     """No suite in benchmarks/ rots: each expands (names, settings, grids), and a tuned one plans its
     studies with a search space per method."""

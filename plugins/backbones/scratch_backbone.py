@@ -222,7 +222,7 @@ def build(corpora: list[str], sets: list[str], out: Path, preset: str, overrides
 
     def encode(pairs):
         enc = tokenizer([a for a, _, _ in pairs], [b for _, b, _ in pairs], truncation="longest_first",
-                        max_length=config.seq_len, return_attention_mask=False)
+                        max_length=config.seq_len, return_attention_mask=False, return_token_type_ids=True)
         return [{"input_ids": ids, "token_type_ids": types, "next_sentence_label": label}
                 for ids, types, (_, _, label) in zip(enc["input_ids"], enc["token_type_ids"], pairs)]
 

@@ -6,7 +6,9 @@ The list is the library's own (``adapters.ADAPTER_CONFIG_MAP``; aliases of an id
 configuration, such as `pfeiffer` and `seq_bn`, appear once); the `adapters-` prefix keeps
 them apart from peft's methods of the same name. Settings are the configuration
 dataclass's fields a command line can express, with the library's defaults, plus `lr`
-and `train_head`; read once per library version and cached, like peft's tuners. Only the
+and `train_head`; read once per library version and cached, like peft's tuners. Where the library
+is not installed (it comes with the extra `peftbench[adapters]`), the list is read from the snapshot
+beside this file, so the methods still appear and a run of one says what to install. Only the
 library's modules and the head train. LoRA, IA3 and VeRA merge into the weights for
 inference (timed both ways); the others are timed unmerged.
 
@@ -17,11 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import typing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from peftbench.sdk import ConfigError, LoadedBackbone, Stage, hookimpl
+from peftbench.sdk import ConfigError, LoadedBackbone, Stage, hookimpl, is_installed
 
 from .adapter import BottleneckAdapter, set_head_trainable
 from .learning_rates import adapters_family
@@ -31,6 +35,7 @@ if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins s
     import torch
 
 ADAPTER_NAME = "peftbench_task"
+SNAPSHOT = Path(__file__).with_name("adapters_catalogue.json")  # _config_entries() of adapters 1.3.0
 # Merged into the weights for inference: the LoRA family, except where the library's merge is not
 # exact (adapters 1.3: DoRA and DVoRA change the logits when merged, MTL-LoRA's merge fails);
 # tests/test_adapters_configs.py checks merged against unmerged logits for these.
@@ -121,7 +126,13 @@ class AdaptersConfig(BottleneckAdapter):
                 model.reset_adapter()  # back to the unmerged, trainable form
 
 
+def catalogue() -> list[dict[str, Any]]:
+    if is_installed("adapters"):
+        return cached_catalogue("adapters", __file__, _config_entries)
+    return json.loads(SNAPSHOT.read_text(encoding="utf-8"))["methods"]
+
+
 @hookimpl
 def register_methods(register) -> None:
-    for entry in cached_catalogue("adapters", __file__, _config_entries):
+    for entry in catalogue():
         register(AdaptersConfig(entry))

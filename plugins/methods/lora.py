@@ -8,6 +8,7 @@ LoRA matrices plus the head, in safetensors.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
@@ -17,6 +18,16 @@ from .learning_rates import FAMILIES
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
+
+
+def peft_model(model: torch.nn.Module, peft_config) -> torch.nn.Module:
+    """``peft.get_peft_model``, without the FutureWarning peft 0.21 raises on transformers 5 for every
+    model it wraps (it reads ``is_gradient_checkpointing``, which 5 renamed)."""
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, peft_config)
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,7 @@ class Lora(Method):
     capacity = ("r", range(1, 1025))
 
     def prepare(self, loaded: LoadedBackbone, config: LoraSettings, stage: Stage, previous=None) -> torch.nn.Module:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
 
         model = loaded.model
         available = _linear_names(model)
@@ -99,7 +110,7 @@ class Lora(Method):
             bias=config.bias,
             modules_to_save=list(loaded.head_modules) if config.train_head else None,
         )
-        return get_peft_model(model, peft_config)
+        return peft_model(model, peft_config)
 
     def is_adapter_parameter(self, name: str) -> bool:
         return "lora_" in name

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, cache_root, hookimpl, write_json_atomic
 
 from .learning_rates import peft_family
+from .lora import peft_model
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
@@ -150,6 +151,19 @@ def _tuner_entries() -> list[dict[str, Any]]:
                       for name, (overrides, about) in LORA_VARIANTS.items()]
 
 
+# Tuners peft injects as `past_key_values`. transformers 5's models name their cache otherwise and
+# take **kwargs, so without this check a prefix would be dropped silently (a causal LM) or fail
+# at the first step (an encoder).
+PREFIX_TYPES = ("PREFIX_TUNING", "CARTRIDGE")
+
+
+def takes_past_key_values(model: torch.nn.Module) -> bool:
+    import inspect
+
+    return any("past_key_values" in inspect.signature(m.forward).parameters
+               for m in (model, getattr(model, "base_model", model)))
+
+
 class PeftTuner(Method):
     """One peft tuner type; what trains is what peft marks trainable, plus the task head."""
 
@@ -169,7 +183,6 @@ class PeftTuner(Method):
         self.capacity = (size, range(1, 1025)) if size in names and "init_r" not in names else None
 
     def prepare(self, loaded: LoadedBackbone, config: Any, stage: Stage, previous=None) -> torch.nn.Module:
-        from peft import get_peft_model
         from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
         settings = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
@@ -182,10 +195,13 @@ class PeftTuner(Method):
             peft_config = PEFT_TYPE_TO_CONFIG_MAPPING[self.peft_type](
                 **settings, **({"task_type": task_type} if task_type else {}),
                 **({"modules_to_save": list(loaded.head_modules)} if config.train_head and not task_type else {}))
+            if self.peft_type in PREFIX_TYPES and not takes_past_key_values(loaded.model):
+                raise ValueError(f"it injects its prefixes as `past_key_values`, which {type(loaded.model).__name__} "
+                                 f"does not take under transformers {importlib.metadata.version('transformers')}")
             if {"n_tasks", "num_tasks"} & settings.keys():
                 raise ValueError("it needs a task id per example (multi-task prompts), which peftbench's tasks "
                                  "do not give")
-            model = get_peft_model(loaded.model, peft_config)
+            model = peft_model(loaded.model, peft_config)
             if not any(self.is_adapter_parameter(n) and p.requires_grad and p.numel()
                        for n, p in model.named_parameters()):
                 raise ValueError("it added no trainable parameters with these settings")

@@ -76,12 +76,13 @@ def viterbi(emissions: torch.Tensor, lengths: torch.Tensor, transitions: torch.T
     return [p[:n] for p, n in zip(paths, lengths.tolist())]
 
 
-def special_token_frame(tokenizer: Any) -> tuple[int, int]:
-    """How many special tokens the tokenizer puts before and after a single sequence."""
-    marker = -7
-    framed = tokenizer.build_inputs_with_special_tokens([marker])
-    before = framed.index(marker)
-    return before, len(framed) - before - 1
+def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a single sequence (BERT: [CLS], [SEP]),
+    read from how it encodes one word (transformers 5 has no build_inputs_with_special_tokens)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    framed = tokenizer("a", add_special_tokens=True)["input_ids"]
+    start = next(i for i in range(len(framed) - len(plain) + 1) if framed[i:i + len(plain)] == plain)
+    return framed[:start], framed[start + len(plain):]
 
 
 def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
@@ -120,7 +121,7 @@ class TokenClassificationTask(Task):
         # One batched call for every word of the split: fast tokenizers do it in Rust.
         pieces = iter(tokenizer(words, add_special_tokens=False)["input_ids"])
         before, after = special_token_frame(tokenizer)
-        budget = config.max_length - before - after
+        budget = config.max_length - len(before) - len(after)
         encoded = []
         for ex in examples:
             ids: list[int] = []
@@ -134,8 +135,8 @@ class TokenClassificationTask(Task):
                 ids += piece
                 labels += [label_ids[tag]] + [IGNORE] * (len(piece) - 1)
             encoded.append({
-                "input_ids": tokenizer.build_inputs_with_special_tokens(ids),
-                "labels": [IGNORE] * before + labels + [IGNORE] * after,
+                "input_ids": before + ids + after,
+                "labels": [IGNORE] * len(before) + labels + [IGNORE] * len(after),
                 "word_tags": [label_ids[tag] for tag in ex["tags"]],
             })
         return encoded
