@@ -32,11 +32,14 @@ demo: setup
 
 test: test-default test-adapters
 
+# One test worker per core; a file's tests stay on one worker (module fixtures are built once).
+PYTEST_ARGS ?= -q -n auto --dist loadfile
+
 test-default: setup
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-adapters: setup-adapters
-	$(ADAPTERS_VENV)/bin/python -m pytest -q -m "adapters or smoke"
+	$(ADAPTERS_VENV)/bin/python -m pytest $(PYTEST_ARGS) -m "adapters or smoke"
 
 clean:
 	rm -rf $(VENV) $(ADAPTERS_VENV) results/demo

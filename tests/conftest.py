@@ -15,6 +15,10 @@ SAMPLE = REPO / "examples" / "livedoor-sample"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a test that tries the hub fails at once instead of retrying
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per test worker (and the processes it starts): pytest-xdist runs one worker per
+    # core, and two-thread workers on two cores would fight over them.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
