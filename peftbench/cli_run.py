@@ -126,17 +126,24 @@ def _launch_processes(processes: int) -> bool:
 
 
 def _terminate_like_an_interrupt() -> None:
-    """SIGTERM (Slurm's time limit, preemption, `kill`) ends a run as Ctrl-C does: its record says cancelled."""
+    """SIGTERM (Slurm's time limit, preemption, `kill`) ends a run as Ctrl-C does: its record says
+    cancelled. Both are also remembered, for the trainer to raise again if a library dropped them."""
     import signal
 
-    from .errors import Terminated
+    from .errors import Interrupted, Terminated
 
     def terminate(signum, frame):
         Terminated.received = True
         raise Terminated()
 
+    def interrupt(signum, frame):
+        Interrupted.requested = True
+        raise KeyboardInterrupt()
+
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, terminate)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored
+            signal.signal(signal.SIGINT, interrupt)
 
 
 def _refuse_a_second_success(results: Path, config_hash: str) -> None:

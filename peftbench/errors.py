@@ -45,3 +45,18 @@ class Terminated(KeyboardInterrupt):
     Ctrl-C (the record says cancelled, so the next `suite run` runs it again)."""
 
     received = False  # set by the handler: libraries may re-raise it as a plain KeyboardInterrupt
+
+
+class Interrupted:
+    """Whether Ctrl-C reached this run. Python drops a KeyboardInterrupt raised while a finaliser
+    runs ("Exception ignored in ... __del__"), so the run's handler also sets this flag and the
+    trainer raises the interrupt again between steps: a run that was told to stop always stops."""
+
+    requested = False
+
+
+def raise_if_interrupted() -> None:
+    if Terminated.received:
+        raise Terminated()
+    if Interrupted.requested:
+        raise KeyboardInterrupt()

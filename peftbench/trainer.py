@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from .api import Method, Stage, Task
 from .config import TrainConfig
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, TrainingError, raise_if_interrupted
 from .measure import synchronize
 from .progress import Progress
 
@@ -287,6 +287,7 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
             if accelerator.device.type == "cpu":
                 result.step_seconds.append(time.perf_counter() - fetched)
             advance(loss=watch.last_finite)  # the last loss read (on a GPU, every few steps)
+            raise_if_interrupted()  # a Ctrl-C a finaliser swallowed (errors.Interrupted)
     synchronize(accelerator.device)
     if result.train_loss_start is None and watch.first:
         result.train_loss_start = sum(watch.first) / len(watch.first)

@@ -92,6 +92,25 @@ def test_ctrl_c_stops_the_suite_at_once(tiny_bert, tmp_path, whom):
     assert {p: p.stat().st_mtime_ns for p in results.rglob("*.json")} == before  # a dry run writes nothing
 
 
+def test_an_interrupt_a_finaliser_swallowed_still_stops_training():
+    """Python drops a KeyboardInterrupt raised inside __del__ (seen under load: a regex object's
+    finaliser took the suite's SIGINT, and the run went on with its record saying running). The
+    run's handler remembers it, and the trainer raises it again between steps."""
+    from peftbench.errors import Interrupted, raise_if_interrupted
+
+    class Finalised:
+        def __del__(self):
+            Interrupted.requested = True  # what the run's SIGINT handler does, then raises...
+            raise KeyboardInterrupt()  # ...here, where Python prints "Exception ignored" and goes on
+
+    Finalised()  # collected at once: the interrupt is swallowed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()
+    finally:
+        Interrupted.requested = False
+
+
 # ------------------------------------------------------------------ bad inputs: one line each
 
 
