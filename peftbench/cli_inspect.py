@@ -18,20 +18,19 @@ def _settings_text(settings: list[dict]) -> str:
 
 def _listing(comps) -> dict[str, list[dict]]:
     from .config import TrainConfig, describe_fields
-    from .installed import install_hint, missing_libraries, needs_text
+    from .installed import install_hint, missing_libraries
 
     def settings(config_cls) -> list[dict]:
         return [dict(zip(("name", "type", "default"), row)) for row in describe_fields(config_cls)]
 
-    def description(component) -> str:
-        missing = missing_libraries(component)
-        return component.description + (f" [{needs_text(missing)}]" if missing else "")
+    def entry(e) -> dict:
+        needs = install_hint(missing_libraries(e.component)) or None  # listed, but a run is refused
+        return {"name": e.name, "plugin": e.source, "settings": settings(e.component.Config), "needs": needs,
+                "description": e.component.description + (f" [needs {needs}]" if needs else "")}
 
     listing: dict[str, list[dict]] = {}
     for kind, registry in (("methods", comps.methods), ("tasks", comps.tasks), ("backbones", comps.backbones)):
-        listing[kind] = [{"name": e.name, "plugin": e.source, "description": description(e.component),
-                          "settings": settings(e.component.Config),
-                          "needs": install_hint(missing_libraries(e.component)) or None} for e in registry]
+        listing[kind] = [entry(e) for e in registry]
     listing["method wrappers"] = [{"name": f"{e.name}+<method>", "plugin": e.source,
                                    "description": e.component.description,
                                    "settings": settings(e.component.Config) if e.component.Config else []}

@@ -28,36 +28,31 @@ def _extras() -> dict[str, str]:
     """Distribution -> the first of peftbench's extras (from its installed metadata) that brings it;
     the test extra last, as it exists for the test suite rather than for users."""
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
-    found: dict[str, str] = {}
     try:
-        lines = metadata.requires("peftbench") or []
+        extras = metadata.metadata("peftbench").get_all("Provides-Extra") or []
+        requirements = [Requirement(line) for line in metadata.requires("peftbench") or []]
     except metadata.PackageNotFoundError:  # running from a source tree that was never installed
-        lines = []
-    for line in sorted(lines, key=lambda text: '"test"' in text):
-        requirement = Requirement(line)
-        marker = str(requirement.marker or "")
-        if "extra ==" in marker:
-            found.setdefault(_normalise(requirement.name), marker.split("extra ==")[1].strip(" '\""))
+        return {}
+    found: dict[str, str] = {}
+    for extra in sorted(extras, key=lambda name: name == "test"):
+        for requirement in requirements:
+            if requirement.marker is not None and requirement.marker.evaluate({"extra": extra}):
+                found.setdefault(canonicalize_name(requirement.name), extra)
     return found
 
 
-def _normalise(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
 def install_hint(libraries: Iterable[str]) -> str:
-    libraries = list(libraries)
-    extras = list(dict.fromkeys(_extras()[_normalise(n)] for n in libraries if _normalise(n) in _extras()))
-    others = [n for n in libraries if _normalise(n) not in _extras()]
+    """What to install for these libraries: peftbench's extras where one brings them, else pip."""
+    from packaging.utils import canonicalize_name
+
+    by_extra = {name: _extras().get(canonicalize_name(name)) for name in libraries}
+    extras = list(dict.fromkeys(extra for extra in by_extra.values() if extra))
+    others = [name for name, extra in by_extra.items() if not extra]
     commands = ([f"pip install 'peftbench[{','.join(extras)}]'"] if extras else []) + (
         [f"pip install {' '.join(others)}"] if others else [])
     return " and ".join(commands)
-
-
-def needs_text(libraries: Iterable[str]) -> str:
-    """What a listing shows beside a component that cannot run here."""
-    return f"needs {install_hint(libraries)}"
 
 
 def require_installed(component: Any, kind: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, Sequence
 
-from peftbench.sdk import Encoded, Example, ExampleStatistics, HeadSpec, Task
+from peftbench.sdk import ConfigError, Encoded, Example, ExampleStatistics, HeadSpec, Task
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
@@ -81,7 +81,10 @@ def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
     read from how it encodes one word (transformers 5 has no build_inputs_with_special_tokens)."""
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
     framed = tokenizer("a", add_special_tokens=True)["input_ids"]
-    start = next(i for i in range(len(framed) - len(plain) + 1) if framed[i:i + len(plain)] == plain)
+    start = next((i for i in range(len(framed) - len(plain) + 1) if framed[i:i + len(plain)] == plain), None)
+    if start is None:
+        raise ConfigError(f"{type(tokenizer).__name__} encodes a word differently with special tokens than "
+                          "without, so NER labels cannot be aligned to its tokens", "pick another backbone")
     return framed[:start], framed[start + len(plain):]
 
 
