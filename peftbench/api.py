@@ -172,6 +172,11 @@ class Task(Component):
         generates reports ``generated_tokens`` in its scores, so the run records tokens/s."""
         return None
 
+    def predicts_every_epoch(self, config: Any) -> bool:
+        """True: the dev scoring after each epoch uses `predict` too (e.g. generation for exact
+        match, at its cost), so model selection and early stopping see the final scores."""
+        return False
+
     def for_backbone(self, loaded: "LoadedBackbone") -> "Task":
         """The task as it must encode/decode for this backbone (e.g. seq2seq vs causal LM).
         Called after the backbone is loaded, before encoding; the default is the task itself."""
@@ -240,6 +245,10 @@ class Method(Component):
     mergeable: ClassVar[bool | None] = None
     """Whether the method's weights can be folded into the backbone for inference
     (LoRA: yes; adapters: no; None: nothing to merge). Recorded with inference times."""
+
+    quantized_base: ClassVar[bool] = False
+    """Whether the method trains beside a frozen quantized base (``--set quantize=4bit``, QLoRA):
+    it must leave every base weight frozen and know the k-bit layers (peft's LoRA family does)."""
 
     capacity: ClassVar[tuple[str, Sequence[int]] | None] = None
     """The setting that sizes the method and its allowed values (e.g. ("r", range(1, 1025))),
@@ -343,6 +352,10 @@ class LoadedBackbone:
 
 class Backbone(Component):
     """Resolves to a model with the requested head, plus its tokenizer."""
+
+    quantizes: ClassVar[bool] = False
+    """True: ``load`` also takes ``quantize="4bit"|"8bit"`` and ``compute_dtype`` (the run's
+    ``--set quantize=...``) and then returns a frozen k-bit base. Only passed when a run asks."""
 
     @abstractmethod
     def load(self, head: HeadSpec, *, weights: bool = True) -> LoadedBackbone:

@@ -28,8 +28,14 @@ def _listing(comps) -> dict[str, list[dict]]:
         return {"name": e.name, "plugin": e.source, "settings": settings(e.component.Config), "needs": needs,
                 "description": e.component.description + (f" [needs {needs}]" if needs else "")}
 
-    listing: dict[str, list[dict]] = {}
-    for kind, registry in (("methods", comps.methods), ("tasks", comps.tasks), ("backbones", comps.backbones)):
+    def method_entry(e) -> dict:
+        quantized = bool(getattr(e.component, "quantized_base", False))
+        row = entry(e)
+        row.update(quantized_base=quantized, description=row["description"] + (" [k-bit base]" if quantized else ""))
+        return row
+
+    listing: dict[str, list[dict]] = {"methods": [method_entry(e) for e in comps.methods]}
+    for kind, registry in (("tasks", comps.tasks), ("backbones", comps.backbones)):
         listing[kind] = [entry(e) for e in registry]
     listing["method wrappers"] = [{"name": f"{e.name}+<method>", "plugin": e.source,
                                    "description": e.component.description,

@@ -46,10 +46,19 @@ class TrainConfig:
     effective_batch_size: int | None = None
     # Score the test split at the end (tuning trials do not: they select on dev only).
     evaluate_test: bool = True
+    # Forgetting (causal LMs): a text or JSONL file whose mean per-token cross-entropy is measured on
+    # the base model before the method touches it and on the tuned model after (peftbench/forgetting.py).
+    forgetting_data: str | None = None
+    forgetting_max_length: int = 512
+    # A frozen base in 4 or 8 bits (bitsandbytes: NF4 with double quantisation for 4bit, LLM.int8 for
+    # 8bit), for the methods that train beside a quantized base (QLoRA); compute in this dtype.
+    quantize: Literal["none", "4bit", "8bit"] = "none"
+    quantize_compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
 
     # Settings added after runs were first recorded: left out of the config hash at their default,
     # so a suite still recognises the runs it finished before they existed.
-    HASH_OMITS_AT_DEFAULT = ("grad_accum_steps", "effective_batch_size", "evaluate_test")
+    HASH_OMITS_AT_DEFAULT = ("grad_accum_steps", "effective_batch_size", "evaluate_test", "forgetting_data",
+                             "forgetting_max_length", "quantize", "quantize_compute_dtype")
 
     def accumulation_steps(self, processes: int = 1) -> int:
         """Micro-batches per optimizer update on each of ``processes`` data-parallel processes."""
@@ -80,6 +89,7 @@ class TrainConfig:
                                                         or self.effective_batch_size % self.batch_size),
              f"effective_batch_size must be a multiple of batch_size {self.batch_size}, got "
              f"{self.effective_batch_size}"),
+            (self.forgetting_max_length < 2, f"forgetting_max_length must be >= 2, got {self.forgetting_max_length}"),
         ]
         for wrong, message in problems:
             if wrong:

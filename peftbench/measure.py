@@ -19,6 +19,14 @@ import torch
 # ------------------------------------------------------------------ parameters
 
 
+def _logical_numel(param: torch.nn.Parameter) -> int:
+    """The weights a parameter holds: a 4-bit quantized weight (bitsandbytes' Params4bit) packs two
+    per byte, so its tensor has half as many elements as the layer has weights (peft counts it so)."""
+    if type(param).__name__ == "Params4bit" and param.element_size() == 1:
+        return param.numel() * 2
+    return param.numel()
+
+
 def count_parameters(
     model: torch.nn.Module,
     is_adapter: Callable[[str], bool],
@@ -42,7 +50,7 @@ def count_parameters(
         if id(param) in seen:
             continue
         seen.add(id(param))
-        total += param.numel()
+        total += _logical_numel(param)
         if not param.requires_grad:
             continue
         if is_auxiliary(name):

@@ -79,6 +79,20 @@ class Energy:
 
 
 @dataclass
+class Forgetting:
+    """Mean per-token cross-entropy (shifted targets) on ``forgetting_data``: the base model before
+    the method attached anything, the tuned model after; ``forgetting = after - before``."""
+
+    data: str
+    fingerprint: str  # sha256 of the texts, so two runs' figures are known to be on the same data
+    texts: int
+    tokens: int
+    before: float
+    after: float | None = None
+    forgetting: float | None = None
+
+
+@dataclass
 class StepTimes:
     """Training-step times of one stage, batch fetching excluded. Measured on CPU only (null on a
     GPU, where timing each step would need a sync per step). The minimum is the least disturbed
@@ -204,6 +218,7 @@ class RunRecord:
     memory: Memory | None = None  # with several processes: each field's peak over the processes
     process_memory: list[Memory] | None = None  # with several processes: each one's peaks, by rank
     energy: Energy | None = None
+    forgetting: Forgetting | None = None  # causal LMs, with --set forgetting_data=FILE
     artifact: Artifact = field(default_factory=Artifact)
     inference: dict[str, Any] | None = None  # split, examples, per-mode seconds (e.g. LoRA merged/unmerged)
     environment: Environment | None = None

@@ -47,6 +47,7 @@ class RunState:
     started: float = field(default_factory=time.perf_counter)
     splits: dict[int, Splits] = field(default_factory=dict)  # per objective: a task loads its data once
     stages: list[Stage] = field(default_factory=list)
+    forgetting_texts: list[str] = field(default_factory=list)  # forgetting_data, read once for before and after
 
     @property
     def record_path(self) -> Path:

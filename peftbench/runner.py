@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from . import records, tracking
+from . import forgetting, records, tracking
 from .api import Splits, Stage, Task
 from .config import TrainConfig
 from .counting import stage_train
@@ -39,8 +39,8 @@ from .errors import ConfigError, PeftbenchError, Terminated
 from .measure import EnergyMeter, PeakMemory, count_parameters, environment, tensor_bytes
 from .plugins import Components, distributions
 from .progress import Progress
-from .records import (BackboneRef, ComponentRef, Energy, Environment, Memory, Params, RunRecord, StageRecord,
-                      StepTimes, TaskRef)
+from .records import (BackboneRef, ComponentRef, Energy, Environment, Forgetting, Memory, Params, RunRecord,
+                      StageRecord, StepTimes, TaskRef)
 from .run_state import PreparedStage, RunState, loader
 from .spec import Resolved
 from .trainer import FitContext, FitResult, fit
@@ -187,6 +187,8 @@ def _train_stages(current: RunState) -> None:
         stage_record.memory = Memory(**stage_memory.result)
         current.record.stages[stage.name] = stage_record
         previous = model
+        if deployed and current.record.forgetting is not None:
+            _forgetting_after(current, model, prepared.loaded.tokenizer)
         if deployed:
             predicted = score(current, prepared)
             if spec.train.inference_repeats > 0 and not predicted:
@@ -236,11 +238,15 @@ def _prepare_stage(current: RunState, stage: Stage, previous: torch.nn.Module | 
     splits = _load_data(current, objective, deployed)
     current.progress.log(f"[{stage.name}] loading backbone {spec.backbone}")
     load_start = time.perf_counter()
-    loaded = current.resolved.backbone.load(stage.head)
+    quantize = {"quantize": spec.train.quantize, "compute_dtype": spec.train.quantize_compute_dtype} \
+        if spec.train.quantize != "none" else {}  # only then: a backbone plugin need not know the keyword
+    loaded = current.resolved.backbone.load(stage.head, **quantize)
     model_load_seconds = time.perf_counter() - load_start
     current.marks("model_loaded")
     current.record.backbone.info = loaded.info
     objective = objective.for_backbone(loaded)
+    if deployed and spec.train.forgetting_data:  # on the base model, before the method touches it
+        _forgetting_before(current, loaded)
     encoded = _encode(current, stage, objective, splits, loaded.tokenizer, deployed)
     collate = objective.collator(loaded.tokenizer, spec.task_config, train.padding)
     model = method.prepare(loaded, spec.method_config, stage, previous)
@@ -384,6 +390,28 @@ def _no_interrupts():
 
 
 # ------------------------------------------------------------------- helpers
+
+
+def _forgetting_before(current: RunState, loaded) -> None:
+    train, accelerator = current.resolved.spec.train, current.accelerator
+    forgetting.require_causal_lm(loaded.model)
+    texts = forgetting.read_texts(train.forgetting_data)
+    if not getattr(loaded.model, "hf_device_map", None):  # a quantized base is placed on its device already
+        loaded.model.to(accelerator.device)
+    current.progress.log(f"forgetting: scoring {len(texts)} texts on the base model")
+    loss, tokens = forgetting.mean_token_loss(loaded.model, loaded.tokenizer, texts, train.forgetting_max_length,
+                                              train.eval_batch_size, accelerator.device, accelerator.autocast)
+    current.record.forgetting = Forgetting(**forgetting.describe(train.forgetting_data, texts), tokens=tokens,
+                                           before=loss)
+    current.forgetting_texts = texts
+
+
+def _forgetting_after(current: RunState, model: torch.nn.Module, tokenizer) -> None:
+    train, accelerator, measured = current.resolved.spec.train, current.accelerator, current.record.forgetting
+    loss, _ = forgetting.mean_token_loss(model, tokenizer, current.forgetting_texts, train.forgetting_max_length,
+                                         train.eval_batch_size, accelerator.device, accelerator.autocast)
+    measured.after, measured.forgetting = loss, loss - measured.before
+    current.progress.log(f"forgetting: {measured.before:.4f} -> {loss:.4f} nats/token on the tuned model")
 
 
 def _unk_rates(encoded: dict[str, list], tokenizer) -> dict[str, float | None]:

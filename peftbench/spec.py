@@ -83,6 +83,15 @@ class Resolved:
         # Listed without its libraries (e.g. an extra not installed); running it is refused here.
         for kind, component in (("method", self.method), ("task", self.task), ("backbone", self.backbone)):
             require_installed(component, kind)
+        quantize = self.spec.train.quantize
+        if quantize != "none" and not getattr(self.method, "quantized_base", False):
+            raise ConfigError(f"method {self.spec.method} cannot train on a {quantize} quantized base (it would "
+                              "update or wrap base weights that are frozen in k bits)",
+                              "use a method that supports it (`peftbench list` marks them [k-bit base]) "
+                              "or drop quantize")
+        if quantize != "none" and not getattr(self.backbone, "quantizes", False):
+            raise ConfigError(f"backbone {self.spec.backbone} cannot load a quantized base",
+                              "use a Hugging Face checkpoint, or drop quantize")
 
 
 def resolve(components: Components, method: str, task: str, backbone: str | None = None,

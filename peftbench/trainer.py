@@ -57,8 +57,9 @@ def evaluate(
     model: torch.nn.Module, loader: DataLoader, task: Task, task_config: Any,
     accelerator: Accelerator, progress: Progress, label: str, final: bool = False,
 ) -> EvalResult:
-    """Loss, predictions and scores over a split. ``final``: the last scoring, where a task may
-    predict with the model itself (generation) instead of decoding the forward pass."""
+    """Loss, predictions and scores over a split. ``final``: the last scoring (or a dev scoring of a
+    task that `predicts_every_epoch`), where a task may predict with the model itself (generation)
+    instead of decoding the forward pass."""
     model.eval()
     predictions: list = []
     references: list = []
@@ -193,7 +194,8 @@ def fit(context: FitContext) -> FitResult:
         seconds, train_loss = _train_epoch(context, epoch, params, optimizer, scheduler, result)
         result.epoch_seconds.append(seconds)
         dev = evaluate(context.model, context.dev_loader, task, context.task_config, context.accelerator,
-                       context.progress, f"{stage.name} dev {epoch}")
+                       context.progress, f"{stage.name} dev {epoch}",
+                       final=task.predicts_every_epoch(context.task_config))
         entry = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": seconds, "dev_loss": dev.loss,
                  "dev_scores": dev.scores}
         result.history.append(entry)
