@@ -31,6 +31,24 @@ _BERT_BASE = dict(
     intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu",
     layer_norm_eps=1e-12, pad_token_id=0,
 )
+_LLAMA = dict(model_type="llama", vocab_size=128256, max_position_embeddings=131072, rms_norm_eps=1e-5,
+              rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128001,
+              rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                            "original_max_position_embeddings": 8192})
+_LLAMA_3_2 = {
+    "1B": dict(_LLAMA, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, head_dim=64),
+    "3B": dict(_LLAMA, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
+               num_key_value_heads=8, head_dim=128),
+}
+_QWEN = dict(model_type="qwen2", vocab_size=151936, max_position_embeddings=32768, rms_norm_eps=1e-6,
+             rope_theta=1000000.0, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643)
+_QWEN_2_5 = {
+    "0.5B": dict(_QWEN, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2),
+    "1.5B": dict(_QWEN, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                 num_key_value_heads=2),
+}
 # Published configs (config.json on the hub), so dry-runs work with no download.
 KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
     "cl-tohoku/bert-base-japanese": _BERT_BASE,
@@ -44,6 +62,9 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
                                      eos_token_id=1),
     "roberta-base": dict(_BERT_BASE, model_type="roberta", vocab_size=50265, max_position_embeddings=514,
                          type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2),
+    # Decoder LLMs (their config.json; the -Instruct checkpoints share the base's architecture).
+    **{f"meta-llama/Llama-3.2-{size}{kind}": _LLAMA_3_2[size] for size in _LLAMA_3_2 for kind in ("", "-Instruct")},
+    **{f"Qwen/Qwen2.5-{size}{kind}": _QWEN_2_5[size] for size in _QWEN_2_5 for kind in ("", "-Instruct")},
 }
 
 OFFLINE_HINT = (
@@ -148,10 +169,16 @@ class HuggingFaceBackbone(Backbone):
                                 "hub cache, and the hub is unreachable or has no such model",
                                 OFFLINE_HINT.format(spec=self.spec)) from None
 
-    def load(self, head: HeadSpec, *, weights: bool = True) -> LoadedBackbone:
+    quantizes = True
+
+    def load(self, head: HeadSpec, *, weights: bool = True, quantize: str | None = None,
+             compute_dtype: str = "bfloat16") -> LoadedBackbone:
         import torch
         from transformers import AutoTokenizer
 
+        if quantize and head.kind != GENERATION:
+            raise BackboneError(f"quantize={quantize} is for language models: a new {head.kind} head would be "
+                                "quantized and frozen with the base", "drop quantize for this task")
         config = self._config(head, weights)
         auto = _auto_class(head, config)
         source = str(Path(self.spec).expanduser()) if Path(self.spec).expanduser().exists() else self.spec
@@ -161,6 +188,8 @@ class HuggingFaceBackbone(Backbone):
             info["generation_format"] = "seq2seq" if config.is_encoder_decoder else "causal"
         # A language model's output layer is part of the pre-trained model, not a new task head.
         heads = (lambda model: ()) if head.kind == GENERATION else head_modules
+        if quantize:
+            info["quantize"] = quantization_info(quantize, compute_dtype, applied=weights)
         if not weights:
             with torch.device("meta"):
                 model = auto.from_config(config)
@@ -172,7 +201,14 @@ class HuggingFaceBackbone(Backbone):
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
             model, loading = auto.from_pretrained(source, config=config, output_loading_info=True,
-                                                  use_safetensors=None if pickles else True)
+                                                  use_safetensors=None if pickles else True,
+                                                  **(quantized_loading(quantize, compute_dtype) if quantize else {}))
+        except (RuntimeError, ImportError, ValueError) as exc:
+            if not quantize:
+                raise
+            raise BackboneError(f"bitsandbytes cannot load {self.spec!r} in {quantize} on this machine "
+                                f"({' '.join(str(exc).split())[:200]})",
+                                "drop quantize, or run where bitsandbytes supports the device (a CUDA GPU)") from None
         except OSError as exc:
             first = str(exc).splitlines()[0]
             # transformers names the file it looked for: "... no file named model.safetensors ..."
@@ -194,6 +230,37 @@ class HuggingFaceBackbone(Backbone):
             tokenizer.pad_token = tokenizer.eos_token  # GPT-2 style tokenizers have none; padding is masked anyway
             info["pad_token"] = "eos (the tokenizer has no pad token)"
         return LoadedBackbone(model, tokenizer, heads(model), info)
+
+
+def quantization_info(quantize: str, compute_dtype: str, applied: bool) -> dict[str, Any]:
+    """What the record says about the frozen base's quantization."""
+    info: dict[str, Any] = {"bits": int(quantize[0]), "library": "bitsandbytes", "applied": applied}
+    if quantize == "4bit":
+        info.update(quant_type="nf4", double_quant=True, compute_dtype=compute_dtype)
+    if not applied:
+        info["note"] = "a dry run builds the architecture unquantized; trainable counts are the same"
+    return info
+
+
+def quantized_loading(quantize: str, compute_dtype: str) -> dict[str, Any]:
+    """from_pretrained's arguments for a k-bit base: QLoRA's NF4 with double quantization, or LLM.int8,
+    placed whole on the run's device (bitsandbytes quantizes as it places; accelerate cannot move it)."""
+    import torch
+
+    from peftbench.sdk import install_hint, is_installed
+
+    if not is_installed("bitsandbytes"):
+        raise BackboneError(f"quantize={quantize} needs bitsandbytes, which is not installed",
+                            install_hint(["bitsandbytes"]))
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "4bit":
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=getattr(torch, compute_dtype))
+    else:
+        bnb = BitsAndBytesConfig(load_in_8bit=True)
+    device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    return {"quantization_config": bnb, "device_map": {"": device}}
 
 
 def _minilm_path() -> str:

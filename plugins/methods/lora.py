@@ -20,13 +20,22 @@ if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins s
     import torch
 
 
+def is_quantized(model: torch.nn.Module) -> bool:
+    """A base loaded in 4 or 8 bits (``--set quantize=``); peft's wrapper forwards the question."""
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
 def peft_model(model: torch.nn.Module, peft_config) -> torch.nn.Module:
     """``peft.get_peft_model``, without the FutureWarning peft 0.21 raises on transformers 5 for every
-    model it wraps (it reads ``is_gradient_checkpointing``, which 5 renamed)."""
-    from peft import get_peft_model
+    model it wraps (it reads ``is_gradient_checkpointing``, which 5 renamed). A quantized base is
+    first prepared for k-bit training as QLoRA does (norms and output layer in float32, inputs that
+    require grad); gradient checkpointing stays off, a choice of its own, not part of quantization."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        if is_quantized(model):
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         return get_peft_model(model, peft_config)
 
 
@@ -36,7 +45,8 @@ class LoraSettings:
     alpha: float = 16.0
     dropout: float = 0.1
     # "auto": peft's default for the architecture (BERT/RoBERTa query,value; T5 q,v; GPT-2 c_attn;
-    # RWKV key,value,receptance,output; ...).
+    # Llama/Qwen2/Mistral/Gemma q_proj,v_proj; RWKV key,value,receptance,output; ...); "all-linear":
+    # every linear layer but the output layer (QLoRA's choice).
     target: tuple[str, ...] = ("auto",)
     lr: float = FAMILIES["lora"].lr  # source: plugins/methods/learning_rates.py
     train_head: bool = True
@@ -63,8 +73,11 @@ def _linear_names(model: torch.nn.Module) -> list[str]:
                    if isinstance(module, (torch.nn.Linear, Conv1D))})
 
 
-def resolve_target(model: torch.nn.Module, target: tuple[str, ...]) -> list[str]:
-    """The module names LoRA wraps: as given, or for "auto" peft's default for the model type."""
+def resolve_target(model: torch.nn.Module, target: tuple[str, ...]) -> list[str] | str:
+    """The module names LoRA wraps: as given, for "auto" peft's default for the model type, or
+    "all-linear" (peft's: every linear layer but the output layer)."""
+    if tuple(target) == ("all-linear",):
+        return "all-linear"
     if tuple(target) != ("auto",):
         return list(target)
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
@@ -84,6 +97,7 @@ class Lora(Method):
     libraries = ("peft",)
     Config = LoraSettings
     mergeable = True
+    quantized_base = True
     capacity = ("r", range(1, 1025))
 
     def prepare(self, loaded: LoadedBackbone, config: LoraSettings, stage: Stage, previous=None) -> torch.nn.Module:
@@ -93,14 +107,15 @@ class Lora(Method):
         available = _linear_names(model)
         target = resolve_target(model, config.target)
         loaded.info["lora_target"] = target  # recorded with the backbone: what "auto" became
-        missing = [t for t in target if t not in available]
+        missing = [] if target == "all-linear" else [t for t in target if t not in available]
         if missing:
             raise ConfigError(f"LoRA target {', '.join(missing)} not found in {type(model).__name__}",
                               f"linear layers there: {', '.join(available)}")
         from transformers.pytorch_utils import Conv1D
 
         # GPT-2's Conv1D stores its weight transposed; peft must be told.
-        transposed = any(isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in target for n, m in model.named_modules())
+        transposed = any(isinstance(m, Conv1D) and (target == "all-linear" or n.rsplit(".", 1)[-1] in target)
+                         for n, m in model.named_modules())
         peft_config = LoraConfig(
             fan_in_fan_out=transposed,
             r=config.r,
@@ -131,8 +146,11 @@ class Lora(Method):
     def inference_modes(self, model: torch.nn.Module) -> Iterator[Iterator[str]]:
         def modes() -> Iterator[str]:
             yield "unmerged"
-            model.merge_adapter()  # W' = W + BA: no extra latency at inference
-            yield "merged"
+            # Into a k-bit base, a merge would dequantize, add BA and quantize again: the merged model
+            # rounds the update away in part and is not the model that was scored. Not timed.
+            if not is_quantized(model):
+                model.merge_adapter()  # W' = W + BA: no extra latency at inference
+                yield "merged"
 
         try:
             yield modes()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, cache_root, hookimpl, write_json_atomic
 
 from .learning_rates import peft_family
-from .lora import peft_model
+from .lora import is_quantized, peft_model
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins s
 DECIDED_BY_PEFTBENCH = {"peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode",
                         "auto_mapping", "modules_to_save"}
 TASK_TYPES = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS"}
+# A text generator's task type: prompt learners (prompt tuning, p-tuning, CPT) need one to know where
+# virtual tokens go and how to generate with them.
+GENERATION_TASK_TYPES = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 # LoRA variants peft selects with one LoraConfig setting (those needing data or quantisation, e.g.
 # EVA, CorDA, LoftQ, are left out).
 LORA_VARIANTS = {
@@ -123,9 +126,21 @@ def _catalogue_entry(peft_type: str, name: str, about: str | None, overrides: di
             fields.append([field.name, describe_type(kind), list(default) if isinstance(default, tuple) else default])
     prompt = issubclass(config_class, PromptLearningConfig)
     return {"peft_type": peft_type, "name": name, "prompt_learning": prompt, "fields": fields,
+            "quantized_base": prompt or _has_kbit_layers(peft_type),
             "prefix": PEFT_TYPE_TO_PREFIX_MAPPING.get(peft_type) or f"{peft_type.lower()}_",
             "description": about or f"peft {peft_type} ({'virtual tokens' if prompt else 'tuner layers'}) "
                                     f"+ trainable task head"}
+
+
+def _has_kbit_layers(peft_type: str) -> bool:
+    """Whether peft ships this tuner's layers for bitsandbytes' 4/8-bit linear layers (its ``bnb``
+    module): only those can wrap a quantized base (a prompt tuner never touches the base's layers)."""
+    import importlib.util
+
+    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+
+    package = PEFT_TYPE_TO_TUNER_MAPPING[peft_type].__module__.rsplit(".", 1)[0]
+    return importlib.util.find_spec(f"{package}.bnb") is not None
 
 
 def cached_catalogue(library: str, source_file: str, build: Callable[[], list[dict]]) -> list[dict[str, Any]]:
@@ -173,6 +188,7 @@ class PeftTuner(Method):
         self.peft_type, self.name, self.prefix = entry["peft_type"], entry["name"], entry["prefix"]
         self.description, self.prompt_learning = entry["description"], entry["prompt_learning"]
         self.mergeable = None if self.prompt_learning else True
+        self.quantized_base = entry["quantized_base"]
         family = peft_family(self.peft_type)
         self.lr_range = (family.low, family.high)
         self.Config = settings_class(self.name, entry["fields"], family.lr)
@@ -190,7 +206,7 @@ class PeftTuner(Method):
         scheduled = "total_step" in settings and settings["total_step"] is None
         if scheduled:  # AdaLoRA's schedule: the run's own update count, set at the first update
             settings["total_step"] = settings.get("tinit", 0) + settings.get("tfinal", 0) + 1
-        task_type = TASK_TYPES.get(stage.head.kind)
+        task_type = TASK_TYPES.get(stage.head.kind) or GENERATION_TASK_TYPES.get(loaded.info.get("generation_format"))
         try:
             peft_config = PEFT_TYPE_TO_CONFIG_MAPPING[self.peft_type](
                 **settings, **({"task_type": task_type} if task_type else {}),
@@ -212,7 +228,7 @@ class PeftTuner(Method):
                 raise ConfigError(f"{self.name} computes its initial weights from the backbone's, which a dry run "
                                   f"does not load", "run it without --dry-run to count its parameters") from None
             raise ConfigError(f"peft cannot apply {self.name} to {type(loaded.model).__name__}: {reason}",
-                              f"change its settings (`peftbench list` shows them) or pick another method") from None
+                              "change its settings (`peftbench list` shows them) or pick another method") from None
         if not self.prompt_learning and not any(p.is_meta for p in model.parameters()):
             # Recorded with the inference times: True only where merged inference will be timed.
             self.mergeable = _merges_and_unmerges(model)
@@ -257,7 +273,7 @@ class PeftTuner(Method):
     def inference_modes(self, model: torch.nn.Module) -> Iterator[Iterator[str]]:
         def modes() -> Iterator[str]:
             yield "unmerged"
-            if self.mergeable:
+            if self.mergeable and not is_quantized(model):  # see lora.inference_modes
                 model.merge_adapter()
                 yield "merged"
 

@@ -89,6 +89,9 @@ class Tapt(Method):
         return self.inner.mergeable
 
     def stages(self, task, task_config, config: Any, backbone=None) -> list[Stage]:
+        if task.head(task_config).kind == "text-generation":
+            raise ConfigError(f"{self.name} pre-trains with masked-LM, which needs an encoder; task {task.name} trains "
+                              "a text generator", f"use {self.inner.name} alone for generation tasks")
         tapt = Stage(
             "tapt", HeadSpec("masked-lm"), objective=MaskedLMObjective(task, config.mlm_probability),
             train_overrides={"epochs": config.tapt_epochs, "batch_size": config.tapt_batch_size,

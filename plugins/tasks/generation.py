@@ -282,8 +282,8 @@ class Title2Article(Task):
         return collate
 
     def _token_counts(self, logits: torch.Tensor, labels: torch.Tensor) -> list[dict[str, int]]:
-        if self.format == "causal":  # position t predicts token t + 1
-            logits, labels = logits[:, :-1], labels[:, 1:]
+        if self.format == "causal":  # position t predicts token t + 1 (a prompt tuner's virtual tokens come first)
+            logits, labels = logits[:, -labels.shape[1]:][:, :-1], labels[:, 1:]
         scored = labels != IGNORE
         right = (logits.argmax(-1) == labels) & scored
         return [{"correct": int(c), "total": int(t)} for c, t in zip(right.sum(1).tolist(), scored.sum(1).tolist())]
