@@ -1,7 +1,8 @@
 # Two entry points (see README): `make demo` and `make test`. Each sets up what it needs from
 # scratch when needed. Two environments, because AdapterHub's `adapters` 1.3 needs transformers 4.57:
 #   .venv           the default: transformers 5, no AdapterHub (its tests skip, saying why)
-#   .venv-adapters  with the extra `adapters` (transformers 4.57): AdapterHub's tests and a smoke of the rest
+#   .venv-adapters  with the extras `adapters` (transformers 4.57) and `quant` (bitsandbytes): AdapterHub's
+#                   and the k-bit tests, and a smoke of the rest
 VENV ?= .venv
 ADAPTERS_VENV ?= .venv-adapters
 PYTHON ?= python3
@@ -24,7 +25,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 $(ADAPTERS_VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(ADAPTERS_VENV)
 	$(ADAPTERS_VENV)/bin/pip install --quiet --upgrade pip
-	$(ADAPTERS_VENV)/bin/$(PIP_INSTALL) -e ".[test,adapters]"
+	$(ADAPTERS_VENV)/bin/$(PIP_INSTALL) -e ".[test,adapters,quant]"
 	touch $@
 
 demo: setup
@@ -39,7 +40,7 @@ test-default: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-adapters: setup-adapters
-	$(ADAPTERS_VENV)/bin/python -m pytest $(PYTEST_ARGS) -m "adapters or smoke"
+	$(ADAPTERS_VENV)/bin/python -m pytest $(PYTEST_ARGS) -m "adapters or quant or smoke"
 
 clean:
 	rm -rf $(VENV) $(ADAPTERS_VENV) results/demo

@@ -22,19 +22,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# marker -> (the distribution its tests run, the extra that installs it)
+EXTRA_MARKERS = {"adapters": ("adapters", "AdapterHub's library"), "quant": ("bitsandbytes", "bitsandbytes")}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `adapters` run AdapterHub's library: where the extra is not installed (the
-    default environment, transformers 5) they skip, saying so; `make test` runs them in the
-    second environment (.venv-adapters, transformers 4.57)."""
+    """Tests marked `adapters` (AdapterHub) or `quant` (bitsandbytes) run a library of an extra:
+    where it is not installed (the default environment, transformers 5) they skip, saying so;
+    `make test` runs them in the second environment (.venv-adapters, transformers 4.57)."""
     from peftbench.installed import is_installed
 
-    if is_installed("adapters"):
-        return
-    skip = pytest.mark.skip(reason="needs AdapterHub's library: pip install 'peftbench[adapters]' "
-                                   "(make test runs these in .venv-adapters)")
-    for item in items:
-        if "adapters" in item.keywords:
-            item.add_marker(skip)
+    for marker, (distribution, what) in EXTRA_MARKERS.items():
+        if is_installed(distribution):
+            continue
+        skip = pytest.mark.skip(reason=f"needs {what}: pip install 'peftbench[{marker}]' "
+                                       "(make test runs these in .venv-adapters)")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -196,3 +201,40 @@ def tiny_gpt2(tmp_path_factory, tiny_bert) -> Path:
 @pytest.fixture(scope="session")
 def tiny_rwkv(tmp_path_factory, tiny_bert) -> Path:
     return _tiny_generator(tmp_path_factory.mktemp("tiny-rwkv"), tiny_bert, "rwkv")
+
+
+GSM8K_FIXTURE = REPO / "tests" / "fixtures" / "gsm8k"
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A 2-layer Llama (hidden 64: bitsandbytes quantizes in blocks of 64) from a config, with a byte-level BPE tokenizer trained on the
+    GSM8K fixture's text: BOS before every text, EOS and a pad token of its own, a chat template."""
+    import json
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    rows = [json.loads(line) for name in ("train.jsonl", "test.jsonl")
+            for line in (GSM8K_FIXTURE / name).read_text(encoding="utf-8").splitlines()]
+    texts = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
+                                         pad_token_id=0))
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
