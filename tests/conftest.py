@@ -204,37 +204,19 @@ def tiny_rwkv(tmp_path_factory, tiny_bert) -> Path:
 
 
 GSM8K_FIXTURE = REPO / "tests" / "fixtures" / "gsm8k"
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def _tiny_llama_builder():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_llama", REPO / "benchmarks" / "tiny_llama.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
-    """A 2-layer Llama (hidden 64: bitsandbytes quantizes in blocks of 64) from a config, with a byte-level BPE tokenizer trained on the
-    GSM8K fixture's text: BOS before every text, EOS and a pad token of its own, a chat template."""
-    import json
-
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    rows = [json.loads(line) for name in ("train.jsonl", "test.jsonl")
-            for line in (GSM8K_FIXTURE / name).read_text(encoding="utf-8").splitlines()]
-    texts = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(directory)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
-                                         pad_token_id=0))
-    model.save_pretrained(directory, safe_serialization=True)
-    return directory
+    """benchmarks/tiny_llama.py's 2-layer Llama, its tokenizer trained on the GSM8K fixture's text."""
+    files = [GSM8K_FIXTURE / "train.jsonl", GSM8K_FIXTURE / "test.jsonl"]
+    return _tiny_llama_builder().build(tmp_path_factory.mktemp("tiny-llama"), files)

@@ -41,6 +41,8 @@ def smoke_commands(tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         "report_speed.py": ([sys.executable, "benchmarks/report_speed.py", "--smoke"], {}),
         "executors.py": ([sys.executable, "benchmarks/executors.py", "--smoke"], {}),
         "method_zoo.py": ([sys.executable, "benchmarks/method_zoo.py", "--smoke"], {}),
+        "gsm8k_suite.py": ([sys.executable, "benchmarks/gsm8k_suite.py", "--smoke", "--results",
+                            str(tmp / "gsm8k")], {}),
         "vs_trainer.py": ([sys.executable, "benchmarks/vs_trainer.py", "--smoke", "--kwdlc", str(kwdlc)], {}),
         "scratch-vs-minilm.sh": (["bash", "benchmarks/scratch-vs-minilm.sh"],
                                  {"SMOKE": "1", "PEFTBENCH_DATA": str(SHARED_DATA), "RESULTS": str(tmp / "sv"),
@@ -74,7 +76,7 @@ def output(smoked: dict[str, subprocess.CompletedProcess], name: str) -> str:
 
 def test_every_script_has_a_smoke_test(tmp_path):
     scripts = {p.name for p in (REPO / "benchmarks").iterdir() if p.suffix in (".py", ".sh")}
-    tested = set(smoke_commands(tmp_path)) | {"s4_tiny_backbones.py", "s5_corpus.py"}  # run by the .sh scripts
+    tested = set(smoke_commands(tmp_path)) | {"s4_tiny_backbones.py", "s5_corpus.py", "tiny_llama.py"}  # run by others
     assert scripts == tested, f"add a smoke test for {sorted(scripts - tested)}"
 
 
@@ -100,6 +102,16 @@ def test_report_speed_smoke(smoked):
 def test_executors_smoke(smoked):
     shown = output(smoked, "executors.py")
     assert all(f"--executor {name}" in shown for name in ("local", "slurm")), shown
+
+
+def test_gsm8k_suite_smoke_tunes_runs_and_reports_on_a_tiny_llama(smoked):
+    from peftbench.installed import is_installed
+
+    shown = output(smoked, "gsm8k_suite.py")
+    finals = 3 if is_installed("bitsandbytes") else 2  # QLoRA where the extra quant is installed
+    assert f"suite finished: {finals} finals succeeded, 0 failed" in shown, shown
+    rows = [line for line in shown.splitlines() if line.startswith(("| lora ", "| prompt-tuning "))]
+    assert len(rows) == finals and "test exact_match" in shown and "vs majority floor" in shown
 
 
 def test_method_zoo_smoke(smoked):

@@ -228,3 +228,14 @@ def test_decoder_dry_run_counts_match_peft_and_the_published_sizes(checkpoint, t
     model = resolved.method.prepare(loaded, resolved.spec.method_config, resolved.method.stages(
         resolved.task, resolved.spec.task_config, resolved.spec.method_config)[-1])
     assert model.get_nb_trainable_parameters() == (expected, base + expected)
+
+
+def test_peft_tuners_take_all_linear_as_peft_does():
+    """`target_modules=all-linear` reaches peft as its wildcard string (a list would name a module
+    "all-linear"): DoRA r=16 on Qwen2.5-0.5B = LoRA's A and B on every linear layer + a magnitude per output."""
+    from peftbench.counting import dry_run
+
+    resolved = resolve(default(), "dora", "gsm8k", "Qwen/Qwen2.5-0.5B", ["r=16", "target_modules=all-linear"])
+    outputs = 896 + 128 + 128 + 896 + 4864 + 4864 + 896  # q k v o gate up down
+    expected = 24 * (16 * (2 * 1792 + 2 * 1024 + 3 * 5760) + outputs)
+    assert dry_run(resolved)[-1]["params"]["trainable"] == expected == 9_102_336

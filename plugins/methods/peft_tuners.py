@@ -71,6 +71,14 @@ def command_line_type(hint: Any) -> Any | None:
     return None
 
 
+def _peft_value(value: Any) -> Any:
+    """A `--set` value as peft takes it: names as a list, except peft's own wildcard "all-linear",
+    which it only recognises as a plain string."""
+    if isinstance(value, tuple):
+        return "all-linear" if value == ("all-linear",) else list(value)
+    return value
+
+
 def field_default(field: dataclasses.Field) -> Any:
     return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
 
@@ -201,8 +209,7 @@ class PeftTuner(Method):
     def prepare(self, loaded: LoadedBackbone, config: Any, stage: Stage, previous=None) -> torch.nn.Module:
         from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
-        settings = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
-                    if k not in ("lr", "train_head")}
+        settings = {k: _peft_value(v) for k, v in dataclasses.asdict(config).items() if k not in ("lr", "train_head")}
         scheduled = "total_step" in settings and settings["total_step"] is None
         if scheduled:  # AdaLoRA's schedule: the run's own update count, set at the first update
             settings["total_step"] = settings.get("tinit", 0) + settings.get("tfinal", 0) + 1
