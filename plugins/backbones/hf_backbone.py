@@ -171,29 +171,10 @@ class HuggingFaceBackbone(Backbone):
 
     quantizes = True
 
-    def load(self, head: HeadSpec, *, weights: bool = True, quantize: str | None = None,
-             compute_dtype: str = "bfloat16") -> LoadedBackbone:
-        import torch
+    def _read(self, source: str, config, auto, quantize: str | None, compute_dtype: str):
+        """(tokenizer, model, loading info) from the hub or a folder; every failure in one line."""
         from transformers import AutoTokenizer
 
-        if quantize and head.kind != GENERATION:
-            raise BackboneError(f"quantize={quantize} is for language models: a new {head.kind} head would be "
-                                "quantized and frozen with the base", "drop quantize for this task")
-        config = self._config(head, weights)
-        auto = _auto_class(head, config)
-        source = str(Path(self.spec).expanduser()) if Path(self.spec).expanduser().exists() else self.spec
-        info: dict[str, Any] = {"spec": self.spec, "source": source, "model_type": config.model_type,
-                                "architecture": auto.__name__, "weights": weights}
-        if head.kind == GENERATION:
-            info["generation_format"] = "seq2seq" if config.is_encoder_decoder else "causal"
-        # A language model's output layer is part of the pre-trained model, not a new task head.
-        heads = (lambda model: ()) if head.kind == GENERATION else head_modules
-        if quantize:
-            info["quantize"] = quantization_info(quantize, compute_dtype, applied=weights)
-        if not weights:
-            with torch.device("meta"):
-                model = auto.from_config(config)
-            return LoadedBackbone(model, None, heads(model), info)
         # Hub code runs only when the user says so (e.g. RWKV-4 World's tokenizer).
         remote = os.environ.get("PEFTBENCH_TRUST_REMOTE_CODE") == "1"
         # Pickled weights (pytorch_model.bin) can execute code when loaded: safetensors only, unless asked.
@@ -218,6 +199,31 @@ class HuggingFaceBackbone(Backbone):
                                     "PEFTBENCH_ALLOW_PICKLE=1 to load pickled weights you trust") from None
             raise BackboneError(f"cannot load backbone {self.spec!r} ({first})",
                                 OFFLINE_HINT.format(spec=self.spec)) from None
+        return tokenizer, model, loading
+
+    def load(self, head: HeadSpec, *, weights: bool = True, quantize: str | None = None,
+             compute_dtype: str = "bfloat16") -> LoadedBackbone:
+        import torch
+
+        if quantize and head.kind != GENERATION:
+            raise BackboneError(f"quantize={quantize} is for language models: a new {head.kind} head would be "
+                                "quantized and frozen with the base", "drop quantize for this task")
+        config = self._config(head, weights)
+        auto = _auto_class(head, config)
+        source = str(Path(self.spec).expanduser()) if Path(self.spec).expanduser().exists() else self.spec
+        info: dict[str, Any] = {"spec": self.spec, "source": source, "model_type": config.model_type,
+                                "architecture": auto.__name__, "weights": weights}
+        if head.kind == GENERATION:
+            info["generation_format"] = "seq2seq" if config.is_encoder_decoder else "causal"
+        # A language model's output layer is part of the pre-trained model, not a new task head.
+        heads = (lambda model: ()) if head.kind == GENERATION else head_modules
+        if quantize:
+            info["quantize"] = quantization_info(quantize, compute_dtype, applied=weights)
+        if not weights:
+            with torch.device("meta"):
+                model = auto.from_config(config)
+            return LoadedBackbone(model, None, heads(model), info)
+        tokenizer, model, loading = self._read(source, config, auto, quantize, compute_dtype)
         info["revision"] = getattr(config, "_commit_hash", None)
         # Weights the checkpoint did not have (a new task head; an MLM head missing from a
         # sentence-embedding checkpoint): recorded so nobody mistakes them for pre-trained ones.
