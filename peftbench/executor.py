@@ -2,11 +2,12 @@
 changes with the executor; an executor only has to run `peftbench run ...`
 command lines and report each exit code.
 
-The built-in `local` executor runs each run as a child process on this
-machine, one at a time per device slot (`--devices 0,1` runs two at once,
-each child seeing one GPU through CUDA_VISIBLE_DEVICES). A distributed
-engine (Ray, Slurm through submitit, ...) plugs in as a plugin registering
-another Executor via the `register_executors` hook.
+The built-in `local` executor runs the runs on this machine, one at a time per
+device slot (`--devices 0,1` runs two at once, each slot seeing one GPU through
+CUDA_VISIBLE_DEVICES), in warm worker processes that outlive one run
+(`peftbench.workers`), or with `--set warm=false` each in a fresh child process.
+A distributed engine (Ray, Slurm through submitit, ...) plugs in as a plugin
+registering another Executor via the `register_executors` hook.
 """
 
 from __future__ import annotations
@@ -56,24 +57,47 @@ def _die_with_parent() -> None:
         pass
 
 
-def _interrupt(processes: list[subprocess.Popen], grace: float = 3.0) -> None:
+def _interrupt(runs: list, grace: float = 3.0) -> None:
     """Ctrl-C in a terminal reached the runs too (one process group); a SIGINT sent to the suite
-    alone did not: after a grace period, interrupt the ones still running."""
+    alone did not: after a grace period, interrupt the ones still running. ``runs`` are child
+    processes or warm workers (each has wait(timeout) and send_signal)."""
     deadline = time.monotonic() + grace
-    for process in processes:
+    for run in runs:
         try:
-            process.wait(max(0.0, deadline - time.monotonic()))
+            ended = run.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGINT)
+            ended = False
+        if ended is False:
+            run.send_signal(signal.SIGINT)
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    warm: bool = True  # runs in warm workers (imports once per worker); false: one fresh process per run
+    runs_per_worker: int = 25  # a worker is replaced after this many runs ...
+    worker_memory_gb: float = 8.0  # ... or once its resident memory after a run exceeds this
+
+    def __post_init__(self) -> None:
+        if self.runs_per_worker < 1 or self.worker_memory_gb <= 0:
+            raise ValueError("runs_per_worker must be >= 1 and worker_memory_gb > 0")
 
 
 class LocalExecutor:
-    """One worker thread per device slot takes the next job from a shared queue, so nothing is
-    committed ahead of time: on Ctrl-C no further job starts, the ones in flight get SIGINT (their
-    records say cancelled) and ``execute`` raises KeyboardInterrupt as soon as they have exited."""
+    """One thread per device slot takes the next job from a shared queue, so nothing is committed
+    ahead of time. Each slot runs its jobs in a warm worker (`peftbench.workers`), replaced when it
+    dies, after ``runs_per_worker`` runs or past ``worker_memory_gb``; with ``warm=false`` each run is
+    a fresh child process. On Ctrl-C no further job starts, the ones in flight get SIGINT (their
+    records say cancelled) and ``execute`` raises KeyboardInterrupt as soon as they have stopped."""
 
     name = "local"
-    description = "child processes on this machine; one run per device slot (--devices)"
+    description = "runs on this machine in warm worker processes; one run per device slot (--devices)"
+    Config = LocalConfig
+
+    def __init__(self, config: LocalConfig | None = None) -> None:
+        self.config = config or LocalConfig()
+
+    def configure(self, config: LocalConfig) -> "LocalExecutor":
+        return LocalExecutor(config)
 
     def execute(self, jobs: Sequence[Job], on_start: Callable[[Job], None],
                 on_done: Callable[[Job, int], None], devices: Sequence[str] | None = None) -> None:
@@ -81,20 +105,9 @@ class LocalExecutor:
         for job in jobs:
             pending.put(job)
         stop = threading.Event()
-        running: dict[str, subprocess.Popen] = {}
-
-        def worker(device: str | None) -> None:
-            while not stop.is_set():
-                try:
-                    job = pending.get_nowait()
-                except queue.Empty:
-                    return
-                on_start(job)
-                code = self._run(job, device, running, stop)
-                if not stop.is_set():  # a run ended by the interrupt is not a failure to report
-                    on_done(job, code)
-
-        threads = [threading.Thread(target=worker, args=(device,), daemon=True)
+        running: dict[str, object] = {}
+        threads = [threading.Thread(target=self._slot, args=(device, pending, stop, running, on_start, on_done),
+                                    daemon=True)
                    for device in (list(devices) if devices else [None])]
         for thread in threads:
             thread.start()
@@ -109,11 +122,53 @@ class LocalExecutor:
                 thread.join()
             raise
 
-    @staticmethod
-    def _run(job: Job, device: str | None, running: dict[str, subprocess.Popen], stop: threading.Event) -> int:
+    def _slot(self, device: str | None, pending: queue.Queue, stop: threading.Event, running: dict,
+              on_start: Callable[[Job], None], on_done: Callable[[Job, int], None]) -> None:
         env = dict(os.environ)
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device)
+        worker = None
+        try:
+            while not stop.is_set():
+                try:
+                    job = pending.get_nowait()
+                except queue.Empty:
+                    return
+                on_start(job)
+                if self.config.warm:
+                    worker = self._fresh(worker, env)
+                    code = self._run_warm(worker, job, running, stop)
+                else:
+                    code = self._run_child(job, env, running, stop)
+                if not stop.is_set():  # a run ended by the interrupt is not a failure to report
+                    on_done(job, code)
+        finally:
+            if worker is not None:
+                worker.close()
+
+    def _fresh(self, worker, env: dict[str, str]):
+        """The slot's worker, replaced when it died, ran its share or grew past the memory bound."""
+        from .workers import WarmWorker
+
+        if worker is not None and worker.alive and worker.runs < self.config.runs_per_worker \
+                and worker.resident <= self.config.worker_memory_gb * 2**30:
+            return worker
+        if worker is not None:
+            worker.close()
+        return WarmWorker(env)
+
+    @staticmethod
+    def _run_warm(worker, job: Job, running: dict, stop: threading.Event) -> int:
+        running[job.key] = worker
+        try:
+            if stop.is_set():  # Ctrl-C came as the job was taken: it never starts
+                return 130
+            return worker.run(job.args, job.log)
+        finally:
+            running.pop(job.key, None)
+
+    @staticmethod
+    def _run_child(job: Job, env: dict[str, str], running: dict, stop: threading.Event) -> int:
         job.log.parent.mkdir(parents=True, exist_ok=True)
         with job.log.open("w", encoding="utf-8") as log:
             process = subprocess.Popen([sys.executable, "-m", "peftbench.cli", *job.args], stdout=log,
