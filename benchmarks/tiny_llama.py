@@ -5,13 +5,18 @@ and a pad token of its own, a chat template. It shows the pipeline and its costs
 to solve anything. The tests build theirs with `build` too.
 
     python benchmarks/tiny_llama.py OUT_DIR tests/fixtures/gsm8k/train.jsonl [more.jsonl ...]
+    python benchmarks/tiny_llama.py --smoke     # built from the GSM8K fixture in a temporary folder,
+                                                # read back and asked for 4 tokens (CI)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
+
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "gsm8k"
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")
@@ -48,12 +53,31 @@ def build(out: Path, files: list[Path], vocab_size: int = 400) -> Path:
     return out
 
 
+def smoke() -> None:
+    """What the decoder tests rely on: the folder loads with transformers' Auto classes and generates."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as folder:
+        out = build(Path(folder), [FIXTURE / "train.jsonl"])
+        tokenizer, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
+        prompt = tokenizer("Question: 2 + 3?\nAnswer:", return_tensors="pt")
+        generated = model.generate(**prompt, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        new = generated.shape[1] - prompt["input_ids"].shape[1]
+        assert prompt["input_ids"][0, 0] == tokenizer.bos_token_id and new > 0, "no BOS, or nothing generated"
+        print(f"tiny llama: {model.num_parameters():,} params, vocab {len(tokenizer)}, generated {new} tokens")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("files", type=Path, nargs="+", help="JSONL files whose text trains the tokenizer")
+    parser.add_argument("out", type=Path, nargs="?")
+    parser.add_argument("files", type=Path, nargs="*", help="JSONL files whose text trains the tokenizer")
     parser.add_argument("--vocab", type=int, default=400)
+    parser.add_argument("--smoke", action="store_true", help="build from the GSM8K fixture, load and generate")
     args = parser.parse_args()
+    if args.smoke:
+        return smoke()
+    if args.out is None or not args.files:
+        parser.error("give OUT_DIR and at least one JSONL file (or --smoke)")
     print(build(args.out, args.files, args.vocab))
 
 

@@ -46,8 +46,8 @@ class Executor(Protocol):
         and re-raise once they have stopped."""
 
 
-def _die_with_parent() -> None:
-    # If the suite process is killed (even SIGKILL), its children die too, so a
+def die_with_parent() -> None:
+    # If the suite process is killed (even SIGKILL), its children (runs, warm workers) die too, so a
     # resumed suite never races an orphaned run of the same config.
     try:
         import ctypes
@@ -172,7 +172,7 @@ class LocalExecutor:
         job.log.parent.mkdir(parents=True, exist_ok=True)
         with job.log.open("w", encoding="utf-8") as log:
             process = subprocess.Popen([sys.executable, "-m", "peftbench.cli", *job.args], stdout=log,
-                                       stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+                                       stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
             running[job.key] = process
             if stop.is_set():  # started just as Ctrl-C came: the interrupt may not have seen it
                 process.send_signal(signal.SIGINT)

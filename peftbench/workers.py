@@ -152,24 +152,15 @@ def serve() -> None:
         pass  # Ctrl-C between runs: the suite is stopping
 
 
-def _die_with_parent() -> None:
-    # If the suite process is killed (even SIGKILL), its workers die too, so a resumed suite never
-    # races an orphaned run of the same config.
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 class WarmWorker:
     """The suite's handle on one worker process; used by one thread (its device slot)."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
+        from .executor import die_with_parent
+
         self.process = subprocess.Popen([sys.executable, "-m", "peftbench.workers"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
-                                        preexec_fn=_die_with_parent)
+                                        preexec_fn=die_with_parent)
         self.runs = 0
         self.resident = 0
         self.idle = threading.Event()
