@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
+from .workers import WarmWorker, die_with_parent
+
 
 @dataclass(frozen=True)
 class Job:
@@ -44,17 +46,6 @@ class Executor(Protocol):
 
         On KeyboardInterrupt: start no further job, interrupt (or cancel) the ones under way,
         and re-raise once they have stopped."""
-
-
-def die_with_parent() -> None:
-    # If the suite process is killed (even SIGKILL), its children (runs, warm workers) die too, so a
-    # resumed suite never races an orphaned run of the same config.
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _interrupt(runs: list, grace: float = 3.0) -> None:
@@ -148,7 +139,6 @@ class LocalExecutor:
 
     def _fresh(self, worker, env: dict[str, str]):
         """The slot's worker, replaced when it died, ran its share or grew past the memory bound."""
-        from .workers import WarmWorker
 
         if worker is not None and worker.alive and worker.runs < self.config.runs_per_worker \
                 and worker.resident <= self.config.worker_memory_gb * 2**30:

@@ -75,7 +75,7 @@ def test_a_run_after_another_in_one_worker_equals_it_run_alone(tiny_bert, tmp_pa
 
 def worker_pids() -> list[int]:
     return [child.pid for child in psutil.Process().children()
-            if "peftbench.workers" in " ".join(child.cmdline())]
+            if "peftbench.worker_process" in " ".join(child.cmdline())]
 
 
 def kill_worker_once_running(results: Path) -> None:

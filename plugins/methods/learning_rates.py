@@ -44,6 +44,10 @@ FAMILIES = {f.name: f for f in (
            "(here shared with the head, so a lower default); C3A (Chen et al., 2025) trains circulant "
            "kernels in the same Fourier domain: at the LoRA range it did not learn tests/test_learning.py's "
            "task, at 2e-2 it did"),
+    Family("subspace", 5e-4, 5e-5, 5e-2,
+           "AdaMSS (peft 0.21): peft's MetaMathQA experiment trains 32 rank-1 SVD subspaces at 1e-4 on "
+           "Llama-3.2-3B; peft's default of 5 trains far fewer parameters: at LoRA's range it did not learn "
+           "tests/test_learning.py's task (0.75 at 5e-3), at 1e-2..5e-2 it did, so the range reaches 5e-2"),
     Family("prompt", 3e-2, 1e-3, 3e-1,
            "Prompt tuning (Lester et al., 2021): 0.3 with Adafactor; 3e-2 with AdamW as in peft's "
            "prompt-tuning guide; trainable tokens (embedding rows, like the virtual tokens) alike: at the "
@@ -66,6 +70,7 @@ PEFT_FAMILIES = {
     "FOURIERFT": "spectral", "WAVEFT": "spectral", "C3A": "spectral", "TRAINABLE_TOKENS": "prompt",
     "BOFT": "orthogonal", "OFT": "orthogonal", "HRA": "orthogonal", "ROAD": "orthogonal", "PSOFT": "orthogonal",
     "GOFT": "orthogonal",
+    "ADAMSS": "subspace",
 }
 
 # The adapters library's configuration classes by family (bottleneck for the rest: Bn, Compacter, MAM...).
