@@ -2,7 +2,8 @@
 and `slurm` in submitit's local mode, each into a fresh results folder, one after the other.
 
     python benchmarks/executors.py              # 4 runs: full + LoRA x 2 seeds, MiniLM-L6, livedoor sample
-    python benchmarks/executors.py --smoke      # 2 tiny runs, local and slurm (CI; Ray's start-up is
+    python benchmarks/executors.py --smoke      # 2 tiny runs on slurm (CI; the local executor's smoke is
+                                                # suite_overhead.py's, Ray's start-up is
                                                 # tests/test_slurm_executor.py's cost already)
 
 On a 2-core machine expect about 1x: the engines add their start-up (Ray: a local instance) and
@@ -58,9 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="2 tiny runs")
     parser.add_argument("--executors", default=None, help="comma-separated (default local,ray,slurm; "
-                                                          "--smoke: local,slurm)")
+                                                          "--smoke: slurm)")
     args = parser.parse_args()
-    args.executors = args.executors or ("local,slurm" if args.smoke else "local,ray,slurm")
+    args.executors = args.executors or ("slurm" if args.smoke else "local,ray,slurm")
     with tempfile.TemporaryDirectory() as tmp:
         suite = Path(tmp) / "suite.toml"
         suite.write_text(suite_text(args.smoke), encoding="utf-8")

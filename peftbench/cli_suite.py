@@ -111,6 +111,16 @@ def suite_run(
 
     trackers = check([*suite.trackers(file), *(track or ())])
     runner_exec = _configured_executor(executor, set_ or [])
+    try:
+        _run_suite(file, results, dry_run, rerun_failed, runner_exec, devices, trackers, storage)
+    finally:
+        getattr(runner_exec, "close", lambda: None)()  # an executor that keeps workers between batches
+
+
+def _run_suite(file: Path, results: Path, dry_run: bool, rerun_failed: bool, runner_exec, devices: str | None,
+               trackers: list, storage: str | None) -> None:
+    from . import suite
+
     tune = suite.tune_settings(file)
     if tune is not None:
         from .tuning import default_storage

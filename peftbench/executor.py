@@ -86,6 +86,13 @@ class LocalExecutor:
 
     def __init__(self, config: LocalConfig | None = None) -> None:
         self.config = config or LocalConfig()
+        # A slot's worker outlives one execute(): a tuned suite calls it once per round of trials.
+        self._idle: dict[str | None, WarmWorker] = {}
+
+    def close(self) -> None:
+        """End the idle workers (the suite is done); a worker also ends when the suite process does."""
+        while self._idle:
+            self._idle.popitem()[1].close()
 
     def configure(self, config: LocalConfig) -> "LocalExecutor":
         return LocalExecutor(config)
@@ -97,9 +104,12 @@ class LocalExecutor:
             pending.put(job)
         stop = threading.Event()
         running: dict[str, object] = {}
-        threads = [threading.Thread(target=self._slot, args=(device, pending, stop, running, on_start, on_done),
-                                    daemon=True)
-                   for device in (list(devices) if devices else [None])]
+        slots = list(devices) if devices else [None]
+        # Workers start here, in the thread that outlives the slots, so they can be kept for the next call.
+        workers = {device: self._kept_or_new(device) for device in slots} if self.config.warm else {}
+        threads = [threading.Thread(target=self._slot, args=(device, workers.get(device), pending, stop, running,
+                                                             on_start, on_done), daemon=True)
+                   for device in slots]
         for thread in threads:
             thread.start()
         try:
@@ -113,12 +123,21 @@ class LocalExecutor:
                 thread.join()
             raise
 
-    def _slot(self, device: str | None, pending: queue.Queue, stop: threading.Event, running: dict,
-              on_start: Callable[[Job], None], on_done: Callable[[Job, int], None]) -> None:
+    @staticmethod
+    def _slot_env(device: str | None) -> dict[str, str]:
         env = dict(os.environ)
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device)
-        worker = None
+        return env
+
+    def _kept_or_new(self, device: str | None) -> WarmWorker:
+        kept = self._idle.pop(device, None)
+        return kept if kept is not None and kept.alive else WarmWorker(self._slot_env(device))
+
+    def _slot(self, device: str | None, worker: WarmWorker | None, pending: queue.Queue, stop: threading.Event,
+              running: dict, on_start: Callable[[Job], None], on_done: Callable[[Job, int], None]) -> None:
+        env = self._slot_env(device)
+        keeper = threading.get_ident() if worker is None else worker.started_by
         try:
             while not stop.is_set():
                 try:
@@ -134,7 +153,9 @@ class LocalExecutor:
                 if not stop.is_set():  # a run ended by the interrupt is not a failure to report
                     on_done(job, code)
         finally:
-            if worker is not None:
+            if worker is not None and worker.alive and worker.started_by == keeper and not stop.is_set():
+                self._idle[device] = worker  # for the next execute() on this slot
+            elif worker is not None:
                 worker.close()
 
     def _fresh(self, worker, env: dict[str, str]):

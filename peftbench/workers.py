@@ -47,7 +47,16 @@ class WarmWorker:
         self.resident = 0
         self.idle = threading.Event()
         self.idle.set()
-        self.ready = self._answer() is not None
+        self._ready: bool | None = None  # read at the first run: starting many workers does not wait on each
+        # PR_SET_PDEATHSIG fires when the *thread* that started the worker ends: only a worker started
+        # by a thread that outlives the run may be kept for later runs.
+        self.started_by = threading.get_ident()
+
+    @property
+    def ready(self) -> bool:
+        if self._ready is None:
+            self._ready = self._answer() is not None
+        return self._ready
 
     def _answer(self) -> dict | None:
         line = self.process.stdout.readline()
@@ -74,7 +83,7 @@ class WarmWorker:
             self.idle.set()
 
     def _died(self, log: Path) -> int:
-        self.ready = False
+        self._ready = False
         code = self.process.wait()
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a", encoding="utf-8") as handle:
@@ -85,7 +94,7 @@ class WarmWorker:
 
     @property
     def alive(self) -> bool:
-        return self.ready and self.process.poll() is None
+        return self._ready is not False and self.process.poll() is None
 
     def wait(self, timeout: float) -> bool:
         """Whether the run in progress (if any) ended within ``timeout`` seconds."""

@@ -40,6 +40,8 @@ def smoke_commands(tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         "gpu.py": ([sys.executable, "benchmarks/gpu.py", "--smoke"], {}),
         "report_speed.py": ([sys.executable, "benchmarks/report_speed.py", "--smoke"], {}),
         "executors.py": ([sys.executable, "benchmarks/executors.py", "--smoke"], {}),
+        "suite_overhead.py": ([sys.executable, "benchmarks/suite_overhead.py", "--smoke"], {}),
+        "pruning.py": ([sys.executable, "benchmarks/pruning.py", "--smoke"], {}),
         "method_zoo.py": ([sys.executable, "benchmarks/method_zoo.py", "--smoke"], {}),
         "gsm8k_suite.py": ([sys.executable, "benchmarks/gsm8k_suite.py", "--smoke", "--results",
                             str(tmp / "gsm8k")], {}),
@@ -101,8 +103,25 @@ def test_report_speed_smoke(smoked):
 
 
 def test_executors_smoke(smoked):
-    shown = output(smoked, "executors.py")
-    assert all(f"--executor {name}" in shown for name in ("local", "slurm")), shown
+    shown = output(smoked, "executors.py")  # the local executor: suite_overhead.py's smoke
+    assert "--executor slurm  2 runs:" in shown, shown
+
+
+def test_suite_overhead_smoke_measures_both_paths(smoked):
+    shown = output(smoked, "suite_overhead.py")
+    for name in ("warm workers", "one process per run"):
+        line = next(line for line in shown.splitlines() if line.startswith(name))
+        wall, train = (float(part.split()[0]) for part in line.split(":")[1].split("/"))
+        assert "2 runs" in line and 0 < train < wall, line  # the suite's wall holds its runs' training
+    assert "overhead ratio, warm workers / one process per run:" in shown
+
+
+def test_pruning_smoke_runs_one_study_with_and_without_pruning(smoked):
+    shown = output(smoked, "pruning.py")
+    lines = {pruner: next(line for line in shown.splitlines() if line.startswith(f"pruner {pruner}"))
+             for pruner in ("median", "none")}
+    assert "3 trials (0 pruned), 6 trial epochs" in lines["none"], lines  # no pruner: every trial's 2 epochs
+    assert "chosen lr=" in lines["median"] and "trial epochs, median / none:" in shown
 
 
 def test_gsm8k_suite_smoke_tunes_runs_and_reports_on_a_tiny_llama(smoked):

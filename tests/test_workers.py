@@ -107,3 +107,18 @@ def test_a_run_that_kills_its_worker_fails_alone_and_workers_are_reused_then_rec
     # A new worker after the crash, kept for the next run, replaced after its 2 runs.
     assert pids["next"] == pids["after"] and len({pids["killed"], pids["next"], pids["recycled"]}) == 3
     assert not worker_pids()  # every worker ended with the suite
+
+
+def test_a_slots_worker_serves_every_round_of_a_tuned_suite_until_closed(tiny_bert, tmp_path):
+    """A tuned suite calls execute() once per round of trials: the worker started for the first
+    round takes the next round's run too (no new imports per trial), and close() ends it."""
+    executor = LocalExecutor(LocalConfig())
+    codes: dict[str, int] = {}
+    for seed, name in enumerate(("round-1", "round-2"), 1):
+        job = Job(name, tuple(run_args(tiny_bert, tmp_path / name, "lora", f"seed={seed}")), tmp_path / f"{name}.log")
+        executor.execute([job], lambda job: None, lambda job, code: codes.update({job.key: code}))
+        assert len(worker_pids()) == 1  # kept between rounds
+    executor.close()
+    assert codes == {"round-1": 0, "round-2": 0}
+    assert only_record(tmp_path / "round-1")[1]["pid"] == only_record(tmp_path / "round-2")[1]["pid"]
+    assert not worker_pids()
