@@ -31,7 +31,10 @@ $(ADAPTERS_VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 demo: setup
 	PEFTBENCH=$(VENV)/bin/peftbench bash examples/demo.sh
 
-test: test-default test-adapters
+# The two environments install side by side (pip waits on downloads and disk as much as on a core).
+test:
+	$(MAKE) -j2 setup setup-adapters
+	$(MAKE) test-default test-adapters
 
 # One test worker per core; a file's tests stay on one worker (module fixtures are built once).
 PYTEST_ARGS ?= -q -n auto --dist loadfile

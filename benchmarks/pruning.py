@@ -1,5 +1,5 @@
 """What pruning saves in tuning, and whether it changes the choice: the same tuned suite (one
-study: LoRA on the livedoor sample, MiniLM-L6) with `pruner = "median"` and with `pruner = "none"`,
+study: LoRA on livedoor news, MiniLM-L6) with `pruner = "median"` and with `pruner = "none"`,
 one after the other in one invocation, each into a fresh results folder. Printed per pruner: the
 trials, how many were pruned, the trial epochs spent (epochs that reported a dev score to the
 study), the settings chosen on dev and the final's test accuracy; then the epoch ratio and whether
@@ -9,7 +9,8 @@ The sampler is a seeded grid by default, so both studies try the same settings i
 and differ in pruning alone; `--sampler tpe` is how users tune (its later proposals then depend on
 what was pruned).
 
-    python benchmarks/pruning.py                   # 9 trials x 3 epochs, max length 32, batch 8
+    python benchmarks/pruning.py                   # 9 trials x 3 epochs; 100 articles per category of the
+                                                   # shared corpus, title+body, max length 48, batch 16
     python benchmarks/pruning.py --sampler tpe --trials 12
     python benchmarks/pruning.py --smoke           # 3 trials x 2 epochs on a tiny subset (CI)
 """
@@ -28,7 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 PRUNERS = ("median", "none")
 
 
-def suite_text(pruner: str, sampler: str, trials: int, smoke: bool) -> str:
+def suite_text(pruner: str, args: argparse.Namespace) -> str:
+    size = ("per_category = 10\nmax_length = 16\nbatch_size = 8\nepochs = 2" if args.smoke else
+            "per_category = 100\ndev_fraction = 0.2\ntext = \"title+body\"\nmax_length = 48\nbatch_size = 16\n"
+            "epochs = 3")
     return textwrap.dedent(f"""\
         description = "pruning benchmark ({pruner})"
         [defaults]
@@ -36,16 +40,13 @@ def suite_text(pruner: str, sampler: str, trials: int, smoke: bool) -> str:
         backbone = "minilm-l6"
         seeds = [1]
         [defaults.set]
-        data_dir = "{REPO / 'examples' / 'livedoor-sample'}"
-        epochs = {2 if smoke else 3}
-        batch_size = 8
-        max_length = {16 if smoke else 32}
+        data_dir = "{args.data}"
         inference_repeats = 0
         save_artifact = false
-        {"per_category = 10" if smoke else ""}
+        """) + size + textwrap.dedent(f"""
         [tune]
-        trials = {trials}
-        sampler = "{sampler}"
+        trials = {args.trials}
+        sampler = "{args.sampler}"
         pruner = "{pruner}"
         parallel = 1
         [tune.space.lora]
@@ -75,7 +76,7 @@ def study_outcome(results: Path) -> dict:
 
 def run(pruner: str, args: argparse.Namespace, folder: Path) -> tuple[dict, float]:
     suite = folder / f"{pruner}.toml"
-    suite.write_text(suite_text(pruner, args.sampler, args.trials, args.smoke), encoding="utf-8")
+    suite.write_text(suite_text(pruner, args), encoding="utf-8")
     results = folder / f"results-{pruner}"
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "peftbench.cli", "suite", "run", str(suite), "--results",
@@ -91,7 +92,11 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="3 trials x 2 epochs, tiny subset")
     parser.add_argument("--sampler", choices=("grid", "tpe", "random"), default="grid")
     parser.add_argument("--trials", type=int, default=None, help="default 9 (--smoke: 3)")
+    parser.add_argument("--data", default=None, help="a livedoor folder (default: ../shared/data/livedoor where it "
+                                                     "exists, else the sample; --smoke: the sample)")
     args = parser.parse_args()
+    shared = REPO.parent / "shared" / "data" / "livedoor"
+    args.data = args.data or (shared if shared.is_dir() and not args.smoke else REPO / "examples" / "livedoor-sample")
     args.trials = args.trials or (3 if args.smoke else 9)
     with tempfile.TemporaryDirectory() as tmp:
         outcomes = {pruner: run(pruner, args, Path(tmp)) for pruner in PRUNERS}

@@ -18,7 +18,12 @@ seeds).
 
     python benchmarks/vs_trainer.py                       # 4 cases x 3 pairs (CPU-sized subsets)
     python benchmarks/vs_trainer.py --cases livedoor-lora --pairs 5
-    python benchmarks/vs_trainer.py --smoke               # tiny subsets: checks it runs (CI)
+    python benchmarks/vs_trainer.py --compile --cases livedoor-lora  # + peftbench with compile=true (inductor)
+    python benchmarks/vs_trainer.py --smoke               # tiny subsets, compile with dynamo eager: checks it runs (CI)
+
+With --compile a third side runs peftbench with `--set compile=true` in the same rotation, and a
+second table gives its time per epoch over eager peftbench's (compiling excluded: the record keeps
+compile seconds apart) and its compile seconds.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ def main() -> None:
     parser.add_argument("--per-category", type=int, default=20, help="livedoor sample articles per category (<= 40)")
     parser.add_argument("--smoke", action="store_true", help="two cases (both tasks, both methods), 1 pair, 1 epoch, "
                                                              "tiny subsets: checks it runs (CI)")
+    parser.add_argument("--compile", action="store_true", help="a third side: peftbench with compile=true")
+    parser.add_argument("--compile-backend", default="inductor", choices=["inductor", "aot_eager", "eager"])
     parser.add_argument("--side", choices=["trainer"], help=argparse.SUPPRESS)  # one Trainer run (internal)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
@@ -79,6 +86,7 @@ def main() -> None:
     if args.smoke:
         args.pairs, args.epochs, args.max_length, args.kwdlc_documents, args.per_category = 1, 1, 32, 3, 10
         args.cases = "livedoor-full,kwdlc-lora"
+        args.compile, args.compile_backend = True, "eager"  # dynamo tracing only: seconds, not a C++ build
     known = cases(args.kwdlc, args.kwdlc_documents, args.per_category)
     if args.side == "trainer":
         return trainer_run(args, known[args.case])
@@ -103,8 +111,10 @@ def compare(args, name: str, case: Case, work: Path) -> list[dict]:
     env = {**os.environ, "PEFTBENCH_CACHE": str(work / "cache"), "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     pairs = []
+    rotation = ["trainer", "peftbench", *(["compiled"] if args.compile else [])]
     for seed in range(1, args.pairs + 1):
-        sides = ("trainer", "peftbench") if seed % 2 else ("peftbench", "trainer")
+        shift = (seed - 1) % len(rotation)  # who goes first rotates with the seed
+        sides = rotation[shift:] + rotation[:shift]
         pair = {side: run_side(side, args, name, case, seed, work / f"{name}-{seed}-{side}", env) for side in sides}
         print(f"{name} seed {seed}: " + ", ".join(
             f"{side} {pair[side]['epoch_seconds']:.1f} s/epoch, {case.score} {pair[side]['score']:.4f}"
@@ -122,9 +132,10 @@ def run_side(side: str, args, name: str, case: Case, seed: int, folder: Path, en
                    "--kwdlc-documents", str(args.kwdlc_documents), "--per-category", str(args.per_category),
                    *(["--smoke"] if args.smoke else [])]
     else:
+        compiled = ["compile=true", f"compile_backend={args.compile_backend}"] if side == "compiled" else []
         command = [sys.executable, "-m", "peftbench.cli", "run", "--method", case.method, "--task", case.task,
                    "--backbone", "minilm-l6", "--results", str(folder), "--quiet",
-                   *[arg for s in [*common_sets(args, case), f"seed={seed}", "inference_repeats=0"]
+                   *[arg for s in [*common_sets(args, case), f"seed={seed}", "inference_repeats=0", *compiled]
                      for arg in ("--set", s)]]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -137,7 +148,7 @@ def run_side(side: str, args, name: str, case: Case, seed: int, folder: Path, en
         record = json.loads(next(folder.glob("*/record.json")).read_text())
         timing = record["time"]
         result = {"epoch_seconds": timing["epoch_mean_seconds"], "step_min_seconds": timing["step_seconds"]["min"],
-                  "score": record["scores"]["test"][case.score]}
+                  "score": record["scores"]["test"][case.score], "compile_seconds": timing.get("compile_seconds")}
     return {**result, "wall_seconds": wall}
 
 
@@ -264,6 +275,21 @@ def print_table(results: dict[str, list[dict]], args) -> None:
         scores = [[p[side]["score"] for p in pairs] for side in ("peftbench", "trainer")]
         print(f"| {name} | {spread(epoch)} | {spread(wall)} | {step[0]:.3f} / {step[1]:.3f} = "
               f"{step[0] / step[1]:.3f} | {mean_std(scores[0])} | {mean_std(scores[1])} |")
+    if args.compile:
+        print_compile_table(results, args)
+
+
+def print_compile_table(results: dict[str, list[dict]], args) -> None:
+    print(f"\ncompile=true ({args.compile_backend}) vs eager peftbench, same pairs; ratio = compiled / eager, "
+          "compiling excluded")
+    print("| case | s/epoch ratio, median (min-max) | compile s, median | test score compiled | test score eager |")
+    print("|---|---|---|---|---|")
+    for name, pairs in results.items():
+        epoch = [p["compiled"]["epoch_seconds"] / p["peftbench"]["epoch_seconds"] for p in pairs]
+        compile_seconds = statistics.median(p["compiled"]["compile_seconds"] for p in pairs)
+        print(f"| {name} | {spread(epoch)} | {compile_seconds:.1f} | "
+              f"{mean_std([p['compiled']['score'] for p in pairs])} | "
+              f"{mean_std([p['peftbench']['score'] for p in pairs])} |")
 
 
 def spread(values: list[float]) -> str:

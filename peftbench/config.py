@@ -54,11 +54,16 @@ class TrainConfig:
     # 8bit), for the methods that train beside a quantized base (QLoRA); compute in this dtype.
     quantize: Literal["none", "4bit", "8bit"] = "none"
     quantize_compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    # torch.compile of the model for training and evaluation (peftbench/compiled.py); compile seconds are
+    # recorded apart from train seconds. "aot_eager" traces without generating code (checks a model compiles).
+    compile: bool = False
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
 
     # Settings added after runs were first recorded: left out of the config hash at their default,
     # so a suite still recognises the runs it finished before they existed.
     HASH_OMITS_AT_DEFAULT = ("grad_accum_steps", "effective_batch_size", "evaluate_test", "forgetting_data",
-                             "forgetting_max_length", "quantize", "quantize_compute_dtype")
+                             "forgetting_max_length", "quantize", "quantize_compute_dtype", "compile",
+                             "compile_backend")
 
     def accumulation_steps(self, processes: int = 1) -> int:
         """Micro-batches per optimizer update on each of ``processes`` data-parallel processes."""

@@ -114,7 +114,7 @@ class StageRecord:
     params: Params
     epoch_seconds: list[float]
     epoch_mean_seconds: float | None
-    train_seconds: float
+    train_seconds: float  # compile seconds (compile=true) excluded
     best_epoch: int | None
     stopped_because: str
     best_dev: dict[str, Any] | None
@@ -127,6 +127,7 @@ class StageRecord:
     # Did the training loss fall? The mean loss of the first (up to 10) steps, and each epoch's mean.
     train_loss_start: float | None = None
     train_loss_epochs: list[float] = field(default_factory=list)
+    compile_seconds: float | None = None  # torch.compile's during training and dev evaluation (compile=true)
 
 
 @dataclass
@@ -151,7 +152,8 @@ class Timing:
     epoch_seconds: list[float] = field(default_factory=list)  # of the deployed stage; evaluation excluded
     epoch_mean_seconds: float | None = None
     step_seconds: StepTimes | None = None  # of the deployed stage; CPU only
-    train_seconds: float | None = None  # all stages, per-epoch dev evaluation included
+    train_seconds: float | None = None  # all stages, per-epoch dev evaluation included, compiling excluded
+    compile_seconds: float | None = None  # all stages' torch.compile seconds (compile=true), else None
     run_seconds: float | None = None
     model_load_seconds: float | None = None
     process_start_to_first_step_seconds: float | None = None

@@ -31,6 +31,7 @@ import torch
 
 from . import forgetting, records, tracking
 from .api import Splits, Stage, Task
+from .compiled import compile_in_place, compile_seconds_so_far
 from .config import TrainConfig
 from .counting import stage_train
 from .datacache import encode_cached, examples_fingerprint, load_splits, tokenizer_fingerprint
@@ -256,6 +257,8 @@ def _prepare_stage(current: RunState, stage: Stage, previous: torch.nn.Module | 
                **{split: loader(encoded[split], collate, train.eval_batch_size, False, train.seed)
                   for split in ("dev", "test")}}
     model, *prepared = current.accelerator.prepare(model, *loaders.values())
+    if train.compile:
+        compile_in_place(model, train.compile_backend)  # compiles lazily: on the first batches
     current.marks("model_prepared")
     return PreparedStage(stage, objective, train, loaded, model, dict(zip(loaders, prepared)), encoded, collate, params,
                   splits, model_load_seconds)
@@ -284,9 +287,11 @@ def _train_stage(current: RunState, prepared: PreparedStage) -> tuple[FitResult,
         from .tuning import pruning_check  # a tuning trial: its study may prune it after any epoch
 
         context.should_stop = pruning_check(spec.tuning, prepared.objective.metadata.main_score)
+    compiling = compile_seconds_so_far()
     start = time.perf_counter()
     result = fit(context)
-    seconds = time.perf_counter() - start
+    result.compile_seconds = compile_seconds_so_far() - compiling  # training's and dev evaluation's
+    seconds = time.perf_counter() - start - result.compile_seconds
     current.marks("first_step_started", result.first_step_started_at)
     current.marks("first_step_done", result.first_step_done_at)
     return result, seconds
@@ -308,6 +313,7 @@ def _stage_record(current: RunState, prepared: PreparedStage, result: FitResult,
         epoch_seconds=result.epoch_seconds,
         epoch_mean_seconds=statistics.fmean(result.epoch_seconds) if result.epoch_seconds else None,
         train_seconds=train_seconds,
+        compile_seconds=result.compile_seconds if prepared.train.compile else None,
         best_epoch=result.best_epoch,
         stopped_because=result.stopped_because,
         best_dev=next((h for h in result.history if h["epoch"] == result.best_epoch), None),
@@ -355,6 +361,8 @@ def _summarise(current: RunState, memory: Memory) -> None:
     record.time.epoch_seconds, record.time.epoch_mean_seconds = last.epoch_seconds, last.epoch_mean_seconds
     record.time.step_seconds = last.step_seconds
     record.time.train_seconds = sum(stage.train_seconds for stage in stages)
+    compiled = [stage.compile_seconds for stage in stages if stage.compile_seconds is not None]
+    record.time.compile_seconds = sum(compiled) if compiled else None
     record.time.model_load_seconds = sum(stage.model_load_seconds for stage in stages)
     record.time.process_start_to_first_step_seconds = current.marks.marks.get("first_step_started")
 

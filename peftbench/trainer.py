@@ -17,6 +17,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from .api import Method, Stage, Task
+from .compiled import compile_seconds_so_far
 from .config import TrainConfig
 from .errors import ConfigError, TrainingError, raise_if_interrupted
 from .measure import synchronize
@@ -51,6 +52,7 @@ class FitResult:
     # sync per step, which would slow training; epochs are timed there).
     step_seconds: list[float] = field(default_factory=list)
     train_loss_start: float | None = None  # mean loss of the first (up to 10) steps: did the loss ever fall?
+    compile_seconds: float = 0.0  # torch.compile's, over the fit (compile=true); not in epoch or train seconds
 
 
 def evaluate(
@@ -262,6 +264,7 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
     updates_per_epoch = math.ceil(steps / accelerator.gradient_accumulation_steps)
     watch = _LossWatch(accelerator.device, f"{context.stage.name} epoch {epoch}", context.on_loss, (epoch - 1) * steps)
     synchronize(accelerator.device)
+    compiling = compile_seconds_so_far()
     start = time.perf_counter()
     with context.progress.steps(f"{context.stage.name} epoch {epoch}/{cfg.epochs}", steps) as advance:
         for step, batch in enumerate(context.train_loader, 1):
@@ -293,4 +296,5 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
     synchronize(accelerator.device)
     if result.train_loss_start is None and watch.first:
         result.train_loss_start = sum(watch.first) / len(watch.first)
-    return time.perf_counter() - start, watch.total / max(steps, 1)
+    compiled = compile_seconds_so_far() - compiling  # compile=true: the first batches of each shape
+    return time.perf_counter() - start - compiled, watch.total / max(steps, 1)

@@ -152,7 +152,9 @@ def test_method_zoo_smoke(smoked):
 def test_vs_trainer_smoke(smoked):
     shown = output(smoked, "vs_trainer.py")
     rows = [line for line in shown.splitlines() if line.startswith(("| livedoor-full", "| kwdlc-lora"))]
-    assert len(rows) == 2 and all(line.count("|") == 7 for line in rows), shown
+    assert len(rows) == 4 and all(line.count("|") == 7 for line in rows[:2]), shown
+    compiled = rows[2:]  # the compile=true table: s/epoch ratio over eager, compile seconds, scores
+    assert all(line.count("|") == 6 and float(line.split("|")[3]) > 0 for line in compiled), shown
 
 
 def test_ner_padding_smoke(smoked):
