@@ -6,7 +6,7 @@ takes minutes on a cold cache); benchmarks/vs_trainer.py --compile times inducto
 from __future__ import annotations
 
 from peftbench import records
-from test_workers import REPO, run_args
+from test_workers import run_args
 
 
 def _record(results):
