@@ -286,8 +286,9 @@ def print_compile_table(results: dict[str, list[dict]], args) -> None:
     print("|---|---|---|---|---|")
     for name, pairs in results.items():
         epoch = [p["compiled"]["epoch_seconds"] / p["peftbench"]["epoch_seconds"] for p in pairs]
-        compile_seconds = statistics.median(p["compiled"]["compile_seconds"] for p in pairs)
-        print(f"| {name} | {spread(epoch)} | {compile_seconds:.1f} | "
+        measured = [p["compiled"]["compile_seconds"] for p in pairs if p["compiled"]["compile_seconds"] is not None]
+        compile_seconds = f"{statistics.median(measured):.1f}" if measured else "not measured"
+        print(f"| {name} | {spread(epoch)} | {compile_seconds} | "
               f"{mean_std([p['compiled']['score'] for p in pairs])} | "
               f"{mean_std([p['peftbench']['score'] for p in pairs])} |")
 

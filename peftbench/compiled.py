@@ -25,9 +25,13 @@ def compile_in_place(model: torch.nn.Module, backend: str) -> None:
 
 def compile_seconds_so_far() -> float:
     """Seconds this process has spent compiling, by dynamo's timers (0 before any compile)."""
-    try:
-        from torch._dynamo.utils import compilation_time_metrics
-    except ImportError:  # a torch without dynamo's timers: nothing to subtract
-        return 0.0
+    from torch._dynamo.utils import compilation_time_metrics
+
     metrics: dict[str, Any] = compilation_time_metrics
     return float(sum(sum(metrics.get(name, ())) for name in COMPILE_TIMERS))
+
+
+def measured_compile_seconds(compiled: bool, seconds: float) -> float | None:
+    """What the record says: None when the model was not compiled, and None when it was but the
+    timers moved not at all (a torch whose timer names changed): unknown, never a made-up 0."""
+    return seconds if compiled and seconds > 0 else None

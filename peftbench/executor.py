@@ -105,7 +105,9 @@ class LocalExecutor:
         stop = threading.Event()
         running: dict[str, object] = {}
         slots = list(devices) if devices else [None]
-        # Workers start here, in the thread that outlives the slots, so they can be kept for the next call.
+        # Workers start here, in the thread that outlives the slots, so they can be kept for the next call:
+        # PR_SET_PDEATHSIG kills a child when the *thread* that started it ends, and a slot's thread ends
+        # with this call (a replacement a slot starts itself ends with it).
         workers = {device: self._kept_or_new(device) for device in slots} if self.config.warm else {}
         threads = [threading.Thread(target=self._slot, args=(device, workers.get(device), pending, stop, running,
                                                              on_start, on_done), daemon=True)
@@ -136,8 +138,7 @@ class LocalExecutor:
 
     def _slot(self, device: str | None, worker: WarmWorker | None, pending: queue.Queue, stop: threading.Event,
               running: dict, on_start: Callable[[Job], None], on_done: Callable[[Job, int], None]) -> None:
-        env = self._slot_env(device)
-        keeper = threading.get_ident() if worker is None else worker.started_by
+        env, handed_in = self._slot_env(device), worker
         try:
             while not stop.is_set():
                 try:
@@ -153,14 +154,13 @@ class LocalExecutor:
                 if not stop.is_set():  # a run ended by the interrupt is not a failure to report
                     on_done(job, code)
         finally:
-            if worker is not None and worker.alive and worker.started_by == keeper and not stop.is_set():
+            if worker is not None and worker is handed_in and worker.alive and not stop.is_set():
                 self._idle[device] = worker  # for the next execute() on this slot
             elif worker is not None:
                 worker.close()
 
     def _fresh(self, worker, env: dict[str, str]):
         """The slot's worker, replaced when it died, ran its share or grew past the memory bound."""
-
         if worker is not None and worker.alive and worker.runs < self.config.runs_per_worker \
                 and worker.resident <= self.config.worker_memory_gb * 2**30:
             return worker

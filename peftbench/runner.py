@@ -31,7 +31,7 @@ import torch
 
 from . import forgetting, records, tracking
 from .api import Splits, Stage, Task
-from .compiled import compile_in_place, compile_seconds_so_far
+from .compiled import compile_in_place, compile_seconds_so_far, measured_compile_seconds
 from .config import TrainConfig
 from .counting import stage_train
 from .datacache import encode_cached, examples_fingerprint, load_splits, tokenizer_fingerprint
@@ -313,7 +313,7 @@ def _stage_record(current: RunState, prepared: PreparedStage, result: FitResult,
         epoch_seconds=result.epoch_seconds,
         epoch_mean_seconds=statistics.fmean(result.epoch_seconds) if result.epoch_seconds else None,
         train_seconds=train_seconds,
-        compile_seconds=result.compile_seconds if prepared.train.compile else None,
+        compile_seconds=measured_compile_seconds(prepared.train.compile, result.compile_seconds),
         best_epoch=result.best_epoch,
         stopped_because=result.stopped_because,
         best_dev=next((h for h in result.history if h["epoch"] == result.best_epoch), None),

@@ -61,6 +61,8 @@ class _ProcessState:
         # Accelerator() keeps its device and mixed precision process-wide; the next run sets its own.
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
+        if "torch._dynamo" in sys.modules:  # compile=true: the next run compiles afresh, as in its own
+            torch._dynamo.reset()           # process (and never meets dynamo's recompile limit)
         if not collect:
             return
         gc.collect()  # the last run's model and data, before the next one allocates its own

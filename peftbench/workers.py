@@ -48,9 +48,6 @@ class WarmWorker:
         self.idle = threading.Event()
         self.idle.set()
         self._ready: bool | None = None  # read at the first run: starting many workers does not wait on each
-        # PR_SET_PDEATHSIG fires when the *thread* that started the worker ends: only a worker started
-        # by a thread that outlives the run may be kept for later runs.
-        self.started_by = threading.get_ident()
 
     @property
     def ready(self) -> bool:
