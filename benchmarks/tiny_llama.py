@@ -28,7 +28,7 @@ def texts(files: list[Path]) -> list[str]:
             for r in rows]
 
 
-def build(out: Path, files: list[Path], vocab_size: int = 400) -> Path:
+def build(out: Path, files: list[Path], vocab_size: int = 400, hidden_size: int = 64, layers: int = 2) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -45,8 +45,9 @@ def build(out: Path, files: list[Path], vocab_size: int = 400) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(out)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                                         intermediate_size=2 * hidden_size, num_hidden_layers=layers,
+                                         num_attention_heads=4, num_key_value_heads=2,
                                          max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
                                          pad_token_id=0))
     model.save_pretrained(out, safe_serialization=True)

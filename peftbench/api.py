@@ -161,6 +161,18 @@ class Task(Component):
     extra_batch_keys: ClassVar[tuple[str, ...]] = ()
     """Batch fields for `decode` only; they are not passed to the model."""
 
+    packs: ClassVar[bool] = False
+    """Whether `packed_collator` can batch this task's training examples without padding
+    (``--set packing=true``)."""
+
+    def packed_collator(self, tokenizer: Any, config: Any) -> Callable[[list[Encoded]], dict]:
+        """Training batches without padding: the same examples and the same loss as `collator`'s
+        batches, several examples to a row, each kept to itself (e.g. by position ids that restart
+        per example). Only for a task with ``packs``; evaluation batches always come from `collator`."""
+        from .errors import ConfigError
+
+        raise ConfigError(f"task {self.name} does not pack its batches", "drop packing")
+
     @abstractmethod
     def decode(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], config: Any) -> tuple[list, list]:
         """Turn one batch of logits into (predictions, references)."""
@@ -249,6 +261,11 @@ class Method(Component):
     quantized_base: ClassVar[bool] = False
     """Whether the method trains beside a frozen quantized base (``--set quantize=4bit``, QLoRA):
     it must leave every base weight frozen and know the k-bit layers (peft's LoRA family does)."""
+
+    packed_batches: ClassVar[bool] = False
+    """Whether the method's model takes packed batches (``--set packing=true``): several examples to
+    a row, told apart by position ids. A method that adds tokens or states per row (prompt and
+    prefix tuners) or replaces the attention cannot: its rows would mix examples."""
 
     capacity: ClassVar[tuple[str, Sequence[int]] | None] = None
     """The setting that sizes the method and its allowed values (e.g. ("r", range(1, 1025))),

@@ -31,7 +31,8 @@ def _listing(comps) -> dict[str, list[dict]]:
     def method_entry(e) -> dict:
         quantized = bool(getattr(e.component, "quantized_base", False))
         row = entry(e)
-        row.update(quantized_base=quantized, description=row["description"] + (" [k-bit base]" if quantized else ""))
+        row.update(quantized_base=quantized, description=row["description"] + (" [k-bit base]" if quantized else ""),
+                   packed_batches=bool(getattr(e.component, "packed_batches", False)))
         return row
 
     listing: dict[str, list[dict]] = {"methods": [method_entry(e) for e in comps.methods]}

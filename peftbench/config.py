@@ -38,6 +38,9 @@ class TrainConfig:
     padding: Literal["longest", "max_length"] = "longest"
     # Batches of similar lengths (transformers' LengthGroupedSampler): less padding still.
     group_by_length: bool = False
+    # Training batches without padding: each batch's examples laid end to end, kept apart by position
+    # ids (the task's packed_collator); the same examples and loss per step. Tasks and methods that can.
+    packing: bool = False
     save_artifact: bool = True
     # Gradient accumulation: one optimizer update per grad_accum_steps micro-batches of batch_size,
     # so e.g. full fine-tuning on a small GPU can use the same effective batch as LoRA. Or name the
@@ -63,7 +66,7 @@ class TrainConfig:
     # so a suite still recognises the runs it finished before they existed.
     HASH_OMITS_AT_DEFAULT = ("grad_accum_steps", "effective_batch_size", "evaluate_test", "forgetting_data",
                              "forgetting_max_length", "quantize", "quantize_compute_dtype", "compile",
-                             "compile_backend")
+                             "compile_backend", "packing")
 
     def accumulation_steps(self, processes: int = 1) -> int:
         """Micro-batches per optimizer update on each of ``processes`` data-parallel processes."""

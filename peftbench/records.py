@@ -127,6 +127,8 @@ class StageRecord:
     # Did the training loss fall? The mean loss of the first (up to 10) steps, and each epoch's mean.
     train_loss_start: float | None = None
     train_loss_epochs: list[float] = field(default_factory=list)
+    # Token positions computed per training epoch, padding included (padding, length grouping and packing change it).
+    train_positions: list[int] = field(default_factory=list)
     compile_seconds: float | None = None  # torch.compile's during training and dev evaluation (compile=true)
 
 

@@ -253,7 +253,9 @@ def _prepare_stage(current: RunState, stage: Stage, previous: torch.nn.Module | 
     model = method.prepare(loaded, spec.method_config, stage, previous)
     params = Params(**count_parameters(model, method.is_adapter_parameter, loaded.head_modules,
                                        method.is_auxiliary_parameter))
-    loaders = {"train": loader(encoded["train"], collate, train.batch_size, True, train.seed, train.group_by_length),
+    train_collate = objective.packed_collator(loaded.tokenizer, spec.task_config) if train.packing else collate
+    loaders = {"train": loader(encoded["train"], train_collate, train.batch_size, True, train.seed,
+                               train.group_by_length),
                **{split: loader(encoded[split], collate, train.eval_batch_size, False, train.seed)
                   for split in ("dev", "test")}}
     model, *prepared = current.accelerator.prepare(model, *loaders.values())
@@ -325,6 +327,7 @@ def _stage_record(current: RunState, prepared: PreparedStage, result: FitResult,
                                statistics.median(result.step_seconds)) if result.step_seconds else None,
         train_loss_start=result.train_loss_start,
         train_loss_epochs=[entry["train_loss"] for entry in result.history],
+        train_positions=result.train_positions,
     )
 
 

@@ -89,9 +89,20 @@ class Resolved:
                               "update or wrap base weights that are frozen in k bits)",
                               "use a method that supports it (`peftbench list` marks them [k-bit base]) "
                               "or drop quantize")
+        if self.spec.train.packing:
+            self._check_packing()
         if quantize != "none" and not getattr(self.backbone, "quantizes", False):
             raise ConfigError(f"backbone {self.spec.backbone} cannot load a quantized base",
                               "use a Hugging Face checkpoint, or drop quantize")
+
+    def _check_packing(self) -> None:
+        if not getattr(self.task, "packs", False):
+            raise ConfigError(f"task {self.spec.task} does not pack its batches",
+                              "drop packing (group_by_length=true also cuts padding)")
+        if not getattr(self.method, "packed_batches", False):
+            raise ConfigError(f"method {self.spec.method} cannot take packed batches (it adds tokens or states "
+                              "per row, or its own attention, so examples in one row would mix)",
+                              "drop packing (group_by_length=true also cuts padding)")
 
 
 def resolve(components: Components, method: str, task: str, backbone: str | None = None,

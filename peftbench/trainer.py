@@ -53,6 +53,8 @@ class FitResult:
     step_seconds: list[float] = field(default_factory=list)
     train_loss_start: float | None = None  # mean loss of the first (up to 10) steps: did the loss ever fall?
     compile_seconds: float = 0.0  # torch.compile's, over the fit (compile=true); not in epoch or train seconds
+    # Token positions the model computed per epoch, padding included (length grouping and packing cut it).
+    train_positions: list[int] = field(default_factory=list)
 
 
 def evaluate(
@@ -263,12 +265,14 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
     steps = len(context.train_loader)
     updates_per_epoch = math.ceil(steps / accelerator.gradient_accumulation_steps)
     watch = _LossWatch(accelerator.device, f"{context.stage.name} epoch {epoch}", context.on_loss, (epoch - 1) * steps)
+    positions = 0
     synchronize(accelerator.device)
     compiling = compile_seconds_so_far()
     start = time.perf_counter()
     with context.progress.steps(f"{context.stage.name} epoch {epoch}/{cfg.epochs}", steps) as advance:
         for step, batch in enumerate(context.train_loader, 1):
             fetched = time.perf_counter()
+            positions += batch["input_ids"].numel()
             if result.first_step_started_at is None:
                 result.first_step_started_at = time.time()
             with accelerator.accumulate(model):
@@ -297,4 +301,5 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
     if result.train_loss_start is None and watch.first:
         result.train_loss_start = sum(watch.first) / len(watch.first)
     compiled = compile_seconds_so_far() - compiling  # compile=true: the first batches of each shape
+    result.train_positions.append(positions)
     return time.perf_counter() - start - compiled, watch.total / max(steps, 1)

@@ -46,6 +46,8 @@ def smoke_commands(tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         "gsm8k_suite.py": ([sys.executable, "benchmarks/gsm8k_suite.py", "--smoke", "--results",
                             str(tmp / "gsm8k")], {}),
         "tiny_llama.py": ([sys.executable, "benchmarks/tiny_llama.py", "--smoke"], {}),
+        "packing.py": ([sys.executable, "benchmarks/packing.py", "--smoke", "--data", str(SHARED_DATA / "livedoor")],
+                       {}),
         "vs_trainer.py": ([sys.executable, "benchmarks/vs_trainer.py", "--smoke", "--kwdlc", str(kwdlc)], {}),
         "scratch-vs-minilm.sh": (["bash", "benchmarks/scratch-vs-minilm.sh"],
                                  {"SMOKE": "1", "PEFTBENCH_DATA": str(SHARED_DATA), "RESULTS": str(tmp / "sv"),
@@ -132,6 +134,13 @@ def test_gsm8k_suite_smoke_tunes_runs_and_reports_on_a_tiny_llama(smoked):
     assert f"suite finished: {finals} finals succeeded, 0 failed" in shown, shown
     rows = [line for line in shown.splitlines() if line.startswith(("| lora ", "| prompt-tuning "))]
     assert len(rows) == finals and "test exact_match" in shown and "vs majority floor" in shown
+
+
+def test_packing_smoke_trains_padded_grouped_and_packed_alike(smoked):
+    shown = output(smoked, "packing.py")
+    packed = next(line for line in shown.splitlines() if line.startswith("packed "))
+    drift = float(packed.rsplit("difference", 1)[1])
+    assert drift < 1e-3 and "packed / padded s/epoch:" in shown, shown  # the same loss, padding gone
 
 
 def test_tiny_llama_smoke_builds_loads_and_generates(smoked):

@@ -50,6 +50,69 @@ def test_answer_only_loss_masks_every_prompt_token_and_no_answer_token(tiny_llam
     assert everything["labels"] == everything["input_ids"]
 
 
+def test_a_packed_batch_keeps_each_example_to_itself_with_the_padded_batchs_loss(tiny_llama):
+    """packing=true: the examples end to end in rows of at most max_length, positions restarting at
+    0; each example's logits are those it has alone (no attention across examples), and the loss is
+    the padded batch's (the first label of each example is not learned from the one before)."""
+    import torch
+
+    task, loaded, config = bound("gsm8k", tiny_llama, max_length=128, max_prompt_length=96, train_on_prompt="true")
+    rows = [json.loads(line) for line in (GSM8K_FIXTURE / "train.jsonl").read_text().splitlines()[:3]]
+    examples = [{"id": str(i), "prompt": r["question"], "completion": r["answer"]} for i, r in enumerate(rows)]
+    examples += [{"id": f"short {n}", "prompt": f"{n} + 1?", "completion": f"#### {n + 1}"} for n in range(4)]
+    encoded = task.encode(examples, loaded.tokenizer, config)
+    packed = task.packed_collator(loaded.tokenizer, config)(encoded)
+    padded = task.collator(loaded.tokenizer, config)(encoded)
+    assert packed["input_ids"].shape[0] < len(encoded)  # rows, not examples
+    assert packed["input_ids"].shape[1] == padded["input_ids"].shape[1]  # no wider than the longest example
+    assert packed["input_ids"].numel() < padded["input_ids"].numel()
+    model = loaded.model.eval()
+    with torch.no_grad():
+        packed_out = model(**packed)
+        padded_loss = model(**{k: padded[k] for k in ("input_ids", "attention_mask", "labels")}).loss
+        alone = {tuple(r["input_ids"]): model(input_ids=torch.tensor([r["input_ids"]])).logits[0] for r in encoded}
+    assert packed_out.loss.item() == pytest.approx(padded_loss.item(), rel=1e-5)
+    seen = 0
+    for row, positions, logits in zip(packed["input_ids"], packed["position_ids"], packed_out.logits):
+        starts = [i for i, p in enumerate(positions.tolist()) if p == 0] + [len(positions)]
+        for start, end in zip(starts, starts[1:]):
+            ids = tuple(row[start:end].tolist())
+            if ids in alone:  # an example (the rest is a row's padding)
+                torch.testing.assert_close(logits[start:end], alone[ids], rtol=1e-4, atol=1e-5)
+                seen += 1
+    assert seen == len(encoded)
+    starts = packed["position_ids"] == 0
+    assert (packed["labels"][starts] == -100).all()  # nothing predicts an example's first token
+
+
+def test_packing_trains_as_padded_batches_do_and_is_refused_where_it_cannot_apply(cli, tiny_llama, tmp_path):
+    data = tmp_path / "data"  # lengths that vary: the fixture's problems and short ones
+    data.mkdir()
+    short = [json.dumps({"question": f"{n} + 1?", "answer": f"#### {n + 1}"}) for n in range(12)]
+    (data / "train.jsonl").write_text("\n".join(short + (GSM8K_FIXTURE / "train.jsonl").read_text().splitlines()))
+    (data / "test.jsonl").write_text((GSM8K_FIXTURE / "test.jsonl").read_text())
+    sets = ["--set", f"data_dir={data}", "--set", "epochs=1", "--set", "max_new_tokens=4",
+            "--set", "lr=0.0001", "--set", "inference_repeats=0", "--set", "save_artifact=false"]
+    stages = []
+    for packing in ("false", "true"):
+        folder = tmp_path / packing
+        result = cli("run", "--method", "lora", "--task", "gsm8k", "--backbone", str(tiny_llama), "--results",
+                     str(folder), "--set", f"packing={packing}", *sets)
+        assert result.code == 0, result.stderr
+        stages.append(json.loads(next(folder.glob("*/record.json")).read_text())["stages"]["finetune"])
+    padded, packed = stages
+    assert packed["train_positions"][0] < padded["train_positions"][0]  # no padding computed
+    assert packed["train_loss_epochs"] == pytest.approx(padded["train_loss_epochs"], rel=1e-5)  # the same steps
+    assert packed["best_dev"]["dev_loss"] == pytest.approx(padded["best_dev"]["dev_loss"], rel=1e-5)
+    refused = {"prompt-tuning": "method prompt-tuning cannot take packed batches",
+               "lora --task livedoor-news": "task livedoor-news does not pack its batches"}
+    for method, message in refused.items():
+        method, *task = method.split()
+        result = cli("run", "--method", method, *(task or ["--task", "gsm8k"]), "--backbone", str(tiny_llama),
+                     "--set", "packing=true", "--dry-run")
+        assert result.code == 1 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_truncation_cuts_the_prompt_start_then_the_completion_end_and_says_so(tiny_llama):
     task, loaded, _ = bound("gsm8k", tiny_llama)
     _, _, config = bound("gsm8k", tiny_llama, max_prompt_length=8, max_length=20)

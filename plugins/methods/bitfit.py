@@ -50,6 +50,7 @@ class BitFit(Method):
     description = "BitFit: only the backbone's bias terms (and the task head) train"
     Config = BitFitConfig
     libraries = ("safetensors",)
+    packed_batches = True
 
     def __init__(self) -> None:
         # The head's modules, from the model last prepared: its bias is head, not BitFit's.

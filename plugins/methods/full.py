@@ -28,6 +28,7 @@ class FullFineTuning(Method):
     name = "full"
     description = "full fine-tuning: all weights train and are stored per task"
     Config = FullConfig
+    packed_batches = True
 
     def prepare(self, loaded: LoadedBackbone, config: FullConfig, stage: Stage, previous=None) -> torch.nn.Module:
         for param in loaded.model.parameters():

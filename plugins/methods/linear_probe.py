@@ -33,6 +33,7 @@ class LinearProbe(Method):
     description = "linear probing: the backbone is frozen, only the task head trains"
     Config = LinearProbeConfig
     libraries = ("safetensors",)
+    packed_batches = True
 
     def prepare(self, loaded: LoadedBackbone, config: LinearProbeConfig, stage: Stage,
                 previous: torch.nn.Module | None = None) -> torch.nn.Module:

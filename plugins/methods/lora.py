@@ -98,6 +98,7 @@ class Lora(Method):
     Config = LoraSettings
     mergeable = True
     quantized_base = True
+    packed_batches = True  # LoRA changes weights only: a packed row is read as given
     capacity = ("r", range(1, 1025))
 
     def prepare(self, loaded: LoadedBackbone, config: LoraSettings, stage: Stage, previous=None) -> torch.nn.Module:

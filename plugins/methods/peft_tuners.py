@@ -178,6 +178,7 @@ def _tuner_entries() -> list[dict[str, Any]]:
 # take **kwargs, so without this check a prefix would be dropped silently (a causal LM) or fail
 # at the first step (an encoder).
 PREFIX_TYPES = ("PREFIX_TUNING", "CARTRIDGE")
+OWN_ATTENTION_TYPES = ("ADAPTION_PROMPT",)  # replaces the attention modules' forward with its own
 
 
 def takes_past_key_values(model: torch.nn.Module) -> bool:
@@ -197,6 +198,9 @@ class PeftTuner(Method):
         self.description, self.prompt_learning = entry["description"], entry["prompt_learning"]
         self.mergeable = None if self.prompt_learning else True
         self.quantized_base = entry["quantized_base"]
+        # Virtual tokens or a prefix per row, or (adaption prompt) an attention of its own: a packed
+        # row would share them across its examples. Every other tuner changes layers only.
+        self.packed_batches = not self.prompt_learning and self.peft_type not in OWN_ATTENTION_TYPES
         family = peft_family(self.peft_type)
         self.lr_range = (family.low, family.high)
         self.Config = settings_class(self.name, entry["fields"], family.lr)

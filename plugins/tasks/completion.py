@@ -101,6 +101,23 @@ def start_tokens(tokenizer: Any) -> list[int]:
     return framed[:len(framed) - len(plain)] if framed[len(framed) - len(plain):] == plain else []
 
 
+def rows_of_at_most(capacity: int, features: list[dict]) -> list[list[dict]]:
+    """The examples in rows of at most ``capacity`` tokens: longest first, each into the first row
+    with room for it (first fit decreasing: few rows, so little padding)."""
+    rows: list[list[dict]] = []
+    room: list[int] = []
+    for feature in sorted(features, key=lambda f: -len(f["input_ids"])):
+        size = len(feature["input_ids"])
+        row = next((i for i, left in enumerate(room) if size <= left), None)
+        if row is None:
+            rows.append([feature])
+            room.append(capacity - size)
+        else:
+            rows[row].append(feature)
+            room[row] -= size
+    return rows
+
+
 class CompletionTask(Task):
     """A prompt -> completion task for causal LMs. Subclasses load the examples (dicts with
     ``id``, ``prompt`` or ``messages``, ``completion``) and may change ``extract``."""
@@ -196,6 +213,40 @@ class CompletionTask(Task):
                 "prompt_attention_mask": padded([[1] * len(r) for r in prompts], 0, left=True),
                 "answer_ids": padded([f["answer_ids"] for f in features], IGNORE),
             }
+
+        return collate
+
+    packs = True
+
+    def packed_collator(self, tokenizer: Any, config: Any):
+        """Training batches without padding (``--set packing=true``): the batch's examples end to
+        end in rows no longer than its longest example (longest first, each into the first row with
+        room: never more rows or a wider one than the padded batch, so attention never costs more),
+        the position ids restarting at 0 for each example. With no attention mask,
+        transformers reads the example boundaries from the position ids and masks attention across
+        them (``masking_utils.find_packed_sequence_indices``; ``use_cache=False``, as it does that
+        only without a cache). Each example's first label is -100, so no example learns from the
+        one before it: the same examples and the same loss as the padded batch. The end of a
+        shorter row is padding, a segment of its own that nothing attends to and no label scores."""
+        import torch
+
+        if self.family in UNMASKED_FAMILIES:
+            raise ConfigError(f"{self.family} is recurrent: its state would carry one packed example into the "
+                              "next", "drop packing for this backbone")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+        def collate(features: list[dict]) -> dict[str, Any]:
+            rows = rows_of_at_most(max(len(f["input_ids"]) for f in features), features)
+            width = max(sum(len(f["input_ids"]) for f in row) for row in rows)
+            ids, positions, labels = [], [], []
+            for row in rows:
+                lengths = [len(f["input_ids"]) for f in row]
+                padding = width - sum(lengths)
+                ids.append([t for f in row for t in f["input_ids"]] + [pad] * padding)
+                positions.append([p for n in lengths + [padding] for p in range(n)])
+                labels.append([label for f in row for label in [IGNORE, *f["labels"][1:]]] + [IGNORE] * padding)
+            return {"input_ids": torch.tensor(ids), "position_ids": torch.tensor(positions),
+                    "labels": torch.tensor(labels), "use_cache": False}
 
         return collate
 
