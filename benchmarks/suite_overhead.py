@@ -1,15 +1,18 @@
 """What a suite costs beyond its training: the same N-run suite with warm workers (the local
-executor's default) and with one fresh process per run (`--set warm=false`), in one invocation,
-each into a fresh results folder. For each it prints suite wall time / the sum of the runs'
-`time.train_seconds` (1.0 would be training only), and the quotient of the two ratios.
+executor's default), with warm workers in two CPU slots (`--set slots=2`: two runs at once, each
+on one core) and with one fresh process per run (`--set warm=false`), in one invocation, each into
+a fresh results folder. For each it prints suite wall time / the sum of the runs'
+`time.train_seconds` (1.0 would be training only), and the quotient of the warm and per-process
+ratios. Compare the walls too: two slots train each run on half the cores, so their train seconds
+grow, and their ratio falls partly for that reason.
 
     python benchmarks/suite_overhead.py            # 6 runs: LoRA + full x 3 seeds, MiniLM-L6, livedoor
                                                    # sample, 1 epoch, max length 32, batch 8
     python benchmarks/suite_overhead.py --order cold-first   # which path runs first (disk caches)
-    python benchmarks/suite_overhead.py --smoke    # 2 tiny LoRA runs per path (CI)
+    python benchmarks/suite_overhead.py --smoke    # 2 tiny LoRA runs, warm and per-process paths (CI)
 
 What is left above 1.0 with warm workers: one worker start (the imports), the suite's own start and
-end, each run's backbone load and test evaluation (not training, so not in train_seconds).
+end, each run's backbone load and evaluation (not training, so not in train_seconds).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PATHS = {"warm workers": [], "one process per run": ["--set", "warm=false"]}
+PATHS = {"warm workers": [], "two CPU slots": ["--set", "slots=2"], "one process per run": ["--set", "warm=false"]}
+SMOKE_PATHS = ("warm workers", "one process per run")  # slots=2 has a test of its own
 
 
 def suite_text(smoke: bool) -> str:
@@ -65,17 +69,18 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="2 tiny LoRA runs per path")
     parser.add_argument("--order", choices=("warm-first", "cold-first"), default="warm-first")
     args = parser.parse_args()
-    order = list(PATHS) if args.order == "warm-first" else list(reversed(PATHS))
+    paths = SMOKE_PATHS if args.smoke else tuple(PATHS)
+    order = list(paths) if args.order == "warm-first" else list(reversed(paths))
     measured = {}
     with tempfile.TemporaryDirectory() as tmp:
         suite = Path(tmp) / "suite.toml"
         suite.write_text(suite_text(args.smoke), encoding="utf-8")
         for number, name in enumerate(order):
             measured[name] = run_suite(suite, Path(tmp) / f"results-{number}", PATHS[name])
-    for name in PATHS:
+    for name in paths:
         wall, train, runs = measured[name]
         print(f"{name:<20} {runs} runs: {wall:.1f} s wall / {train:.1f} s train = {wall / train:.2f}")
-    warm, cold = (measured[name][0] / measured[name][1] for name in PATHS)
+    warm, cold = (measured[name][0] / measured[name][1] for name in ("warm workers", "one process per run"))
     print(f"overhead ratio, warm workers / one process per run: {warm / cold:.2f}")
 
 

@@ -4,7 +4,8 @@ command lines and report each exit code.
 
 The built-in `local` executor runs the runs on this machine, one at a time per
 device slot (`--devices 0,1` runs two at once, each slot seeing one GPU through
-CUDA_VISIBLE_DEVICES), in warm worker processes that outlive one run
+CUDA_VISIBLE_DEVICES; without devices `--set slots=N` runs N at once on the CPU,
+each on its share of the cores), in warm worker processes that outlive one run
 (`peftbench.workers`), or with `--set warm=false` each in a fresh child process.
 A distributed engine (Ray, Slurm through submitit, ...) plugs in as a plugin
 registering another Executor via the `register_executors` hook.
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
-from .workers import WarmWorker, die_with_parent
+from .errors import ConfigError
+from .workers import WarmWorker, die_with_parent, renewed
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,13 @@ class LocalConfig:
     warm: bool = True  # runs in warm workers (imports once per worker); false: one fresh process per run
     runs_per_worker: int = 25  # a worker is replaced after this many runs ...
     worker_memory_gb: float = 8.0  # ... or once its resident memory after a run exceeds this
+    # Runs at once without --devices, each slot's torch on cores / slots threads: on a CPU, several
+    # small runs side by side use the cores better than one run on all of them.
+    slots: int = 1
 
     def __post_init__(self) -> None:
-        if self.runs_per_worker < 1 or self.worker_memory_gb <= 0:
-            raise ValueError("runs_per_worker must be >= 1 and worker_memory_gb > 0")
+        if self.runs_per_worker < 1 or self.worker_memory_gb <= 0 or self.slots < 1:
+            raise ValueError("runs_per_worker and slots must be >= 1 and worker_memory_gb > 0")
 
 
 class LocalExecutor:
@@ -81,7 +86,8 @@ class LocalExecutor:
     records say cancelled) and ``execute`` raises KeyboardInterrupt as soon as they have stopped."""
 
     name = "local"
-    description = "runs on this machine in warm worker processes; one run per device slot (--devices)"
+    description = ("runs on this machine in warm worker processes; one run per device slot (--devices) or per "
+                   "CPU slot (--set slots=N)")
     Config = LocalConfig
 
     def __init__(self, config: LocalConfig | None = None) -> None:
@@ -104,7 +110,7 @@ class LocalExecutor:
             pending.put(job)
         stop = threading.Event()
         running: dict[str, object] = {}
-        slots = list(devices) if devices else [None]
+        slots = self._slots(devices)
         # Workers start here, in the thread that outlives the slots, so they can be kept for the next call:
         # PR_SET_PDEATHSIG kills a child when the *thread* that started it ends, and a slot's thread ends
         # with this call (a replacement a slot starts itself ends with it).
@@ -125,10 +131,22 @@ class LocalExecutor:
                 thread.join()
             raise
 
-    @staticmethod
-    def _slot_env(device: str | None) -> dict[str, str]:
+    def _slots(self, devices: Sequence[str] | None) -> list[str | None]:
+        """One slot per device; without devices, ``slots`` CPU slots (named cpu:N)."""
+        if devices and self.config.slots > 1:
+            raise ConfigError("the local executor's slots are for runs without --devices (each device is a slot)",
+                              "drop --set slots, or --devices")
+        if devices:
+            return list(devices)
+        return [None] if self.config.slots == 1 else [f"cpu:{n}" for n in range(self.config.slots)]
+
+    def _slot_env(self, device: str | None) -> dict[str, str]:
         env = dict(os.environ)
-        if device is not None:
+        if device is not None and device.startswith("cpu:"):
+            # Each slot's share of the cores (torch reads it at start), unless the user set it.
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            env.setdefault("OMP_NUM_THREADS", str(max(1, cores // self.config.slots)))
+        elif device is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device)
         return env
 
@@ -147,7 +165,7 @@ class LocalExecutor:
                     return
                 on_start(job)
                 if self.config.warm:
-                    worker = self._fresh(worker, env)
+                    worker = renewed(worker, env, self.config.runs_per_worker, self.config.worker_memory_gb)
                     code = self._run_warm(worker, job, running, stop)
                 else:
                     code = self._run_child(job, env, running, stop)
@@ -158,15 +176,6 @@ class LocalExecutor:
                 self._idle[device] = worker  # for the next execute() on this slot
             elif worker is not None:
                 worker.close()
-
-    def _fresh(self, worker, env: dict[str, str]):
-        """The slot's worker, replaced when it died, ran its share or grew past the memory bound."""
-        if worker is not None and worker.alive and worker.runs < self.config.runs_per_worker \
-                and worker.resident <= self.config.worker_memory_gb * 2**30:
-            return worker
-        if worker is not None:
-            worker.close()
-        return WarmWorker(env)
 
     @staticmethod
     def _run_warm(worker, job: Job, running: dict, stop: threading.Event) -> int:

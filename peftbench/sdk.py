@@ -27,6 +27,7 @@ from .progress import Progress
 from .progress import current as current_progress
 from .records import PREDICTIONS_FILE, RunRecord, iter_records, load_record, write_json_atomic
 from .spec import Resolved, RunSpec
+from .workers import WarmWorker, renewed
 
 __all__ = [
     # contracts a plugin implements (peftbench.api)
@@ -47,4 +48,6 @@ __all__ = [
     "Progress", "current_progress",
     # runs and their records
     "RunSpec", "Resolved", "RunRecord", "iter_records", "load_record", "write_json_atomic", "PREDICTIONS_FILE",
+    # executors: a process that runs job after job (imports once), renewed when spent
+    "WarmWorker", "renewed",
 ]

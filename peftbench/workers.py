@@ -107,8 +107,23 @@ class WarmWorker:
                 self.process.stdin.close()  # end of jobs: the worker's loop ends
             except BrokenPipeError:
                 pass
+        if self.idle.is_set() and self.process.poll() is None:
+            # Between runs a worker holds nothing unsaved (a run writes its record before it answers):
+            # ending it now spares the suite the second or so of an interpreter shutting torch down.
+            self.process.terminate()
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def renewed(worker: WarmWorker | None, env: dict[str, str] | None, runs_per_worker: int,
+            memory_gb: float) -> WarmWorker:
+    """``worker``, or a new one in its place when there is none, or it died, ran ``runs_per_worker``
+    runs or grew past ``memory_gb`` of resident memory (what a run leaves behind never piles up)."""
+    if worker is not None and worker.alive and worker.runs < runs_per_worker and worker.resident <= memory_gb * 2**30:
+        return worker
+    if worker is not None:
+        worker.close()
+    return WarmWorker(env)

@@ -61,7 +61,7 @@ def test_a_run_after_another_in_one_worker_equals_it_run_alone(tiny_bert, tmp_pa
         assert worker.run(b, tmp_path / "b.log") == 0, (tmp_path / "b.log").read_text()
     finally:
         worker.close()
-    assert worker.runs == 3 and worker.process.returncode == 0
+    assert worker.runs == 3 and worker.process.poll() is not None  # closed between runs: ended at once
     alone = [*b[:b.index("--results") + 1], str(tmp_path / "alone"), *b[b.index("--results") + 2:]]
     done = subprocess.run([sys.executable, "-m", "peftbench.cli", *alone], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -122,3 +122,31 @@ def test_a_slots_worker_serves_every_round_of_a_tuned_suite_until_closed(tiny_be
     assert codes == {"round-1": 0, "round-2": 0}
     assert only_record(tmp_path / "round-1")[1]["pid"] == only_record(tmp_path / "round-2")[1]["pid"]
     assert not worker_pids()
+
+
+def test_cpu_slots_run_side_by_side_each_on_its_share_of_the_cores(tiny_bert, tmp_path, monkeypatch):
+    import datetime as dt
+    import os
+
+    import pytest
+
+    from peftbench.errors import ConfigError
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the slots' share, not the test session's setting
+    names = ["left", "right"]
+    jobs = [Job(name, tuple(run_args(tiny_bert, tmp_path / name, "lora", f"seed={seed}")), tmp_path / f"{name}.log")
+            for seed, name in enumerate(names, 1)]
+    codes: dict[str, int] = {}
+    executor = LocalExecutor(LocalConfig(slots=2))
+    executor.execute(jobs, lambda job: None, lambda job, code: codes.update({job.key: code}))
+    executor.close()
+    assert codes == {"left": 0, "right": 0}
+    found = [only_record(tmp_path / name)[1] for name in names]
+    assert found[0]["pid"] != found[1]["pid"]  # a worker per slot
+    spans = [(dt.datetime.fromisoformat(r["started_at"]), dt.datetime.fromisoformat(r["finished_at"])) for r in found]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # side by side
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert all(f"torch threads {threads})" in r["environment"]["device"] for r in found)
+    assert not worker_pids()
+    with pytest.raises(ConfigError, match="slots are for runs without --devices"):
+        LocalExecutor(LocalConfig(slots=2)).execute(jobs, lambda job: None, lambda job, code: None, devices=["0"])

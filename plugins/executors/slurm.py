@@ -1,9 +1,14 @@
-"""`peftbench suite run --executor slurm`: each run a Slurm job, submitted through submitit.
+"""`peftbench suite run --executor slurm`: the runs as Slurm jobs, submitted through submitit.
 
 The suite logic (skip what is done, keep going past failures, resume) stays in the core; this
 executor only submits `peftbench run --spec FILE` command lines and reports their exit codes.
 Settings come from `--set` (see `peftbench list`): partition, time limit, GPUs / CPUs / memory per
-run, account, qos, and how many array tasks run at once. Runs are submitted as one job array.
+job, account, qos, and how many array tasks run at once. Runs are submitted as one job array.
+
+`--set runs_per_job=N` gives each job N runs, one after another in one warm worker (torch and the
+plugins imported once per job, as the local executor's slots do): fewer, longer jobs for a study
+of many short runs (set ``time_min`` for all N). With 1 (the default) a job is one run in a fresh
+process. A job's runs are reported when the job ends.
 
 `--set cluster=local` uses submitit's local mode instead (child processes on this machine): how
 this executor is tested where there is no Slurm. A run that the scheduler stops (time limit,
@@ -19,14 +24,15 @@ from typing import Any, Callable, Literal, Sequence
 
 from peftbench.sdk import ConfigError, Job, hookimpl
 
-from .child import run_command
+from .child import run_batch, run_command
 
 
 @dataclass(frozen=True)
 class SlurmConfig:
     cluster: Literal["slurm", "local"] = "slurm"
     partition: str | None = None
-    time_min: int = 240  # per run; a run past it is stopped, recorded as cancelled and rerun next time
+    time_min: int = 240  # per job; a run past it is stopped, recorded as cancelled and rerun next time
+    runs_per_job: int = 1  # runs one after another in one job's warm worker (1: a fresh process per run)
     gpus_per_run: int = 1
     cpus_per_run: int = 4
     mem_gb: int | None = None
@@ -36,13 +42,15 @@ class SlurmConfig:
     poll_seconds: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.time_min < 1 or self.cpus_per_run < 1 or self.gpus_per_run < 0 or self.array_parallelism < 1:
-            raise ValueError("time_min, cpus_per_run and array_parallelism must be >= 1, gpus_per_run >= 0")
+        if min(self.time_min, self.cpus_per_run, self.array_parallelism, self.runs_per_job) < 1 or self.gpus_per_run < 0:
+            raise ValueError("time_min, cpus_per_run, array_parallelism and runs_per_job must be >= 1, "
+                             "gpus_per_run >= 0")
 
 
 class SlurmExecutor:
     name = "slurm"
-    description = "one Slurm job per run through submitit (array); --set cluster=local runs them here"
+    description = ("Slurm jobs through submitit (an array; runs_per_job runs each); --set cluster=local runs "
+                   "them here")
     Config = SlurmConfig
 
     def __init__(self, config: SlurmConfig | None = None) -> None:
@@ -73,10 +81,12 @@ class SlurmExecutor:
         for job in jobs:
             job.log.parent.mkdir(parents=True, exist_ok=True)
         executor = self._executor(jobs[0].log.parent.parent / "submitit")
+        size = self.config.runs_per_job
+        batches = [tuple(jobs[i:i + size]) for i in range(0, len(jobs), size)]
         with executor.batch():  # one job array
-            submitted = [executor.submit(run_command, list(job.args), str(job.log)) for job in jobs]
-        waiting = dict(zip(jobs, submitted))
-        started: set[Job] = set()
+            submitted = [self._submit(executor, batch) for batch in batches]
+        waiting = dict(zip(batches, submitted))
+        started: set[tuple[Job, ...]] = set()
         try:
             self._wait(waiting, started, on_start, on_done)
         except KeyboardInterrupt:
@@ -84,24 +94,33 @@ class SlurmExecutor:
                 handle.cancel(check=False)  # Slurm (or the local child) sends SIGTERM: the run records cancelled
             raise
 
+    def _submit(self, executor: Any, batch: tuple[Job, ...]) -> Any:
+        if len(batch) == 1 and self.config.runs_per_job == 1:
+            return executor.submit(run_command, list(batch[0].args), str(batch[0].log))
+        return executor.submit(run_batch, [(list(job.args), str(job.log)) for job in batch])
+
     def _wait(self, waiting: dict, started: set, on_start, on_done) -> None:
         while waiting:
-            for job, handle in list(waiting.items()):
+            for batch, handle in list(waiting.items()):
                 state = handle.state
-                if job not in started and state not in ("PENDING", "UNKNOWN", "REQUEUED"):
-                    started.add(job)
-                    on_start(job)
+                if batch not in started and state not in ("PENDING", "UNKNOWN", "REQUEUED"):
+                    started.add(batch)
+                    for job in batch:
+                        on_start(job)
                 if handle.done():
-                    del waiting[job]
-                    on_done(job, _exit_code(handle))
+                    del waiting[batch]
+                    for job, code in zip(batch, _exit_codes(handle, len(batch))):
+                        on_done(job, code)
             time.sleep(self.config.poll_seconds)
 
 
-def _exit_code(handle: Any) -> int:
+def _exit_codes(handle: Any, runs: int) -> list[int]:
+    """Each run's exit code; every run of a job that itself failed (cancelled, killed, node lost) failed."""
     try:
-        return int(handle.result())
-    except Exception:  # noqa: BLE001 - the job itself failed (cancelled, killed, node lost): a failure
-        return 1
+        result = handle.result()
+    except Exception:  # noqa: BLE001
+        return [1] * runs
+    return [int(code) for code in result] if isinstance(result, list) else [int(result)]
 
 
 @hookimpl
