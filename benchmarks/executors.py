@@ -2,7 +2,7 @@
 and `slurm` in submitit's local mode, each into a fresh results folder, one after the other.
 
     python benchmarks/executors.py              # 4 runs: full + LoRA x 2 seeds, MiniLM-L6, livedoor sample
-    python benchmarks/executors.py --smoke      # 2 tiny runs on slurm (CI; the local executor's smoke is
+    python benchmarks/executors.py --smoke      # 1 tiny run on slurm (CI; the local executor's smoke is
                                                 # suite_overhead.py's, Ray's start-up is
                                                 # tests/test_slurm_executor.py's cost already)
 
@@ -28,13 +28,14 @@ EXECUTORS = {"local": [], "ray": ["--set", "workers=2"], "slurm": ["--set", "clu
 def suite_text(smoke: bool) -> str:
     size = "per_category = 10\nmax_length = 16" if smoke else "per_category = 10\nmax_length = 128"
     methods = ["lora"] if smoke else ["full", "lora"]
+    seeds = [1] if smoke else [1, 2]
     blocks = "\n".join(f'[[runs]]\nmethod = "{m}"' for m in methods)
     return textwrap.dedent(f"""\
         description = "executor benchmark"
         [defaults]
         task = "livedoor-news"
         backbone = "minilm-l6"
-        seeds = [1, 2]
+        seeds = {seeds}
         [defaults.set]
         data_dir = "{REPO / 'examples' / 'livedoor-sample'}"
         epochs = 1
@@ -57,7 +58,7 @@ def wall(executor: str, suite: Path, results: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="2 tiny runs")
+    parser.add_argument("--smoke", action="store_true", help="1 tiny run")
     parser.add_argument("--executors", default=None, help="comma-separated (default local,ray,slurm; "
                                                           "--smoke: slurm)")
     args = parser.parse_args()
@@ -66,7 +67,7 @@ def main() -> None:
         suite = Path(tmp) / "suite.toml"
         suite.write_text(suite_text(args.smoke), encoding="utf-8")
         walls = {name: wall(name, suite, Path(tmp) / name) for name in args.executors.split(",")}
-    runs = 2 if args.smoke else 4
+    runs = 1 if args.smoke else 4
     base = walls.get("local")
     for name, seconds in walls.items():
         ratio = f", {seconds / base:.2f}x local" if base else ""

@@ -12,7 +12,7 @@ what was pruned).
     python benchmarks/pruning.py                   # 9 trials x 3 epochs; 100 articles per category of the
                                                    # shared corpus, title+body, max length 48, batch 16
     python benchmarks/pruning.py --sampler tpe --trials 12
-    python benchmarks/pruning.py --smoke           # 3 trials x 2 epochs on a tiny subset (CI)
+    python benchmarks/pruning.py --smoke           # 2 trials x 2 epochs on a tiny subset (CI)
 """
 
 from __future__ import annotations
@@ -89,15 +89,15 @@ def run(pruner: str, args: argparse.Namespace, folder: Path) -> tuple[dict, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="3 trials x 2 epochs, tiny subset")
+    parser.add_argument("--smoke", action="store_true", help="2 trials x 2 epochs, tiny subset")
     parser.add_argument("--sampler", choices=("grid", "tpe", "random"), default="grid")
-    parser.add_argument("--trials", type=int, default=None, help="default 9 (--smoke: 3)")
+    parser.add_argument("--trials", type=int, default=None, help="default 9 (--smoke: 2)")
     parser.add_argument("--data", default=None, help="a livedoor folder (default: ../shared/data/livedoor where it "
                                                      "exists, else the sample; --smoke: the sample)")
     args = parser.parse_args()
     shared = REPO.parent / "shared" / "data" / "livedoor"
     args.data = args.data or (shared if shared.is_dir() and not args.smoke else REPO / "examples" / "livedoor-sample")
-    args.trials = args.trials or (3 if args.smoke else 9)
+    args.trials = args.trials or (2 if args.smoke else 9)
     with tempfile.TemporaryDirectory() as tmp:
         outcomes = {pruner: run(pruner, args, Path(tmp)) for pruner in PRUNERS}
     for pruner, (outcome, wall) in outcomes.items():

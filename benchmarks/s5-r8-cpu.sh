@@ -18,7 +18,8 @@ mkdir -p "$OUT"
 $PYTHON benchmarks/s5_corpus.py r8 "$OUT/r8-train-text" --set "data_dir=$DATA" $([ "$SMOKE" = 1 ] && echo --smoke)
 if [ ! -f "$OUT/r8-tiny-bert/build_info.json" ]; then
   $PEFTBENCH backbone build --corpus "$OUT/r8-train-text" --out "$OUT/r8-tiny-bert" --preset tiny \
-    --set epochs=$([ "$SMOKE" = 1 ] && echo 1 || echo 10) --name r8-tiny-bert --overwrite
+    --set epochs=$([ "$SMOKE" = 1 ] && echo 1 || echo 10) --name r8-tiny-bert --overwrite \
+    $([ "$SMOKE" = 1 ] && echo --set hidden=32 --set heads=2 --set seq_len=32 --set vocab_size=3000)
 fi
 if [ "$SMOKE" = 1 ]; then
   $PEFTBENCH suite run benchmarks/s5-r8-cpu.toml --results "$OUT/runs" --dry-run

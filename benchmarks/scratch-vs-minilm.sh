@@ -16,7 +16,8 @@ corpora=(--corpus livedoor-news --corpus kwdlc-ner)
 build=() per_category=40 documents=300 epochs=6 backbones=(minilm-l6 scratch-ja)
 if [ "$SMOKE" = 1 ]; then  # the sample's text files: no pass over the two whole corpora
   corpora=(--corpus "$(dirname "$0")/../examples/livedoor-sample")
-  build=(--set epochs=1 --set max_documents=60) per_category=10 documents=3 epochs=1 backbones=(scratch-ja)
+  build=(--set epochs=1 --set max_documents=60 --set hidden=32 --set heads=2 --set seq_len=32 --set vocab_size=3000)
+  per_category=10 documents=3 epochs=1 backbones=(scratch-ja)
 fi
 "$PEFTBENCH" backbone build "${corpora[@]}" --out "$BUILT" --name scratch-ja \
   --preset tiny --overwrite "${build[@]}"

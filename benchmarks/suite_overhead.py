@@ -9,7 +9,7 @@ grow, and their ratio falls partly for that reason.
     python benchmarks/suite_overhead.py            # 6 runs: LoRA + full x 3 seeds, MiniLM-L6, livedoor
                                                    # sample, 1 epoch, max length 32, batch 8
     python benchmarks/suite_overhead.py --order cold-first   # which path runs first (disk caches)
-    python benchmarks/suite_overhead.py --smoke    # 2 tiny LoRA runs, warm and per-process paths (CI)
+    python benchmarks/suite_overhead.py --smoke    # 1 tiny LoRA run, warm and per-process paths (CI)
 
 What is left above 1.0 with warm workers: one worker start (the imports), the suite's own start and
 end, each run's backbone load and evaluation (not training, so not in train_seconds).
@@ -32,7 +32,7 @@ SMOKE_PATHS = ("warm workers", "one process per run")  # slots=2 has a test of i
 
 def suite_text(smoke: bool) -> str:
     methods = ["lora"] if smoke else ["lora", "full"]
-    seeds = [1, 2] if smoke else [1, 2, 3]
+    seeds = [1] if smoke else [1, 2, 3]
     blocks = "\n".join(f'[[runs]]\nmethod = "{m}"' for m in methods)
     return textwrap.dedent(f"""\
         description = "suite overhead benchmark"
@@ -66,7 +66,7 @@ def run_suite(suite: Path, results: Path, extra: list[str]) -> tuple[float, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="2 tiny LoRA runs per path")
+    parser.add_argument("--smoke", action="store_true", help="1 tiny LoRA run per path (warm, per-process)")
     parser.add_argument("--order", choices=("warm-first", "cold-first"), default="warm-first")
     args = parser.parse_args()
     paths = SMOKE_PATHS if args.smoke else tuple(PATHS)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ SAMPLE = REPO / "examples" / "livedoor-sample"
 def build_args(out: Path, *extra: str) -> list[str]:
     return ["backbone", "build", "--corpus", "livedoor-news", "--set", f"data_dir={SAMPLE}", "--out", str(out),
             "--preset", "tiny", "--set", "epochs=2", "--set", "hidden=32", "--set", "heads=2", "--set", "layers=1",
-            "--set", "max_documents=120", *extra]
+            "--set", "max_documents=120", "--set", "seq_len=32", "--set", "vocab_size=3000", *extra]
 
 
 def test_build_then_use_as_backbone(tmp_path, cli):
@@ -57,15 +56,11 @@ class Planted:
 
 
 def test_existing_output_needs_overwrite_and_resume_continues(tmp_path, cli):
-    out = tmp_path / "bb"
-    assert cli(*build_args(out)).code == 0
-    again = cli(*build_args(out))
-    assert again.code == 1 and "--overwrite" in again.stderr
     # A build interrupted during epoch 2 leaves epoch 1's checkpoint; the next call resumes from it.
     from peftbench import plugins
     from peftbench_plugins.backbones import scratch_backbone
 
-    shutil.rmtree(out)
+    out = tmp_path / "bb"
     real_evaluate, calls = scratch_backbone.evaluate, []
 
     def interrupted(model, loader):
@@ -74,7 +69,7 @@ def test_existing_output_needs_overwrite_and_resume_continues(tmp_path, cli):
             raise KeyboardInterrupt
         return real_evaluate(model, loader)
 
-    settings = dict(epochs=2, hidden=32, heads=2, layers=1, max_documents=120)
+    settings = dict(epochs=2, hidden=32, heads=2, layers=1, max_documents=120, seq_len=32, vocab_size=3000)
     logs: list[str] = []
     scratch_backbone.evaluate = interrupted
     try:
@@ -100,6 +95,8 @@ def test_existing_output_needs_overwrite_and_resume_continues(tmp_path, cli):
                                   plugins.load(), log=logs.append)
     assert "resuming after epoch 1" in logs
     assert [h["epoch"] for h in info["history"]] == [1, 2]
+    again = cli(*build_args(out))  # a finished build is not overwritten unless asked
+    assert again.code == 1 and "--overwrite" in again.stderr
 
 
 def test_bad_corpora(tmp_path, cli):
