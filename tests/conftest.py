@@ -25,12 +25,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # marker -> (the distribution its tests run, the extra that installs it)
 EXTRA_MARKERS = {"adapters": ("adapters", "AdapterHub's library"), "quant": ("bitsandbytes", "bitsandbytes")}
 
+# The files that take longest (measured: `--durations`), in that order. `-n auto --dist loadfile`
+# hands files to the test workers in collection order, so these start first and the last files
+# to start are short ones: no long file ends up running alone at the end.
+LONGEST_FIRST = ("test_benchmarks.py", "test_slurm_executor.py", "test_learning.py", "test_workers.py",
+                 "test_tuning.py", "test_tutorial.py", "test_suite.py", "test_end_to_end.py", "test_processes.py",
+                 "test_corpus_kwdlc.py", "test_scratch_backbone.py", "test_compile.py", "test_faults.py")
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist's default orders files by test count
+        config.option.loadscopereorder = False
+
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `adapters` (AdapterHub) or `quant` (bitsandbytes) run a library of an extra:
-    where it is not installed (the default environment, transformers 5) they skip, saying so;
-    `make test` runs them in the second environment (.venv-adapters, transformers 4.57)."""
+    """The longest files first (LONGEST_FIRST). Tests marked `adapters` (AdapterHub) or `quant`
+    (bitsandbytes) run a library of an extra: where it is not installed (the default environment,
+    transformers 5) they skip, saying so; `make test` runs them in the second environment
+    (.venv-adapters, transformers 4.57)."""
     from peftbench.installed import is_installed
+
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
     for marker, (distribution, what) in EXTRA_MARKERS.items():
         if is_installed(distribution):
