@@ -114,16 +114,26 @@ def test_entity_f1_per_resample_equals_seqeval():
         assert run.score(index) == pytest.approx(expected)
 
 
-def test_classification_statistics_equal_scikit_learn_on_a_resample():
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_classification_scores_and_statistics_equal_scikit_learn_on_a_resample(seed):
+    """A run's scores and the paired tests' per-example statistics are scikit-learn's accuracy and
+    F1 (zero_division=0), on a resample where some classes are never predicted or never present."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     from peftbench_plugins.tasks.livedoor import LivedoorNews
 
-    rng = random.Random(1)
-    references = [rng.randrange(9) for _ in range(200)]
-    predictions = [r if rng.random() < 0.6 else rng.randrange(9) for r in references]
+    rng = random.Random(seed)
+    references = [rng.randrange(7) for _ in range(200)]  # of 9 labels: two classes never present
+    predictions = [r if rng.random() < 0.6 else rng.randrange(8) for r in references]  # one never predicted
     task = LivedoorNews()
     config = task.default_config()
-    index = np.random.default_rng(0).integers(0, 200, 200)
-    expected = task.score([predictions[i] for i in index], [references[i] for i in index], config)
+    index = np.random.default_rng(seed).integers(0, 200, 200)
+    gold, predicted = [references[i] for i in index], [predictions[i] for i in index]
+    labels = list(range(9))
+    expected = {"accuracy": accuracy_score(gold, predicted),
+                "macro_f1": f1_score(gold, predicted, labels=labels, average="macro", zero_division=0),
+                "micro_f1": f1_score(gold, predicted, labels=labels, average="micro", zero_division=0)}
+    assert task.score(predicted, gold, config) == pytest.approx(expected)
     for metric in ("accuracy", "macro_f1", "micro_f1"):
         statistics = task.example_statistics(predictions, references, config, metric)
         assert statistics.score(statistics.values[index].sum(axis=0)) == pytest.approx(expected[metric])
