@@ -17,6 +17,7 @@ import functools
 import json
 import math
 import os
+import re
 import tempfile
 import types
 import typing
@@ -30,6 +31,7 @@ SCHEMA_VERSION = 2
 RECORD_FILE = "record.json"
 EPOCHS_FILE = "epochs.jsonl"
 PREDICTIONS_FILE = "predictions.json"
+PARTIAL_WRITE = re.compile(r"^\.[^/]+\.json\.[A-Za-z0-9_]+$")  # write_json_atomic's temporary files
 Status = Literal["running", "success", "failed", "cancelled"]
 
 
@@ -276,6 +278,15 @@ def write_json_atomic(path: Path, payload: dict[str, Any] | RunRecord) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_partial_writes(folder: Path) -> list[Path]:
+    """Delete the temporary files `write_json_atomic` left in ``folder`` when its process was killed
+    between writing and renaming (``.<name>.<random>``); returns them."""
+    partial = [p for p in folder.iterdir() if p.is_file() and PARTIAL_WRITE.match(p.name)]
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
 
 
 def append_jsonl(path: Path, payload: dict[str, Any]) -> None:

@@ -271,6 +271,7 @@ def run_states(results: Path, repair: bool = True) -> dict[str, str]:
                 record["status"] = "cancelled"
                 record["error"] = "the run's process ended without finishing (killed, or the machine stopped)"
                 records.write_json_atomic(path, record)
+                records.remove_partial_writes(path.parent)  # a killed process could not clean up
             status = "cancelled"
         key = record.get("config_hash")
         if key and order.get(status, 0) > order.get(states.get(key, ""), 0):

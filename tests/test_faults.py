@@ -45,7 +45,7 @@ def two_run_suite(tmp_path: Path, tiny_bert: Path) -> Path:
         data_dir = "{SAMPLE}"
         per_category = 10
         max_length = 32
-        epochs = 50  # outlasts the suite's 3-second grace before it interrupts its runs itself
+        epochs = 1000  # outlasts the suite's 3-second grace before it interrupts its runs itself
         inference_repeats = 0
         save_artifact = false
         [[runs]]

@@ -222,3 +222,21 @@ def test_a_killed_or_reused_pid_does_not_keep_a_run_alive():
         process.kill()
         process.wait()
     assert not _alive(process.pid, platform.node(), started)
+
+
+def test_a_stale_run_loses_the_files_its_killed_process_was_writing(tmp_path):
+    """A process killed between writing a file and renaming it into place leaves `.<name>.<random>`
+    behind: the suite that marks its record cancelled removes them (a dry run touches nothing)."""
+    import platform
+
+    from peftbench.records import RunRecord, write_json_atomic
+    from peftbench.suite import run_states
+
+    run = tmp_path / "results" / "20260101-000000-full-x-abc"
+    write_json_atomic(run / records.RECORD_FILE, RunRecord(status="running", config_hash="abc", pid=2 ** 22 + 7,
+                                                           host=platform.node(), started_at="2020-01-01T00:00:00+00:00"))
+    partial = run / ".predictions.json.k3x_9q"
+    partial.write_text('{"test": ', encoding="utf-8")
+    assert run_states(tmp_path / "results", repair=False) == {"abc": "cancelled"} and partial.exists()
+    assert run_states(tmp_path / "results") == {"abc": "cancelled"}
+    assert not partial.exists() and (run / records.RECORD_FILE).exists()
