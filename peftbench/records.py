@@ -15,10 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
-import os
-import re
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,12 +22,14 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from .errors import ResultsError
+# Writing files so that no reader and no killed process ever meets half of one (kept here for the
+# callers that import them from records).
+from .files import append_jsonl, ensure_writable, remove_partial_writes, write_json_atomic  # noqa: F401
 
 SCHEMA_VERSION = 2
 RECORD_FILE = "record.json"
 EPOCHS_FILE = "epochs.jsonl"
 PREDICTIONS_FILE = "predictions.json"
-PARTIAL_WRITE = re.compile(r"^\.[^/]+\.json\.[A-Za-z0-9_]+$")  # write_json_atomic's temporary files
 Status = Literal["running", "success", "failed", "cancelled"]
 
 
@@ -239,73 +237,6 @@ class RunRecord:
 
 
 # ------------------------------------------------------------------ files
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/inf: a non-finite float is an unknown value (null)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def _read_umask() -> int:
-    current = os.umask(0)  # the only way to read it is to set it; done once, before any thread starts
-    os.umask(current)
-    return current
-
-
-_UMASK = _read_umask()
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any] | RunRecord) -> None:
-    """Write to a temporary file, then rename: readers see the old file or the new one, never half.
-    The file gets the permissions of any file the user creates (mkstemp's are 0600), so colleagues
-    on a shared results folder can read it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            data = payload.to_dict() if isinstance(payload, RunRecord) else payload
-            json.dump(_clean(data), handle, indent=2, ensure_ascii=False, allow_nan=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_partial_writes(folder: Path) -> list[Path]:
-    """Delete the temporary files `write_json_atomic` left in ``folder`` when its process was killed
-    between writing and renaming (``.<name>.<random>``); returns them."""
-    partial = [p for p in folder.iterdir() if p.is_file() and PARTIAL_WRITE.match(p.name)]
-    for path in partial:
-        path.unlink(missing_ok=True)
-    return partial
-
-
-def append_jsonl(path: Path, payload: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(_clean(payload), ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def ensure_writable(results_dir: Path) -> None:
-    try:
-        results_dir.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=results_dir, prefix=".probe-", delete=True)
-        probe.close()
-    except OSError as exc:
-        raise ResultsError(
-            f"results folder {results_dir} is not writable ({exc.strerror or exc})",
-            "pass --results DIR with a folder you can write to",
-        ) from None
 
 
 def read_record(path: Path) -> dict[str, Any]:
