@@ -40,8 +40,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import transformers
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PEFTBENCH_DATA", REPO.parent / "shared" / "data"))
 
@@ -158,6 +156,8 @@ def run_side(side: str, args, name: str, case: Case, seed: int, folder: Path, en
 
 def trainer_run(args, case: Case) -> None:
     """The Trainer side, in its own process: what a user would write with transformers + peft."""
+    import transformers  # here, not at the top: the process that only starts the sides never needs it
+
     from peftbench import plugins, spec
 
     transformers.logging.set_verbosity_error()
@@ -211,8 +211,9 @@ def encode_words(examples: list[dict], tokenizer, labels: list[str], max_length:
 
 def train_and_test(args, model, data: dict, labels: list[str], ner: bool, lr: float) -> dict:
     import numpy as np
+    import transformers
 
-    clock = Clock()
+    clock = new_clock()
     metric = "f1" if ner else "accuracy"
 
     def metrics(prediction) -> dict:
@@ -245,23 +246,28 @@ def score(prediction, labels: list[str], ner: bool) -> float:
     return float(f1_score(gold, guess))
 
 
-class Clock(transformers.TrainerCallback):
-    """Epoch times (training steps only: Trainer calls on_epoch_end before it evaluates) and step times."""
+def new_clock():
+    """A Trainer callback keeping epoch times (training steps only: Trainer calls on_epoch_end before
+    it evaluates) and step times."""
+    import transformers
 
-    def __init__(self) -> None:
-        self.epochs, self.steps = [], []
+    class Clock(transformers.TrainerCallback):
+        def __init__(self) -> None:
+            self.epochs, self.steps = [], []
 
-    def on_epoch_begin(self, *_, **__) -> None:
-        self.epoch_start = time.perf_counter()
+        def on_epoch_begin(self, *_, **__) -> None:
+            self.epoch_start = time.perf_counter()
 
-    def on_epoch_end(self, *_, **__) -> None:
-        self.epochs.append(time.perf_counter() - self.epoch_start)
+        def on_epoch_end(self, *_, **__) -> None:
+            self.epochs.append(time.perf_counter() - self.epoch_start)
 
-    def on_step_begin(self, *_, **__) -> None:
-        self.step_start = time.perf_counter()
+        def on_step_begin(self, *_, **__) -> None:
+            self.step_start = time.perf_counter()
 
-    def on_step_end(self, *_, **__) -> None:
-        self.steps.append(time.perf_counter() - self.step_start)
+        def on_step_end(self, *_, **__) -> None:
+            self.steps.append(time.perf_counter() - self.step_start)
+
+    return Clock()
 
 
 # --------------------------------------------------------------------------- table
