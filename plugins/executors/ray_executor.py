@@ -57,10 +57,6 @@ class WarmSlot:
         if self.worker is not None:
             self.worker.send_signal(signal.SIGINT)
 
-    def close(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
-
 
 class RayExecutor:
     name = "ray"
