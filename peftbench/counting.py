@@ -10,7 +10,6 @@ from typing import Any, Callable
 from .api import Stage
 from .config import TrainConfig
 from .errors import ConfigError
-from .measure import count_parameters, tensor_bytes
 from .plugins import Components
 from .records import Budget
 from .spec import Resolved, resolve
@@ -18,6 +17,8 @@ from .spec import Resolved, resolve
 
 def dry_run(resolved: Resolved) -> list[dict[str, Any]]:
     """Per stage: trainable params and the bytes the method would save. No data, no weights."""
+    from .measure import count_parameters, tensor_bytes  # torch: a suite that counts nothing never imports it
+
     spec, method = resolved.spec, resolved.method
     rows = []
     previous = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,30 @@ def test_listing_and_help_import_no_heavy_library(argv):
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stderr, done.stderr[-500:]
     assert "lora" in done.stdout or "Usage" in done.stdout
+
+
+def test_a_suite_process_imports_no_heavy_library(tiny_bert, tmp_path):
+    """The suite's own process only schedules: its runs import torch in their worker, so each suite
+    (every tuning study too) does not pay that import a second time."""
+    suite = tmp_path / "suite.toml"
+    suite.write_text(f"""[defaults]
+task = "livedoor-news"
+backbone = "{tiny_bert}"
+[defaults.set]
+data_dir = "{Path(__file__).resolve().parents[1] / 'examples' / 'livedoor-sample'}"
+per_category = 10
+max_length = 16
+inference_repeats = 0
+[[runs]]
+method = "lora"
+""", encoding="utf-8")
+    code = ("import sys\nfrom peftbench import cli\nsys.argv = ['peftbench', *sys.argv[1:]]\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, "suite", "run", str(suite), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=300)
+    assert "suite finished: 1 succeeded, 0 failed" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "HEAVY []" in done.stderr, done.stderr[-500:]
 
 
 @dataclass(frozen=True)
