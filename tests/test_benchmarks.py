@@ -160,10 +160,9 @@ def test_method_zoo_smoke(smoked):
 
 def test_vs_trainer_smoke(smoked):
     shown = output(smoked, "vs_trainer.py")
-    rows = [line for line in shown.splitlines() if line.startswith(("| livedoor-lora", "| kwdlc-lora"))]
-    assert len(rows) == 3 and all(line.count("|") == 7 for line in rows[:2]), shown
-    compiled = rows[2:]  # the compile=true table (the NER case): s/epoch ratio over eager, compile seconds, scores
-    assert all(line.count("|") == 6 and float(line.split("|")[3]) > 0 for line in compiled), shown
+    versus, compiled = [line for line in shown.splitlines() if line.startswith("| kwdlc-lora")]
+    assert versus.count("|") == 7, shown  # peftbench / Trainer: s/epoch and wall ratios, step minima, scores
+    assert compiled.count("|") == 6 and float(compiled.split("|")[3]) > 0, shown  # compile: ratio, seconds, scores
 
 
 def test_ner_padding_smoke(smoked):
