@@ -20,12 +20,14 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/$(PIP_INSTALL) -e ".[test]"
+	$(VENV)/bin/python -m compileall -q peftbench plugins  # an editable install leaves them uncompiled
 	touch $@
 
 $(ADAPTERS_VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(ADAPTERS_VENV)
 	$(ADAPTERS_VENV)/bin/pip install --quiet --upgrade pip
 	$(ADAPTERS_VENV)/bin/$(PIP_INSTALL) -e ".[test,adapters,quant]"
+	$(ADAPTERS_VENV)/bin/python -m compileall -q peftbench plugins  # an editable install leaves them uncompiled
 	touch $@
 
 demo: setup
