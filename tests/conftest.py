@@ -3,6 +3,8 @@ and the livedoor sample shipped in examples/. Nothing touches the network."""
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import sys
 from collections import Counter
@@ -20,6 +22,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # core, and two-thread workers on two cores would fight over them.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# As `peftbench` does at its exit (cli.py): a test worker's heap holds every model its tests built,
+# and collecting it at interpreter shutdown costs seconds at the very end of the session.
+atexit.register(lambda: (gc.disable(), gc.freeze()))
 
 
 # marker -> (the distribution its tests run, the extra that installs it)
