@@ -53,6 +53,11 @@ def test_per_category_subset(sample_dir):
     assert (len(splits.train), len(splits.dev), len(splits.test)) == (36, 9, 45)
 
 
+def test_fractions_that_leave_a_split_empty_are_one_clear_error(sample_dir):
+    with pytest.raises(DataError, match="10 articles cannot be split 0.02 / 0.98"):
+        load(data_dir=str(sample_dir), per_category=10, train_fraction=0.01, dev_fraction=0.01)
+
+
 def test_official_archive_gives_the_same_examples(sample_dir, tmp_path):
     archive = tmp_path / "ldcc-20140209.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:

@@ -124,7 +124,8 @@ def train_test_split(items: list, test_fraction: float, seed: int) -> tuple[list
 
     n_test = math.ceil(test_fraction * len(items))
     if not 0 < n_test < len(items):
-        raise ValueError(f"cannot split {len(items)} items with a test fraction of {test_fraction}")
+        raise ValueError(f"{len(items)} articles cannot be split {1 - test_fraction:.3g} / {test_fraction:.3g} "
+                         "with an article on each side")
     order = np.random.RandomState(seed).permutation(len(items))
     return [items[i] for i in order[n_test:]], [items[i] for i in order[:n_test]]
 
@@ -179,8 +180,12 @@ class LivedoorNews(DocumentClassification):
             if len(docs) < 10:
                 raise DataError(f"category {category} has only {len(docs)} articles in {root}",
                                 "each category needs at least 10 to split 40/10/50")
-            for name, part in zip(("train", "dev", "test"),
-                                  stratified_split(docs, config.train_fraction, config.dev_fraction, config.split_seed)):
+            try:
+                parts = stratified_split(docs, config.train_fraction, config.dev_fraction, config.split_seed)
+            except ValueError as exc:
+                raise DataError(f"category {category}: {exc}",
+                                "use more articles per category, or fractions that leave every split one") from None
+            for name, part in zip(("train", "dev", "test"), parts):
                 splits[name].extend(part)
         info = {
             "source": str(root),
