@@ -163,3 +163,28 @@ def test_argmax_decoding_is_selectable(tiny_bert, tmp_path, cli):
                  str(tmp_path), "--quiet", "--set", f"data_dir={FIXTURE}", "--set", "epochs=1",
                  "--set", "decoding=argmax")
     assert result.code == 0, result.stderr
+
+
+def test_named_entities_are_the_ones_rhoknp_finds():
+    """The loader skips rhoknp's post-processing of a sentence (predicate-argument and coreference
+    links: half of a parse) and finds the named entities itself: they must be rhoknp's own, on the
+    fixture and, where it is here, on the first 300 documents of the real corpus (escaped
+    characters, OPTIONAL, entities that match no morphemes)."""
+    from itertools import islice
+
+    from rhoknp import Sentence
+
+    from conftest import SHARED_DATA
+    from peftbench_plugins.tasks.kwdlc import _sentence_chunks, named_entities
+
+    roots = [FIXTURE / "knp", SHARED_DATA / "kwdlc" / "knp"]
+    files = [path for root in roots if root.is_dir() for path in islice(sorted(root.rglob("*.knp")), 300)]
+    checked = 0
+    for path in files:
+        for _, chunk in _sentence_chunks(path.read_text(encoding="utf-8")):
+            ours = named_entities(Sentence.from_knp(chunk, post_init=False))
+            theirs = Sentence.from_knp(chunk).named_entities
+            assert [(e.category, e.text, [m.index for m in e.morphemes]) for e in ours] == \
+                   [(e.category, e.text, [m.index for m in e.morphemes]) for e in theirs], (path, chunk[:200])
+            checked += len(theirs)
+    assert checked >= 4  # the fixture's own entities at least
