@@ -16,9 +16,9 @@ from test_suite import write
 REPO = Path(__file__).resolve().parents[1]
 
 
-def four_runs(tmp_path: Path, tiny_bert: Path, seeds: str = "[1, 2]") -> Path:
+def two_methods(tmp_path: Path, tiny_bert: Path, seeds: str = "[1, 2]") -> Path:
     return write(tmp_path, f"""
-        description = "2 methods x 2 seeds"
+        description = "2 methods x seeds {seeds}"
         [defaults]
         task = "livedoor-news"
         backbone = "{tiny_bert}"
@@ -40,7 +40,7 @@ def four_runs(tmp_path: Path, tiny_bert: Path, seeds: str = "[1, 2]") -> Path:
 def test_a_suite_completes_as_submitit_jobs_with_the_records_the_local_executor_writes(tiny_bert, tmp_path, cli):
     """Two runs per job (runs_per_job=2): the job's runs one after another in its warm worker.
     (One run per job, a fresh process each, is benchmarks/executors.py's smoke.)"""
-    path = four_runs(tmp_path, tiny_bert, seeds="[1]")
+    path = two_methods(tmp_path, tiny_bert, seeds="[1]")
     results = tmp_path / "results"
     done = cli("suite", "run", str(path), "--results", str(results), "--executor", "slurm", "--set", "cluster=local",
                "--set", "gpus_per_run=0", "--set", "poll_seconds=0.2", "--set", "runs_per_job=2")
@@ -57,7 +57,7 @@ def test_a_suite_completes_as_submitit_jobs_with_the_records_the_local_executor_
 
 
 def test_executor_settings_are_checked(tmp_path, tiny_bert, cli):
-    path = four_runs(tmp_path, tiny_bert)
+    path = two_methods(tmp_path, tiny_bert)
     wrong = cli("suite", "run", str(path), "--executor", "slurm", "--set", "partitions=gpu")
     assert wrong.code == 1 and "unknown setting 'partitions'" in wrong.stderr
     local = cli("suite", "run", str(path), "--executor", "local", "--set", "partition=gpu")
@@ -91,7 +91,7 @@ def test_a_suite_on_a_local_ray_instance_survives_sigkill_and_resumes(tiny_bert,
     """One warm slot (an actor with a warm worker) runs two runs in one process; the suite is
     SIGKILLed then, and resumed with warm=false (a Ray task and a fresh process per run) on two
     CPUs: every run once."""
-    path, results = four_runs(tmp_path, tiny_bert), tmp_path / "results"
+    path, results = two_methods(tmp_path, tiny_bert), tmp_path / "results"
     command = [sys.executable, "-m", "peftbench.cli", "suite", "run", str(path), "--results", str(results),
                "--executor", "ray", "--set", "poll_seconds=0.2"]
     process = subprocess.Popen([*command, "--set", "workers=1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -16,15 +16,21 @@ HEAVY = ("torch", "transformers", "peft", "adapters", "accelerate", "pandas", "s
          "sacrebleu", "rhoknp", "fugashi", "numpy", "seqeval")
 
 
+def cli_reporting_heavy_modules(argv: list[str]) -> subprocess.CompletedProcess:
+    """`peftbench ARGV` in a fresh process that prints, last on stderr, `HEAVY [...]`: the heavy
+    libraries it imported."""
+    code = ("import sys\nfrom peftbench import cli\nsys.argv = ['peftbench', *sys.argv[1:]]\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.parametrize("argv", [["list"], ["--help"], ["run", "--help"]])
 def test_listing_and_help_import_no_heavy_library(argv):
     from peftbench import plugins
 
     plugins.load()  # the first listing reads peft's and adapters' methods once into the cache; later ones do not
-    code = ("import sys\nfrom peftbench import cli\nsys.argv = ['peftbench', *sys.argv[1:]]\n"
-            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
-            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    done = cli_reporting_heavy_modules(argv)
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stderr, done.stderr[-500:]
     assert "lora" in done.stdout or "Usage" in done.stdout
@@ -45,11 +51,7 @@ inference_repeats = 0
 [[runs]]
 method = "lora"
 """, encoding="utf-8")
-    code = ("import sys\nfrom peftbench import cli\nsys.argv = ['peftbench', *sys.argv[1:]]\n"
-            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
-            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code, "suite", "run", str(suite), "--results", str(tmp_path / "r")],
-                          capture_output=True, text=True, timeout=300)
+    done = cli_reporting_heavy_modules(["suite", "run", str(suite), "--results", str(tmp_path / "r")])
     assert "suite finished: 1 succeeded, 0 failed" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     assert "HEAVY []" in done.stderr, done.stderr[-500:]
 
