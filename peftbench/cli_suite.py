@@ -39,9 +39,9 @@ def _plan(file: Path, results: Path, rerun_failed: bool, dry_run: bool):
 def _lock(results: Path):
     import fcntl
 
-    from . import records
+    from . import files
 
-    records.ensure_writable(results)
+    files.ensure_writable(results)
     lock_file = (results / ".suite.lock").open("w")
     try:
         fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from . import records
+from . import files, records
 from .api import Splits
 from .measure import Stopwatch, directory_bytes
 from .records import StageRecord
@@ -39,7 +39,7 @@ def score(current: RunState, prepared: PreparedStage) -> bool:
                 "examples_per_second": len(scored.predictions) / seconds, "generated_tokens": tokens,
                 "tokens_per_second": tokens / seconds if tokens is not None else None}
     if current.writes:
-        records.write_json_atomic(current.run_dir / records.PREDICTIONS_FILE, predictions)
+        files.write_json_atomic(current.run_dir / records.PREDICTIONS_FILE, predictions)
     return predicted
 
 

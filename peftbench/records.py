@@ -22,9 +22,6 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from .errors import ResultsError
-# Writing files so that no reader and no killed process ever meets half of one (kept here for the
-# callers that import them from records).
-from .files import append_jsonl, ensure_writable, remove_partial_writes, write_json_atomic  # noqa: F401
 
 SCHEMA_VERSION = 2
 RECORD_FILE = "record.json"

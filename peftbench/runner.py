@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from . import forgetting, records, tracking
+from . import files, forgetting, records, tracking
 from .api import Splits, Stage, Task
 from .compiled import compile_in_place, compile_seconds_so_far, measured_compile_seconds
 from .config import TrainConfig
@@ -125,7 +125,7 @@ def _start(components: Components, resolved: Resolved, results_dir: Path, progre
     run_id = broadcast_object_list([run_id])[0]
     run_dir = results_dir / run_id
     if writes:
-        records.ensure_writable(results_dir)
+        files.ensure_writable(results_dir)
         run_dir.mkdir(parents=True)
 
     def source(registry, name: str) -> str | None:
@@ -143,7 +143,7 @@ def _start(components: Components, resolved: Resolved, results_dir: Path, progre
         backbone=BackboneRef(spec.backbone, source(components.backbones, spec.backbone)),
     )
     if writes:
-        records.write_json_atomic(run_dir / records.RECORD_FILE, record)
+        files.write_json_atomic(run_dir / records.RECORD_FILE, record)
     return RunState(resolved, record, run_dir, progress, writes=writes)
 
 
@@ -274,7 +274,7 @@ def _train_stage(current: RunState, prepared: PreparedStage) -> tuple[FitResult,
 
     def on_epoch(entry: dict[str, Any]) -> None:
         if current.writes:
-            records.append_jsonl(epochs_file, {"stage": name, **entry})
+            files.append_jsonl(epochs_file, {"stage": name, **entry})
         values = {f"dev_{k}": v for k, v in entry["dev_scores"].items() if isinstance(v, (int, float))}
         values.update(dev_loss=entry["dev_loss"], train_loss_epoch=entry["train_loss"],
                       epoch_seconds=entry["epoch_seconds"])
@@ -378,7 +378,7 @@ def _finish(current: RunState) -> None:
     if not current.writes:
         return
     with _no_interrupts():  # a second Ctrl-C must not cost the run its final record
-        records.write_json_atomic(current.record_path, record)
+        files.write_json_atomic(current.record_path, record)
     if current.track and current.accelerator is not None:
         try:
             tracking.attach_record(current.accelerator, current.record_path)

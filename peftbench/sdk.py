@@ -25,7 +25,8 @@ from .command_context import CommandContext
 from .plugins import Components
 from .progress import Progress
 from .progress import current as current_progress
-from .records import PREDICTIONS_FILE, RunRecord, iter_records, load_record, write_json_atomic
+from .files import write_json_atomic
+from .records import PREDICTIONS_FILE, RunRecord, iter_records, load_record
 from .spec import Resolved, RunSpec
 from .workers import WarmWorker, renewed
 

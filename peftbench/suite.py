@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import records
+from . import files, records
 from .errors import ConfigError
 from .executor import Job
 from .plugins import Components
@@ -65,7 +65,7 @@ class PlannedRun:
 def job(run: PlannedRun, results: Path, track: tuple[str, ...] = ()) -> Job:
     """The run as a job for an executor: its spec written as JSON where the child process reads it."""
     spec_file = results / SPECS_FOLDER / f"{run.hash}.json"
-    records.write_json_atomic(spec_file, run.resolved.spec.to_json())
+    files.write_json_atomic(spec_file, run.resolved.spec.to_json())
     args = ("run", "--spec", str(spec_file), "--results", str(results), "--quiet",
             *(arg for name in track for arg in ("--track", name)))
     return Job(run.hash, args, results / "suite-logs" / f"{run.hash}.log")
@@ -270,8 +270,8 @@ def run_states(results: Path, repair: bool = True) -> dict[str, str]:
             if repair:  # a dry run reports it as such and changes nothing on disk
                 record["status"] = "cancelled"
                 record["error"] = "the run's process ended without finishing (killed, or the machine stopped)"
-                records.write_json_atomic(path, record)
-                records.remove_partial_writes(path.parent)  # a killed process could not clean up
+                files.write_json_atomic(path, record)
+                files.remove_partial_writes(path.parent)  # a killed process could not clean up
             status = "cancelled"
         key = record.get("config_hash")
         if key and order.get(status, 0) > order.get(states.get(key, ""), 0):

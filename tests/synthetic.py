@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from peftbench import records
+from peftbench import files, records
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_RECORD = next((REPO / "tests" / "fixtures" / "records-v1").glob("*/record.json"))
@@ -41,9 +41,9 @@ def write_run(folder: Path, number: int, method: str, seed: int, predictions: Se
             target = target[part]
         target[leaf] = value
     run_dir = folder / f"run-{number}"
-    records.write_json_atomic(run_dir / records.RECORD_FILE, data)
+    files.write_json_atomic(run_dir / records.RECORD_FILE, data)
     split = {"ids": ids, "predictions": list(predictions), "references": list(references)}
-    records.write_json_atomic(run_dir / records.PREDICTIONS_FILE, {"dev": split, "test": split})
+    files.write_json_atomic(run_dir / records.PREDICTIONS_FILE, {"dev": split, "test": split})
     if epochs:
         lines = [json.dumps({"stage": "finetune", "epoch": e + 1, "train_loss": 1.0 / (e + 1),
                              "dev_scores": {"accuracy": accuracy * (e + 1) / epochs}}) for e in range(epochs)]

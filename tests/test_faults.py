@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from peftbench import records
+from peftbench.files import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "livedoor-sample"
@@ -161,7 +162,7 @@ def succeeded(folder: Path) -> Path:
     resolved = spec.resolve(plugins.load(), "full", "livedoor-news", "minilm-l6", [f"data_dir={SAMPLE}"])
     record = records.read_record(V1_RECORD)
     record.update(config_hash=resolved.spec.hash, status="success")
-    records.write_json_atomic(folder / "results" / "done" / records.RECORD_FILE, record)
+    write_json_atomic(folder / "results" / "done" / records.RECORD_FILE, record)
     return folder / "results"
 
 
@@ -248,7 +249,7 @@ def synthetic_results(folder: Path, runs: list[tuple[str, int, float, str]]) -> 
         record["method"]["name"] = record["config"]["method"] = method
         record["config"]["train"]["seed"] = seed
         record["scores"]["test"]["accuracy"] = accuracy
-        records.write_json_atomic(folder / f"run-{number}" / records.RECORD_FILE, record)
+        write_json_atomic(folder / f"run-{number}" / records.RECORD_FILE, record)
     return folder
 
 
@@ -269,8 +270,8 @@ def test_duplicate_records_are_set_aside_with_one_line(tmp_path, cli):
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
 def test_records_keep_the_users_umask(tmp_path, umask, mode):
-    script = (f"import os; os.umask({umask}); from pathlib import Path; from peftbench import records; "
-              f"records.write_json_atomic(Path({str(tmp_path / 'record.json')!r}), {{'a': 1}})")
+    script = (f"import os; os.umask({umask}); from pathlib import Path; from peftbench import files; "
+              f"files.write_json_atomic(Path({str(tmp_path / 'record.json')!r}), {{'a': 1}})")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     assert stat.S_IMODE((tmp_path / "record.json").stat().st_mode) == mode
 

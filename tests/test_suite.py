@@ -229,7 +229,8 @@ def test_a_stale_run_loses_the_files_its_killed_process_was_writing(tmp_path):
     behind: the suite that marks its record cancelled removes them (a dry run touches nothing)."""
     import platform
 
-    from peftbench.records import RunRecord, write_json_atomic
+    from peftbench.files import write_json_atomic
+    from peftbench.records import RunRecord
     from peftbench.suite import run_states
 
     run = tmp_path / "results" / "20260101-000000-full-x-abc"
