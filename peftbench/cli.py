@@ -39,10 +39,10 @@ def _names_a_builtin_command(argv: list[str]) -> bool:
 
 @functools.cache
 def _no_collection_at_exit() -> None:
-    """After the other exit handlers (this one is registered before a run imports torch, and exit
-    handlers run last-registered first), freeze the heap: CPython's shutdown otherwise collects
-    every object torch and transformers made, 1.3 s of CPU at the end of each run process here.
-    Records, logs and trackers are written and closed before then; exit handlers still run."""
+    """At exit, turn collection off and freeze the heap: CPython's shutdown otherwise collects every
+    object torch and transformers made, 1.3 s of CPU at the end of each run process here. Every exit
+    handler still runs (those registered later, such as a run's trackers, before this one); records
+    and logs are written and closed before the process exits."""
     atexit.register(lambda: (gc.disable(), gc.freeze()))
 
 
