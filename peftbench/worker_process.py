@@ -131,6 +131,8 @@ def serve() -> None:
         os.dup2(devnull, fd)
     try:
         from . import cli, cli_app  # noqa: F401  (the imports every run needs, once)
+
+        cli.tune_collection()  # before the heavy imports, which make most of the collector's work
         import accelerate  # noqa: F401
         import transformers  # noqa: F401
 

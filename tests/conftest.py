@@ -3,14 +3,14 @@ and the livedoor sample shipped in examples/. Nothing touches the network."""
 
 from __future__ import annotations
 
-import atexit
-import gc
 import os
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from peftbench.cli import tune_collection
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "livedoor-sample"
@@ -22,9 +22,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # core, and two-thread workers on two cores would fight over them.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# As `peftbench` does at its exit (cli.py): a test worker's heap holds every model its tests built,
-# and collecting it at interpreter shutdown costs seconds at the very end of the session.
-atexit.register(lambda: (gc.disable(), gc.freeze()))
+# As in a `peftbench` process (cli.tune_collection): fewer collector passes over torch's and
+# transformers' objects, and none at exit (a test worker's heap holds every model its tests built).
+tune_collection()
 
 
 # marker -> (the distribution its tests run, the extra that installs it)
