@@ -5,7 +5,9 @@ Runs the real CLI twice in fresh processes and reads the records. Goal: < 2 s
 plus model loading. For scale it also times what any Hugging Face training script
 pays before its first step (importing torch and transformers), and
 prints peftbench's own share: start -> first step, minus model loading, minus that
-import floor.
+import floor. Last, the imports a run makes (torch, transformers' BERT, peft) under
+CPython's default cycle-collector thresholds and under the ones every peftbench
+process sets (cli.tune_collection), alternating, and their ratio.
 
     python benchmarks/startup.py            # MiniLM-L6 + LoRA on the livedoor sample
     python benchmarks/startup.py --data ../shared/data/livedoor   # full corpus (7,367 files)
@@ -38,7 +40,8 @@ def main() -> None:
                    "--set", f"data_dir={args.data}", *subset, "--set", "epochs=1",
                    "--set", "inference_repeats=0", "--set", "save_artifact=false", "--force"]
         rows = []
-        for attempt in ("first (encodes)", "second (cached)"):
+        # The smoke runs one attempt: the second runs the same code on a warm cache.
+        for attempt in ("first (encodes)",) if args.smoke else ("first (encodes)", "second (cached)"):
             subprocess.run(command, check=True)
             records = sorted(Path(results).glob("*/record.json"), key=lambda p: p.stat().st_mtime)
             t = json.loads(records[-1].read_text())["time"]
@@ -46,28 +49,48 @@ def main() -> None:
     for attempt, marks, load in rows:
         steps = " -> ".join(f"{name} {at:.2f}s" for name, at in marks.items())
         print(f"{attempt}: seconds since process start: {steps}")
-    marks, load = rows[1][1], rows[1][2]
+    marks, load = rows[-1][1], rows[-1][2]
     total = marks["first_step_started"]
     imports = marks["run_started"]
-    print(f"\nsecond run: process start -> first training step {total:.2f}s = interpreter + imports "
-          f"{imports:.2f}s + model loading {load:.2f}s + peftbench's own setup (data from cache, model wrap, "
+    print(f"\n{rows[-1][0].split()[0]} run: process start -> first training step {total:.2f}s = interpreter + imports "
+          f"{imports:.2f}s + model loading {load:.2f}s + peftbench's own setup (data, model wrap, "
           f"loaders) {total - imports - load:.2f}s")
     print(f"start -> first step minus model loading: {total - load:.2f}s (goal < 2 s)")
-    if not args.smoke:
-        floor = min(_import_floor() for _ in range(3))
-        print(f"import floor: `python -c '{FLOOR}'` takes {floor:.2f}s here (best of 3; any Hugging Face "
-              f"training script pays it)\npeftbench's own share: {total - load - floor:.2f}s")
+    # The smoke times a light import instead: seconds of CPU per process, and nothing to learn from.
+    floor_code, run_imports, repeats = ("import json", "import json", 1) if args.smoke else (FLOOR, RUN_IMPORTS, 3)
+    floor = min(_seconds(floor_code) for _ in range(repeats))
+    print(f"import floor: `python -c '{floor_code}'` takes {floor:.2f}s here (best of {repeats}; any Hugging Face "
+          f"training script pays it)\npeftbench's own share: {total - load - floor:.2f}s")
+    print_collector_comparison(run_imports, repeats=1 if args.smoke else 5)
 
 
 FLOOR = "import torch, transformers"  # transformers' model classes load lazily: model loading counts them
+RUN_IMPORTS = "import torch, transformers.models.bert.modeling_bert, peft"  # what a LoRA run on BERT imports
 
 
-def _import_floor() -> float:
+def _seconds(code: str) -> float:
     import time
 
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", FLOOR], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True)
     return time.perf_counter() - start
+
+
+def print_collector_comparison(run_imports: str, repeats: int) -> None:
+    """A run's imports under CPython's default young-generation threshold (700) and under peftbench's
+    (cli.tune_collection), in turn; the ratio is taken pair by pair, as the machine's speed drifts."""
+    import gc
+    import statistics
+
+    from peftbench.cli import tune_collection
+
+    tune_collection()
+    ours = gc.get_threshold()[0]
+    pairs = [(_seconds(f"import gc; gc.set_threshold({ours}); {run_imports}"),
+              _seconds(f"import gc; gc.set_threshold(700); {run_imports}")) for _ in range(repeats)]
+    print(f"a run's imports (`{run_imports}`), median of {repeats} alternating pairs: collector threshold "
+          f"{ours} {statistics.median(p[0] for p in pairs):.2f}s, CPython's default 700 "
+          f"{statistics.median(p[1] for p in pairs):.2f}s, ratio {statistics.median(a / b for a, b in pairs):.3f}")
 
 
 if __name__ == "__main__":
