@@ -40,7 +40,8 @@ def test_a_peftbench_process_collects_cycles_rarely_and_not_at_exit():
     """cli.tune_collection: young-generation passes every 50,000 allocations (CPython's 700 walked
     the imports' objects ~1,100 times per small run here), and the heap frozen at exit."""
     code = ("import atexit, gc, sys\n"  # registered first, so it runs after peftbench's own exit handler
-            "atexit.register(lambda: print('COLLECTOR', gc.get_threshold()[0], gc.isenabled(), gc.get_freeze_count() > 0))\n"
+            "atexit.register(lambda: print('COLLECTOR', gc.get_threshold()[0], gc.isenabled(),\n"
+            "                              gc.get_freeze_count() > 0))\n"
             "from peftbench import cli\nsys.argv = ['peftbench', 'list']\ncli.main()")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
