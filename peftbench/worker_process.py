@@ -138,6 +138,9 @@ def serve() -> None:
 
         cli_app.components()
         start = _ProcessState()
+        # What the imports made lives as long as the worker: frozen, it is not walked again by the
+        # collection between runs (_ProcessState.restore; 0.12 s per run here) or by a run's own passes.
+        gc.freeze()
         answers.write(json.dumps({"ready": os.getpid()}) + "\n")
         for line in jobs:
             request = json.loads(line)
