@@ -49,18 +49,3 @@ def test_real_run_on_corpus_with_offline_pretrained_backbone(tmp_path, cli):
     assert record["time"]["process_start_to_first_step_seconds"] > 0
     report = cli("report", str(tmp_path))
     assert report.code == 0 and "minilm" in report.stdout.lower()
-
-
-@pytest.mark.parametrize("seed", [0, 42, 7])
-def test_split_equals_scikit_learns_train_test_split(seed):
-    """S2 split with sklearn's train_test_split; peftbench writes it out (no import per run) and
-    must give the same articles in the same order, at S2's fractions and at odd sizes."""
-    from sklearn.model_selection import train_test_split as sklearn_split
-
-    from peftbench_plugins.tasks.livedoor import stratified_split
-
-    for n, train, dev in ((10, 0.4, 0.1), (511, 0.4, 0.1), (870, 0.4, 0.1), (37, 0.7, 0.15), (13, 0.8, 0.1)):
-        items = [f"article-{i}" for i in range(n)]
-        rest, test = sklearn_split(items, test_size=1 - train - dev, random_state=seed)
-        train_part, dev_part = sklearn_split(rest, test_size=dev / (train + dev), random_state=seed)
-        assert stratified_split(items, train, dev, seed) == (train_part, dev_part, test), (n, train, dev)

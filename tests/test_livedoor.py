@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from peftbench.errors import DataError
-from peftbench_plugins.tasks.livedoor import CATEGORIES, LivedoorConfig, LivedoorNews, clean, parse_article
+from peftbench_plugins.tasks.livedoor import (CATEGORIES, LivedoorConfig, LivedoorNews, clean, parse_article,
+                                              stratified_split)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -56,6 +57,19 @@ def test_per_category_subset(sample_dir):
 def test_fractions_that_leave_a_split_empty_are_one_clear_error(sample_dir):
     with pytest.raises(DataError, match="10 articles cannot be split 0.02 / 0.98"):
         load(data_dir=str(sample_dir), per_category=10, train_fraction=0.01, dev_fraction=0.01)
+
+
+@pytest.mark.parametrize("seed", [0, 42, 7])
+def test_split_equals_scikit_learns_train_test_split(seed):
+    """S2 split with sklearn's train_test_split; peftbench writes it out (no import per run) and
+    must give the same articles in the same order, at S2's fractions and at odd sizes."""
+    from sklearn.model_selection import train_test_split as sklearn_split
+
+    for n, train, dev in ((10, 0.4, 0.1), (511, 0.4, 0.1), (870, 0.4, 0.1), (37, 0.7, 0.15), (13, 0.8, 0.1)):
+        items = [f"article-{i}" for i in range(n)]
+        rest, test = sklearn_split(items, test_size=1 - train - dev, random_state=seed)
+        train_part, dev_part = sklearn_split(rest, test_size=dev / (train + dev), random_state=seed)
+        assert stratified_split(items, train, dev, seed) == (train_part, dev_part, test), (n, train, dev)
 
 
 def test_official_archive_gives_the_same_examples(sample_dir, tmp_path):
