@@ -77,19 +77,19 @@ def _seconds(code: str) -> float:
 
 
 def print_collector_comparison(run_imports: str, repeats: int) -> None:
-    """A run's imports under CPython's default young-generation threshold (700) and under peftbench's
-    (cli.tune_collection), in turn; the ratio is taken pair by pair, as the machine's speed drifts."""
+    """A run's imports under CPython's default young-generation threshold (this script never changes
+    it) and under peftbench's (cli.tune_collection), in turn; the ratio is taken pair by pair, as the
+    machine's speed drifts."""
     import gc
     import statistics
 
-    from peftbench.cli import tune_collection
+    from peftbench.cli import COLLECT_YOUNG_EVERY as ours
 
-    tune_collection()
-    ours = gc.get_threshold()[0]
+    default = gc.get_threshold()[0]
     pairs = [(_seconds(f"import gc; gc.set_threshold({ours}); {run_imports}"),
-              _seconds(f"import gc; gc.set_threshold(700); {run_imports}")) for _ in range(repeats)]
+              _seconds(f"import gc; gc.set_threshold({default}); {run_imports}")) for _ in range(repeats)]
     print(f"a run's imports (`{run_imports}`), median of {repeats} alternating pairs: collector threshold "
-          f"{ours} {statistics.median(p[0] for p in pairs):.2f}s, CPython's default 700 "
+          f"{ours} {statistics.median(p[0] for p in pairs):.2f}s, CPython's default {default} "
           f"{statistics.median(p[1] for p in pairs):.2f}s, ratio {statistics.median(a / b for a, b in pairs):.3f}")
 
 

@@ -37,6 +37,9 @@ def _names_a_builtin_command(argv: list[str]) -> bool:
     return first in names
 
 
+COLLECT_YOUNG_EVERY = 50_000  # allocations between young-generation passes (CPython 3.11-3.13: 700)
+
+
 @functools.cache
 def tune_collection() -> None:
     """CPython's cycle collector, set for a process that imports torch and transformers (once per
@@ -49,7 +52,7 @@ def tune_collection() -> None:
       torch and transformers made (1.3 s of CPU per run process here). Every exit handler still
       runs (those registered later, such as a run's trackers, before this one); records and logs
       are written and closed before the process exits."""
-    gc.set_threshold(50_000, *gc.get_threshold()[1:])
+    gc.set_threshold(COLLECT_YOUNG_EVERY, *gc.get_threshold()[1:])
     atexit.register(lambda: (gc.disable(), gc.freeze()))
 
 
