@@ -173,6 +173,22 @@ class Task(Component):
 
         raise ConfigError(f"task {self.name} does not pack its batches", "drop packing")
 
+    def largest_batch(self, config: Any, head: HeadSpec, batch_size: int, model_config: Any) -> dict[str, tuple]:
+        """``{input: (shape, "long" | "float")}`` of the largest training batch this task feeds the model:
+        every row at its longest input (``config.max_length``). Memory predictions trace a step on
+        it; override where a batch holds more (choices, a decoder side)."""
+        from .errors import ConfigError
+
+        length = getattr(config, "max_length", None)
+        if not isinstance(length, int):
+            raise ConfigError(f"task {self.name} does not say how long its inputs can be (no max_length setting)",
+                              "its plugin can say so in Task.largest_batch")
+        rows = (batch_size, length)
+        per_token = head.kind not in ("sequence-classification", "multiple-choice")
+        label = "float" if head.kind == "sequence-classification" and head.num_labels == 1 else "long"
+        return {"input_ids": (rows, "long"), "attention_mask": (rows, "long"),
+                "labels": (rows if per_token else (batch_size,), label)}
+
     @abstractmethod
     def decode(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], config: Any) -> tuple[list, list]:
         """Turn one batch of logits into (predictions, references)."""

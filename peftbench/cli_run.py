@@ -70,10 +70,12 @@ def run(
     sets = list(set_ or []) + ([f"mixed_precision={mixed_precision}"] if mixed_precision else [])
     comps = components()
     resolved = _resolve_for_run(comps, method, task, backbone, sets, spec, match_params)
+    resolved, prediction = _fit_to_memory(resolved)
     if dry_run:
         from .counting import dry_run as counts
 
         _print_dry_run(resolved, counts(resolved))
+        _print_memory(resolved, prediction)
         return
     if not force:
         _refuse_a_second_success(results, resolved.spec.hash)
@@ -152,6 +154,36 @@ def _refuse_a_second_success(results: Path, config_hash: str) -> None:
     if results.exists() and run_states(results, repair=False).get(config_hash) == "success":
         raise ConfigError(f"this configuration and seed already succeeded in {results}",
                           "pass --force to run it again (the report keeps the newest), or change the seed")
+
+
+def _fit_to_memory(resolved):
+    """With gpu_memory_gb: the run as it fits (or one line refusing it) and its prediction."""
+    if resolved.spec.train.gpu_memory_gb is None:
+        return resolved, None
+    from . import memory
+
+    before = resolved.spec.train
+    resolved, prediction = memory.fit_to_memory(resolved)
+    after = resolved.spec.train
+    if after.batch_size != before.batch_size:
+        out.print(f"fit_memory=accumulate: batch_size {before.batch_size} -> {after.batch_size} with "
+                  f"{after.accumulation_steps()} accumulation steps (effective batch kept) to fit gpu_memory_gb="
+                  f"{after.gpu_memory_gb:g}", highlight=False)
+    return resolved, prediction
+
+
+def _print_memory(resolved, prediction) -> None:
+    from . import memory
+
+    if prediction is None:
+        try:
+            prediction = memory.predict(resolved)
+        except Exception as exc:  # noqa: BLE001 - counts above stand; say why memory could not be traced
+            out.print(f"predicted peak memory: unavailable for this method or task ({type(exc).__name__}: "
+                      f"{' '.join(str(exc).split())[:160]})", highlight=False)
+            return
+    for line in memory.described(prediction):
+        out.print(escape(line), highlight=False)
 
 
 def _print_dry_run(resolved, stages: list[dict]) -> None:

@@ -14,14 +14,65 @@ from .cli_app import DEFAULT_RESULTS, components, err, out, suite_app
 from .errors import ConfigError
 
 
-def _plan(file: Path, results: Path, rerun_failed: bool, dry_run: bool):
+MEMORY_SETTINGS = ("gpu_memory_gb", "fit_memory")  # `suite run --set` keys for every run, not the executor
+
+
+def _memory_plan(planned: list, sets: list[str]) -> tuple[list, dict[str, str], list[str]]:
+    """With gpu_memory_gb (from --set or the suite file): each run's predicted peak, refitted to the
+    memory where fit_memory=accumulate; returns (runs, hash -> label, the runs that do not fit)."""
+    import dataclasses
+
+    from .config import apply_sets, parse_sets
+
+    overrides = parse_sets(sets)
+    if not overrides and all(run.resolved.spec.train.gpu_memory_gb is None for run in planned):
+        return planned, {}, []
+    from . import memory
+
+    runs, labels, misfits, seen = [], {}, [], {}
+    for number, run in enumerate(planned, 1):
+        train = apply_sets({"train": run.resolved.spec.train}, overrides)["train"]
+        resolved = dataclasses.replace(run.resolved, spec=dataclasses.replace(run.resolved.spec, train=train))
+        unseeded = dataclasses.replace(train, seed=0)  # seeds share a prediction
+        key = dataclasses.replace(resolved.spec, train=unseeded).hash
+        if key not in seen:
+            seen[key] = memory.fitted(resolved) if train.gpu_memory_gb is not None else (resolved, None)
+        fitted, prediction = seen[key]
+        if fitted is not resolved:
+            fitted = dataclasses.replace(fitted, spec=dataclasses.replace(fitted.spec, train=dataclasses.replace(
+                fitted.spec.train, seed=train.seed)))
+        run = dataclasses.replace(run, resolved=fitted)
+        runs.append(run)
+        if prediction is None:
+            continue
+        ok = memory.fits(prediction, fitted.spec.train)
+        batch = fitted.spec.train.batch_size
+        labels[run.hash] = (f"{'fits' if ok else 'DOES NOT FIT'}: {memory.peak_bytes(prediction) / memory.GB:.1f} "
+                            f"GB at batch {batch}" + (f" x {fitted.spec.train.accumulation_steps()} accumulated"
+                                                      if fitted.spec.train.accumulation_steps() > 1 else ""))
+        if not ok:
+            misfits.append(f"#{number} {run.block}")
+    return runs, labels, misfits
+
+
+def _refuse_misfits(misfits: list[str], planned: list) -> None:
+    if misfits:
+        from .memory import FIT_HINT
+
+        limit = planned[0].resolved.spec.train.gpu_memory_gb
+        raise ConfigError(f"{len(misfits)} of {len(planned)} runs do not fit gpu_memory_gb={limit:g}: "
+                          f"{', '.join(misfits)}", FIT_HINT)
+
+
+def _plan(file: Path, results: Path, rerun_failed: bool, dry_run: bool, memory_sets: list[str]):
     """The suite's runs, the ones still to run, and the plan printed as a table."""
     from . import suite
 
     description, planned = suite.expand(file, components())
+    planned, memory_labels, misfits = _memory_plan(planned, memory_sets)
     states = suite.run_states(results, repair=not dry_run) if results.exists() else {}
     table = Table(title=escape(f"{file}: {description}"), title_justify="left")
-    for header in ("#", "block", "grid point", "config hash", "state"):
+    for header in ("#", "block", "grid point", "config hash", "state", *(["predicted memory"] if memory_labels else [])):
         table.add_column(header, overflow="fold")
     todo = []
     for number, planned_run in enumerate(planned, 1):
@@ -31,9 +82,9 @@ def _plan(file: Path, results: Path, rerun_failed: bool, dry_run: bool):
         label = {"success": "done", "cancelled": "interrupted (re-run)",
                  "failed": "failed" + (" (re-run)" if rerun_failed else " (skip; --rerun-failed)")}.get(state, state)
         table.add_row(str(number), escape(planned_run.block), escape(" ".join(planned_run.point)), planned_run.hash,
-                      escape(label))
+                      escape(label), *([memory_labels.get(planned_run.hash, "")] if memory_labels else []))
     done = sum(states.get(r.hash) == "success" for r in planned)
-    return planned, todo, table, done
+    return planned, todo, table, done, misfits
 
 
 def _lock(results: Path):
@@ -99,7 +150,9 @@ def suite_run(
     track: Annotated[Optional[list[str]], typer.Option(help="experiment tracker for every run: tensorboard, "
                                                            "mlflow or wandb (adds to the file's track list)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="executor setting key=value, e.g. "
-                                                                         "partition=gpu (see `peftbench list`)")] = None,
+                                                                         "partition=gpu (see `peftbench list`); "
+                                                                         "gpu_memory_gb=N and fit_memory= apply "
+                                                                         "to every run")] = None,
     storage: Annotated[Optional[str], typer.Option(help="with \\[tune]: the Optuna storage URL its studies live in "
                                                         "(default sqlite:///RESULTS/tuning.db; any Optuna RDB "
                                                         "URL, so trials on many machines share one study)")] = None,
@@ -110,15 +163,16 @@ def suite_run(
     from .tracking import check
 
     trackers = check([*suite.trackers(file), *(track or ())])
-    runner_exec = _configured_executor(executor, set_ or [])
+    memory_sets = [pair for pair in set_ or [] if pair.partition("=")[0].strip() in MEMORY_SETTINGS]
+    runner_exec = _configured_executor(executor, [pair for pair in set_ or [] if pair not in memory_sets])
     try:
-        _run_suite(file, results, dry_run, rerun_failed, runner_exec, devices, trackers, storage)
+        _run_suite(file, results, dry_run, rerun_failed, runner_exec, devices, trackers, storage, memory_sets)
     finally:
         getattr(runner_exec, "close", lambda: None)()  # an executor that keeps workers between batches
 
 
 def _run_suite(file: Path, results: Path, dry_run: bool, rerun_failed: bool, runner_exec, devices: str | None,
-               trackers: list, storage: str | None) -> None:
+               trackers: list, storage: str | None, memory_sets: list[str]) -> None:
     from . import suite
 
     tune = suite.tune_settings(file)
@@ -126,12 +180,14 @@ def _run_suite(file: Path, results: Path, dry_run: bool, rerun_failed: bool, run
         from .tuning import default_storage
 
         _run_tuned_suite(file, results, tune, storage or default_storage(results), dry_run, rerun_failed,
-                         lambda jobs, finished: _execute(runner_exec, jobs, devices, finished), trackers)
+                         lambda jobs, finished: _execute(runner_exec, jobs, devices, finished), trackers,
+                         memory_sets)
         return
 
-    planned, todo, table, done = _plan(file, results, rerun_failed, dry_run)
+    planned, todo, table, done, misfits = _plan(file, results, rerun_failed, dry_run, memory_sets)
     out.print(table)
     out.print(f"{len(planned)} runs: {done} done, {len(todo)} to run", highlight=False)
+    _refuse_misfits(misfits, planned)
     if dry_run or not todo:
         return
     lock = _lock(results)
@@ -153,12 +209,17 @@ def _run_suite(file: Path, results: Path, dry_run: bool, rerun_failed: bool, run
 
 
 def _run_tuned_suite(file: Path, results: Path, tune, storage: str, dry_run: bool, rerun_failed: bool,
-                     execute, trackers) -> None:
+                     execute, trackers, memory_sets: list[str]) -> None:
     """[tune]: trials in rounds (every study the same budget), then the finals like any suite's runs."""
     from . import suite, tuned_suite
     from .tuning import plan_studies
 
     _, planned = suite.expand(file, components())
+    planned, memory_labels, misfits = _memory_plan(planned, memory_sets)
+    for run in planned if memory_labels else ():
+        out.print(f"  memory, {run.block} {' '.join(run.point)}: {memory_labels[run.hash]}", highlight=False,
+                  markup=False)
+    _refuse_misfits(misfits, planned)
     studies = plan_studies(planned, tune)
     # Each study's own metric: a suite over several tasks chooses each on its own task's score.
     metrics = ", ".join(dict.fromkeys(study.metric for study in studies))

@@ -61,12 +61,26 @@ class TrainConfig:
     # recorded apart from train seconds. "aot_eager" traces without generating code (checks a model compiles).
     compile: bool = False
     compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
+    # Memory levers (their effect shows in the predicted peak, peftbench/memory.py): recompute each layer's
+    # activations in the backward pass instead of keeping them (transformers' non-reentrant gradient
+    # checkpointing), and the optimizer: torch's AdamW, or bitsandbytes' 8-bit / paged AdamW (the quant extra).
+    gradient_checkpointing: bool = False
+    optimizer: Literal["adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw32bit"] = "adamw"
+    # Memory planning, not part of a run's identity: the accelerator memory a run may use. A run predicted
+    # above it is refused before it starts, or (fit_memory=accumulate) trains smaller micro-batches with
+    # more accumulation steps, its effective batch kept. memory_trace=true also traces one real training
+    # step's memory by part and records it beside the prediction.
+    gpu_memory_gb: float | None = None
+    fit_memory: Literal["refuse", "accumulate"] = "refuse"
+    memory_trace: bool = False
 
     # Settings added after runs were first recorded: left out of the config hash at their default,
     # so a suite still recognises the runs it finished before they existed.
     HASH_OMITS_AT_DEFAULT = ("grad_accum_steps", "effective_batch_size", "evaluate_test", "forgetting_data",
                              "forgetting_max_length", "quantize", "quantize_compute_dtype", "compile",
-                             "compile_backend", "packing")
+                             "compile_backend", "packing", "gradient_checkpointing", "optimizer")
+    # How a run is planned or watched, never what it trains: left out of the config hash whatever their value.
+    HASH_OMITS = ("gpu_memory_gb", "fit_memory", "memory_trace")
 
     def accumulation_steps(self, processes: int = 1) -> int:
         """Micro-batches per optimizer update on each of ``processes`` data-parallel processes."""
@@ -97,6 +111,8 @@ class TrainConfig:
                                                         or self.effective_batch_size % self.batch_size),
              f"effective_batch_size must be a multiple of batch_size {self.batch_size}, got "
              f"{self.effective_batch_size}"),
+            (self.gpu_memory_gb is not None and not 0 < self.gpu_memory_gb < float("inf"),
+             f"gpu_memory_gb must be a positive number of GB, got {self.gpu_memory_gb}"),
             (self.forgetting_max_length < 2, f"forgetting_max_length must be >= 2, got {self.forgetting_max_length}"),
         ]
         for wrong, message in problems:

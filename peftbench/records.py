@@ -66,6 +66,33 @@ class Memory:
 
 
 @dataclass
+class StepMemory:
+    """The largest live total of one traced step (peftbench/memory_accounting.py), split by part."""
+
+    peak_bytes: int
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+
+
+@dataclass
+class MemoryPrediction:
+    """Peak accelerator memory predicted before the run (peftbench/memory.py): a training step (with
+    optimizer state in place) and an evaluation forward pass, traced on fake tensors with every row
+    at the task's longest input; the stage whose training peak is highest."""
+
+    stage: str
+    train: StepMemory
+    evaluation: StepMemory
+    batch_size: int
+    eval_batch_size: int
+    sequence_length: int
+    device: str  # "cuda": storages rounded to the caching allocator's 512-byte blocks
+    note: str
+
+
+@dataclass
 class Energy:
     """Energy of the run's training and evaluation, measured: NVML's device total-energy counter on
     CUDA, Linux RAPL package counters on CPU; null (with the reason) where neither can be read."""
@@ -217,6 +244,8 @@ class RunRecord:
     params: Params | None = None
     time: Timing = field(default_factory=Timing)
     memory: Memory | None = None  # with several processes: each field's peak over the processes
+    memory_predicted: MemoryPrediction | None = None  # on CUDA, or with gpu_memory_gb or memory_trace set
+    memory_traced: StepMemory | None = None  # memory_trace=true: the deployed stage's traced training step
     process_memory: list[Memory] | None = None  # with several processes: each one's peaks, by rank
     energy: Energy | None = None
     forgetting: Forgetting | None = None  # causal LMs, with --set forgetting_data=FILE

@@ -25,7 +25,8 @@ TESTS = ("bootstrap", "randomization", "mcnemar", "t")
 ADJUSTMENTS = ("holm", "bh", "none")
 # Settings that cannot change what a run learns or scores (only what it measures or keeps).
 _NOT_CONFOUNDS = {"config.train.seed", "config.train.inference_repeats", "config.train.inference_split",
-                  "config.train.save_artifact"}
+                  "config.train.save_artifact", "config.train.gpu_memory_gb", "config.train.fit_memory",
+                  "config.train.memory_trace"}
 
 
 def load_results(results: str | Path, statuses: tuple[str, ...] = ("success",),

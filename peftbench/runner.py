@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from . import files, forgetting, records, tracking
+from . import files, forgetting, memory, records, tracking
 from .api import Splits, Stage, Task
 from .compiled import compile_in_place, compile_seconds_so_far, measured_compile_seconds
 from .config import TrainConfig
@@ -169,6 +169,7 @@ def _set_up(current: RunState, components: Components) -> None:
     libraries = {*resolved.method.libraries, *resolved.task.libraries, *resolved.backbone.libraries}
     current.record.environment = Environment(**environment(current.accelerator.device, distributions(components),
                                                            libraries))
+    current.record.memory_predicted = memory.for_record(resolved, current.accelerator.device, current.progress)
     current.marks("run_started")
     set_seed(resolved.spec.seed)
 
@@ -186,6 +187,7 @@ def _train_stages(current: RunState) -> None:
             model = current.accelerator.unwrap_model(prepared.model)
             stage_record = _stage_record(current, prepared, result, train_seconds, model)
         stage_record.memory = Memory(**stage_memory.result)
+        current.record.memory_traced = result.traced_step if deployed else None
         current.record.stages[stage.name] = stage_record
         previous = model
         if deployed and current.record.forgetting is not None:
@@ -242,6 +244,8 @@ def _prepare_stage(current: RunState, stage: Stage, previous: torch.nn.Module | 
     quantize = {"quantize": spec.train.quantize, "compute_dtype": spec.train.quantize_compute_dtype} \
         if spec.train.quantize != "none" else {}  # only then: a backbone plugin need not know the keyword
     loaded = current.resolved.backbone.load(stage.head, **quantize)
+    if train.gradient_checkpointing:  # before the method wraps it (and before peft's k-bit preparation)
+        memory.enable_gradient_checkpointing(loaded.model, spec.backbone)
     model_load_seconds = time.perf_counter() - load_start
     current.marks("model_loaded")
     current.record.backbone.info = loaded.info

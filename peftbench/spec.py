@@ -62,6 +62,8 @@ class RunSpec:
         for name in TrainConfig.HASH_OMITS_AT_DEFAULT:
             if getattr(self.train, name) == getattr(defaults, name):
                 del identity["train"][name]
+        for name in TrainConfig.HASH_OMITS:
+            del identity["train"][name]
         return config_hash(identity)
 
     def to_json(self) -> dict[str, Any]:

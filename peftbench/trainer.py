@@ -7,6 +7,7 @@ scores.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,10 @@ from .compiled import compile_seconds_so_far
 from .config import TrainConfig
 from .errors import ConfigError, TrainingError, raise_if_interrupted
 from .measure import synchronize
+from .memory_accounting import accounted
+from .optimizers import check_optimizer, make_optimizer
 from .progress import Progress
+from .records import StepMemory
 
 NAN_CHECK_EVERY = 10  # steps; checking every step would force a device sync per step
 
@@ -55,6 +59,9 @@ class FitResult:
     compile_seconds: float = 0.0  # torch.compile's, over the fit (compile=true); not in epoch or train seconds
     # Token positions the model computed per epoch, padding included (length grouping and packing cut it).
     train_positions: list[int] = field(default_factory=list)
+    # memory_trace=true: bytes by part over the first step that runs with optimizer state (and, when
+    # gradients accumulate, with gradients) in place: the step a memory prediction traces.
+    traced_step: StepMemory | None = None
 
 
 def evaluate(
@@ -162,10 +169,8 @@ def _optimizer(context: FitContext) -> tuple[list[torch.nn.Parameter], Any, Any]
     cfg = context.train
     params = [p for p in context.model.parameters() if p.requires_grad]
     lr = context.method.learning_rate(context.method_config, context.stage)
-    # One fused kernel per step instead of a loop over tensors (what HF Trainer uses by default): on
-    # full fine-tuning of MiniLM on 2 CPU cores the loop cost ~10% of a step (benchmarks/vs_trainer.py).
-    fused = bool(params) and params[0].device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    check_optimizer(cfg.optimizer, context.accelerator.device.type)
+    optimizer = make_optimizer(cfg.optimizer, params, lr, cfg.weight_decay)
     # Scheduler steps: one per optimizer update, times the processes (accelerate steps a prepared
     # scheduler once per process on each update, the schedule being written for one process's data).
     updates_per_epoch = math.ceil(len(context.train_loader) / context.accelerator.gradient_accumulation_steps)
@@ -250,6 +255,20 @@ class _LossWatch:
             self.on_loss(self.steps_before + step - len(values) + 1 + offset, value)
 
 
+@contextlib.contextmanager
+def _step_trace(context: FitContext, optimizer, params: list[torch.nn.Parameter], result: FitResult):
+    """With memory_trace=true, the step's memory by part (peftbench/memory_accounting.py) once."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    ready = bool(inner.state) and (context.accelerator.gradient_accumulation_steps == 1
+                                   or any(p.grad is not None for p in params))
+    if not context.train.memory_trace or result.traced_step is not None or not ready:
+        yield
+        return
+    with accounted(context.model, optimizer, context.accelerator.device) as accounting:
+        yield
+    result.traced_step = accounting.peak
+
+
 def _accumulation_scale(steps_per_update: int, step: int, steps: int) -> float:
     """k / m for a micro-batch of an update that gathers m of the usual k micro-batches (the last of
     an epoch), so that update is the mean over its micro-batches like every other."""
@@ -275,7 +294,7 @@ def _train_epoch(context: FitContext, epoch: int, params, optimizer, scheduler,
             positions += batch["input_ids"].numel()
             if result.first_step_started_at is None:
                 result.first_step_started_at = time.time()
-            with accelerator.accumulate(model):
+            with _step_trace(context, optimizer, params, result), accelerator.accumulate(model):
                 with accelerator.autocast():
                     loss = context.method.loss(model, model_inputs(context.task, batch))
                 # accelerate divides each micro-batch's loss by the accumulation steps; the epoch's

@@ -31,7 +31,8 @@ _BERT_BASE = dict(
     intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu",
     layer_norm_eps=1e-12, pad_token_id=0,
 )
-_LLAMA = dict(model_type="llama", vocab_size=128256, max_position_embeddings=131072, rms_norm_eps=1e-5,
+# dtype: their config.json's torch_dtype, what transformers 5 loads them in (memory predictions count it).
+_LLAMA = dict(model_type="llama", dtype="bfloat16", vocab_size=128256, max_position_embeddings=131072, rms_norm_eps=1e-5,
               rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128001,
               rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                             "original_max_position_embeddings": 8192})
@@ -41,7 +42,10 @@ _LLAMA_3_2 = {
     "3B": dict(_LLAMA, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
                num_key_value_heads=8, head_dim=128),
 }
-_QWEN = dict(model_type="qwen2", vocab_size=151936, max_position_embeddings=32768, rms_norm_eps=1e-6,
+_LLAMA_3_1_8B = dict(_LLAMA, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=128, tie_word_embeddings=False,
+                     rope_scaling=dict(_LLAMA["rope_scaling"], factor=8.0))
+_QWEN = dict(model_type="qwen2", dtype="bfloat16", vocab_size=151936, max_position_embeddings=32768, rms_norm_eps=1e-6,
              rope_theta=1000000.0, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643)
 _QWEN_2_5 = {
     "0.5B": dict(_QWEN, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -65,6 +69,7 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
     # Decoder LLMs (their config.json; the -Instruct checkpoints share the base's architecture).
     **{f"meta-llama/Llama-3.2-{size}{kind}": _LLAMA_3_2[size] for size in _LLAMA_3_2 for kind in ("", "-Instruct")},
     **{f"Qwen/Qwen2.5-{size}{kind}": _QWEN_2_5[size] for size in _QWEN_2_5 for kind in ("", "-Instruct")},
+    **{f"meta-llama/Llama-3.1-8B{kind}": _LLAMA_3_1_8B for kind in ("", "-Instruct")},
 }
 
 OFFLINE_HINT = (
