@@ -77,6 +77,7 @@ def run(
         _print_dry_run(resolved, counts(resolved))
         _print_memory(resolved, prediction)
         return
+    _refuse_an_optimizer_that_cannot_run(resolved.spec.train.optimizer)
     if not force:
         _refuse_a_second_success(results, resolved.spec.hash)
     if _launch_processes(processes):
@@ -148,6 +149,15 @@ def _terminate_like_an_interrupt() -> None:
             signal.signal(signal.SIGINT, interrupt)
 
 
+def _refuse_an_optimizer_that_cannot_run(name: str) -> None:
+    """Before a record exists (a dry run predicts any optimizer's memory, installed or not)."""
+    import torch
+
+    from .optimizers import check_optimizer
+
+    check_optimizer(name, "cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _refuse_a_second_success(results: Path, config_hash: str) -> None:
     from .suite import run_states
 
@@ -165,10 +175,11 @@ def _fit_to_memory(resolved):
     before = resolved.spec.train
     resolved, prediction = memory.fit_to_memory(resolved)
     after = resolved.spec.train
-    if after.batch_size != before.batch_size:
+    if (after.batch_size, after.eval_batch_size) != (before.batch_size, before.eval_batch_size):
         out.print(f"fit_memory=accumulate: batch_size {before.batch_size} -> {after.batch_size} with "
-                  f"{after.accumulation_steps()} accumulation steps (effective batch kept) to fit gpu_memory_gb="
-                  f"{after.gpu_memory_gb:g}", highlight=False)
+                  f"{after.accumulation_steps()} accumulation steps (effective batch kept), eval_batch_size "
+                  f"{before.eval_batch_size} -> {after.eval_batch_size}, to fit gpu_memory_gb={after.gpu_memory_gb:g}",
+                  highlight=False)
     return resolved, prediction
 
 

@@ -47,9 +47,9 @@ def _memory_plan(planned: list, sets: list[str]) -> tuple[list, dict[str, str], 
             continue
         ok = memory.fits(prediction, fitted.spec.train)
         batch = fitted.spec.train.batch_size
-        labels[run.hash] = (f"{'fits' if ok else 'DOES NOT FIT'}: {memory.peak_bytes(prediction) / memory.GB:.1f} "
-                            f"GB at batch {batch}" + (f" x {fitted.spec.train.accumulation_steps()} accumulated"
-                                                      if fitted.spec.train.accumulation_steps() > 1 else ""))
+        labels[run.hash] = (f"{'fits' if ok else 'DOES NOT FIT'}: {memory.shown(memory.peak_bytes(prediction))} "
+                            f"at batch {batch}" + (f" x {fitted.spec.train.accumulation_steps()} accumulated"
+                                                   if fitted.spec.train.accumulation_steps() > 1 else ""))
         if not ok:
             misfits.append(f"#{number} {run.block}")
     return runs, labels, misfits

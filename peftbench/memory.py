@@ -105,6 +105,8 @@ def _autocast(mixed_precision: str):
 
 def _materialize(model: torch.nn.Module, fake: bool) -> None:
     model.to_empty(device="cpu")
+    if callable(getattr(model, "tie_weights", None)):  # to_empty gives tied weights a tensor each
+        model.tie_weights()
     if not fake:  # zeros: every index valid, every value finite, whatever the layer
         with torch.no_grad():
             for tensor in (*model.parameters(), *model.buffers()):
@@ -116,6 +118,10 @@ def _batch(shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
     for name, (shape, kind) in shapes.items():
         fill = torch.ones if name.endswith("attention_mask") else torch.zeros
         made[name] = fill(shape, dtype=torch.float32 if kind == "float" else torch.long)
+        if name.endswith("attention_mask"):
+            # One padded position: a real batch has some, and with them attention builds its mask (a batch
+            # without any can skip it, which fake tensors cannot tell): the larger of the two.
+            made[name][(-1,) * len(shape)] = 0
     return made
 
 
@@ -210,6 +216,10 @@ def described(prediction: MemoryPrediction) -> list[str]:
             f"  ({prediction.note})"]
 
 
+def shown(nbytes: int) -> str:
+    return f"{nbytes / GB:.2f} GB" if nbytes >= 0.1 * GB else f"{nbytes / 1e6:.2f} MB"
+
+
 def peak_bytes(prediction: MemoryPrediction) -> int:
     return max(prediction.train.peak_bytes, prediction.evaluation.peak_bytes)
 
@@ -219,9 +229,15 @@ def fitted(resolved: Resolved, device_type: str = "cuda") -> tuple[Resolved, Mem
     the micro-batch halved and the accumulation steps doubled (the effective batch kept) until it fits."""
     train = resolved.spec.train
     prediction = predict(resolved, device_type)
-    while not fits(prediction, train) and train.fit_memory == "accumulate" and train.batch_size % 2 == 0:
-        more = {} if train.effective_batch_size else {"grad_accum_steps": train.grad_accum_steps * 2}
-        train = dataclasses.replace(train, batch_size=train.batch_size // 2, **more)
+    while not fits(prediction, train) and train.fit_memory == "accumulate":
+        limit = train.gpu_memory_gb * GB
+        if prediction.train.peak_bytes > limit and train.batch_size % 2 == 0:
+            more = {} if train.effective_batch_size else {"grad_accum_steps": train.grad_accum_steps * 2}
+            train = dataclasses.replace(train, batch_size=train.batch_size // 2, **more)
+        elif prediction.evaluation.peak_bytes > limit and train.eval_batch_size > 1:
+            train = dataclasses.replace(train, eval_batch_size=train.eval_batch_size // 2)
+        else:
+            break
         resolved = dataclasses.replace(resolved, spec=dataclasses.replace(resolved.spec, train=train))
         prediction = predict(resolved, device_type)
     return resolved, prediction
@@ -238,7 +254,8 @@ def fit_to_memory(resolved: Resolved, device_type: str = "cuda") -> tuple[Resolv
     if not fits(prediction, train):
         spec = resolved.spec
         raise ConfigError(f"{spec.method} on {spec.task} / {spec.backbone} is predicted to need "
-                          f"{peak_bytes(prediction) / GB:.1f} GB at batch {train.batch_size}, above gpu_memory_gb="
+                          f"{shown(peak_bytes(prediction))} at batch {train.batch_size} (evaluation batch "
+                          f"{train.eval_batch_size}), above gpu_memory_gb="
                           f"{train.gpu_memory_gb:g}", FIT_HINT)
     return resolved, prediction
 

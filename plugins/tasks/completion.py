@@ -197,17 +197,18 @@ class CompletionTask(Task):
 
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-        def padded(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
-            width = max(1, max(map(len, rows)))
+        def padded(rows: list[list[int]], value: int, left: bool = False, full: bool = False) -> torch.Tensor:
+            # padding="max_length": the model's inputs as wide as the task allows (what many scripts do)
+            width = config.max_length if full and padding == "max_length" else max(1, max(map(len, rows)))
             return torch.tensor([[value] * (width - len(r)) + r if left else r + [value] * (width - len(r))
                                  for r in rows], dtype=torch.long)
 
         def collate(features: list[dict]) -> dict[str, torch.Tensor]:
             inputs, prompts = [f["input_ids"] for f in features], [f["prompt_ids"] for f in features]
             return {
-                "input_ids": padded(inputs, pad),
-                "attention_mask": padded([[1] * len(r) for r in inputs], 0),
-                "labels": padded([f["labels"] for f in features], IGNORE),
+                "input_ids": padded(inputs, pad, full=True),
+                "attention_mask": padded([[1] * len(r) for r in inputs], 0, full=True),
+                "labels": padded([f["labels"] for f in features], IGNORE, full=True),
                 # for generation, padded on the left so that new tokens follow the prompt directly
                 "prompt_ids": padded(prompts, pad, left=True),
                 "prompt_attention_mask": padded([[1] * len(r) for r in prompts], 0, left=True),
