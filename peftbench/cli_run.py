@@ -77,9 +77,7 @@ def run(
         _print_dry_run(resolved, counts(resolved))
         _print_memory(resolved, prediction)
         return
-    _refuse_an_optimizer_that_cannot_run(resolved.spec.train.optimizer)
-    if not force:
-        _refuse_a_second_success(results, resolved.spec.hash)
+    _refuse_what_cannot_run(resolved, results, force)
     if _launch_processes(processes):
         return
     _terminate_like_an_interrupt()
@@ -149,13 +147,16 @@ def _terminate_like_an_interrupt() -> None:
             signal.signal(signal.SIGINT, interrupt)
 
 
-def _refuse_an_optimizer_that_cannot_run(name: str) -> None:
-    """Before a record exists (a dry run predicts any optimizer's memory, installed or not)."""
+def _refuse_what_cannot_run(resolved, results: Path, force: bool) -> None:
+    """Before a record exists: an optimizer this machine cannot run (a dry run predicts any optimizer's
+    memory, installed or not), and a configuration that already succeeded."""
     import torch
 
     from .optimizers import check_optimizer
 
-    check_optimizer(name, "cuda" if torch.cuda.is_available() else "cpu")
+    check_optimizer(resolved.spec.train.optimizer, "cuda" if torch.cuda.is_available() else "cpu")
+    if not force:
+        _refuse_a_second_success(results, resolved.spec.hash)
 
 
 def _refuse_a_second_success(results: Path, config_hash: str) -> None:
