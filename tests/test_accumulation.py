@@ -58,13 +58,15 @@ def test_accumulation_settings_are_checked_and_old_hashes_stay():
     before = spec.config_dict()
     for name in ("grad_accum_steps", "effective_batch_size", "evaluate_test", "forgetting_data",
                  "forgetting_max_length", "quantize", "quantize_compute_dtype", "compile", "compile_backend",
-                 "packing"):
+                 "packing", "gradient_checkpointing", "optimizer", "gpu_memory_gb", "fit_memory", "memory_trace"):
         del before["train"][name]
     assert spec.hash == config_hash(before)  # a record written before these settings existed keeps its hash
     assert RunSpec("m", "t", "b", Settings(), Settings(), TrainConfig(quantize="4bit")).hash != spec.hash
     assert RunSpec("m", "t", "b", Settings(), Settings(), TrainConfig(compile=True)).hash != spec.hash
     assert RunSpec("m", "t", "b", Settings(), Settings(), TrainConfig(packing=True)).hash != spec.hash
     assert RunSpec("m", "t", "b", Settings(), Settings(), TrainConfig(grad_accum_steps=2)).hash != spec.hash
+    assert RunSpec("m", "t", "b", Settings(), Settings(), TrainConfig(gradient_checkpointing=True)).hash != spec.hash
+    assert RunSpec("m", "t", "b", Settings(), Settings(), TrainConfig(gpu_memory_gb=16.0)).hash == spec.hash
     assert TrainConfig(batch_size=4, effective_batch_size=16).accumulation_steps() == 4
     assert TrainConfig(batch_size=4, effective_batch_size=16).accumulation_steps(processes=2) == 2
     with pytest.raises(ValueError, match="not a multiple"):

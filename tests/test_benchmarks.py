@@ -38,6 +38,7 @@ def smoke_commands(tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
                          {"SMOKE": "1", "DATA": str(textgcn), "OUT": str(tmp / "s5")}),
         "ner_padding.py": ([sys.executable, "benchmarks/ner_padding.py", "--smoke", "--data", str(kwdlc)], {}),
         "gpu.py": ([sys.executable, "benchmarks/gpu.py", "--smoke"], {}),
+        "memory_table.py": ([sys.executable, "benchmarks/memory_table.py", "--smoke"], {}),
         "report_speed.py": ([sys.executable, "benchmarks/report_speed.py", "--smoke"], {}),
         "executors.py": ([sys.executable, "benchmarks/executors.py", "--smoke"], {}),
         "suite_overhead.py": ([sys.executable, "benchmarks/suite_overhead.py", "--smoke"], {}),
@@ -97,6 +98,17 @@ def test_gpu_script_smoke_falls_back_to_cpu(smoked):
     shown = output(smoked, "gpu.py")
     assert "bf16 autocast | skipped: no CUDA device" in shown and "GPU peaks skipped" in shown
     assert "lora: inference over" in shown and "(merged)" in shown and "tokens/s" in shown
+    # The decoder table: the prediction beside the step traced on the CPU, with and without checkpointing.
+    rows = {row.split(" | ")[0].strip("| "): row.split(" | ") for row in shown.splitlines() if row.startswith("| lora")}
+    assert "(traced)" in rows["lora"][2] and "ms a batch" in rows["lora"][4]
+    assert float(rows["lora + checkpointing"][1].split()[0]) < float(rows["lora"][1].split()[0])
+
+
+def test_memory_table_smoke_predicts_that_checkpointing_cuts_the_peak(smoked):
+    rows = [row.split(" | ") for row in output(smoked, "memory_table.py").splitlines()
+            if row.startswith("| Qwen/Qwen2.5-0.5B")]
+    assert [row[1] for row in rows] == ["LoRA r=8", "LoRA r=8 + checkpointing"]
+    assert float(rows[1][2].split()[0]) < float(rows[0][2].split()[0]) and rows[0][4] == "fits"
 
 
 def test_report_speed_smoke(smoked):
