@@ -330,7 +330,7 @@ def _stage_record(current: RunState, prepared: PreparedStage, result: FitResult,
         step_seconds=StepTimes(len(result.step_seconds), min(result.step_seconds),
                                statistics.median(result.step_seconds)) if result.step_seconds else None,
         train_loss_start=result.train_loss_start,
-        train_loss_epochs=[entry["train_loss"] for entry in result.history],
+        train_loss_epochs=[entry["train_loss"] for entry in result.history if entry["train_loss"] is not None],
         train_positions=result.train_positions,
     )
 

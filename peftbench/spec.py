@@ -64,6 +64,12 @@ class RunSpec:
                 del identity["train"][name]
         for name in TrainConfig.HASH_OMITS:
             del identity["train"][name]
+        # A plugin's settings added after its runs were recorded: left out at their default, likewise.
+        for section, config in (("method_config", self.method_config), ("task_config", self.task_config)):
+            for name in getattr(config, "HASH_OMITS_AT_DEFAULT", ()):
+                default = next(f.default for f in dataclasses.fields(config) if f.name == name)
+                if getattr(config, name) == default:
+                    del identity[section][name]
         return config_hash(identity)
 
     def to_json(self) -> dict[str, Any]:

@@ -191,6 +191,8 @@ def _optimizer(context: FitContext) -> tuple[list[torch.nn.Parameter], Any, Any]
 def fit(context: FitContext) -> FitResult:
     """Train for up to ``train.epochs`` epochs, evaluating on dev after each; keep the best-on-dev weights."""
     cfg, task, stage = context.train, context.task, context.stage
+    if not any(p.requires_grad for p in context.model.parameters()):
+        return _evaluate_untrained(context)
     try:
         context.accelerator.gradient_accumulation_steps = cfg.accumulation_steps(context.accelerator.num_processes)
     except ValueError as exc:
@@ -223,6 +225,16 @@ def fit(context: FitContext) -> FitResult:
     selection.restore(context.model, len(result.epoch_seconds))
     result.best_epoch = selection.best_epoch
     return result
+
+
+def _evaluate_untrained(context: FitContext) -> FitResult:
+    """A method that trains nothing (zero-shot): no epochs, the dev scores of the model as it is."""
+    dev = evaluate(context.model, context.dev_loader, context.task, context.task_config, context.accelerator,
+                   context.progress, f"{context.stage.name} dev", final=context.task.predicts_every_epoch(
+                       context.task_config))
+    entry = {"epoch": 0, "train_loss": None, "epoch_seconds": 0.0, "dev_loss": dev.loss, "dev_scores": dev.scores}
+    context.on_epoch(entry)
+    return FitResult([], 0, "the method trains nothing", [entry])
 
 
 class _LossWatch:

@@ -77,3 +77,28 @@ def test_a_gguf_of_an_architecture_transformers_cannot_read_is_one_line(cli, tmp
     assert "odd.gguf is a 'rwkv7' GGUF, which transformers cannot read" in result.stderr
     missing = cli("run", "--method", "lora", "--task", "gsm8k", "--backbone", str(tmp_path / "none.gguf"), "--dry-run")
     assert missing.code == 1 and "GGUF file" in missing.stderr and "does not exist" in missing.stderr
+
+
+REVIEWS = {"positive": ["A wonderful, moving film with superb acting.", "I loved every minute of this delightful movie.",
+                        "Brilliant direction and a beautiful, touching story.", "An excellent and joyful film.",
+                        "A masterpiece: funny, warm and smart.", "Great fun, I would happily watch it again."],
+           "negative": ["A boring, ugly mess of a film.", "I hated this dull and stupid movie.",
+                        "Terrible acting and an awful, tedious plot.", "A painful waste of two hours.",
+                        "The worst film I have seen this year.", "Dreadful, lifeless and badly made."]}
+
+
+def test_smollm2_zero_shot_knows_sentiment_by_label_word_likelihood(smollm2_file, cli, tmp_path):
+    """The real LLM, untrained, ranks "positive" / "negative" after a review as lm-eval would."""
+    data = tmp_path / "reviews"
+    data.mkdir()
+    for split, part in (("train", slice(0, 2)), ("test", slice(2, 6))):
+        lines = [f"{label}\t{text}" for label, texts in REVIEWS.items() for text in texts[part]]
+        (data / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = cli("run", "--method", "zero-shot", "--task", "text-classification", "--backbone", "smollm2-135m",
+                 "--results", str(tmp_path / "r"), "--set", f"data_dir={data}", "--set", "as_generation=true",
+                 "--set", "max_length=128", "--set", "inference_repeats=0", "--set", "dev_fraction=0.5",
+                 "--set", "prompt_template=Review: {text}\nIs this movie review positive or negative? Answer with one word.")
+    assert result.code == 0, result.stderr
+    record = json.loads(next((tmp_path / "r").glob("*/record.json")).read_text(encoding="utf-8"))
+    scores = record["scores"]["test"]
+    assert scores["accuracy"] >= 0.75 and 0 <= scores["exact_match"] <= 1, scores

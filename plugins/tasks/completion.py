@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from peftbench.sdk import ConfigError, ExampleStatistics, HeadSpec, LoadedBackbone, Task
 
-from .generation import UNMASKED_FAMILIES
+from .families import UNMASKED_FAMILIES
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch

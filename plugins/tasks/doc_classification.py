@@ -6,7 +6,9 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, Sequence
 
-from peftbench.sdk import Example, ExampleStatistics, Task
+from peftbench.sdk import Example, ExampleStatistics, HeadSpec, LoadedBackbone, Task
+
+from .label_words import LabelWords
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
@@ -16,10 +18,28 @@ class DocumentClassification(Task):
     """Examples are ``{"text": str, "label": int, ...}``; configs have ``max_length``."""
 
     libraries = ("scikit-learn",)
+    # For as_generation (label_words.py): words for the task's labels and a prompt, where the label
+    # names are no words (MR's 0/1); None: the label names and the generic prompt.
+    own_label_words: dict[str, str] | None = None
+    own_prompt_template: str | None = None
 
     @abstractmethod
+    def label_names(self, config: Any) -> tuple[str, ...]:
+        """The classes, in label-index order."""
+
     def label_count(self, config: Any) -> int:
         """How many classes the head has (F1 is averaged over all of them)."""
+        return len(self.label_names(config))
+
+    def head(self, config: Any) -> HeadSpec:
+        if getattr(config, "as_generation", False):  # prompt -> label word on the LM's own output layer
+            return HeadSpec("text-generation")
+        return HeadSpec("sequence-classification", tuple(self.label_names(config)))
+
+    def for_backbone(self, loaded: LoadedBackbone) -> Task:
+        if "generation_format" in loaded.info:  # a text-generation head: as_generation was asked for
+            return LabelWords(self, loaded, self.own_label_words, self.own_prompt_template)
+        return self
 
     def encode(self, examples: Sequence[Example], tokenizer: Any, config: Any) -> list[dict]:
         if not examples:

@@ -29,15 +29,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 from peftbench.sdk import (ConfigError, DataError, Example, ExampleStatistics, HeadSpec, LoadedBackbone, Splits, Task,
                            TaskMetadata, hookimpl, locate)
 
+from .families import UNMASKED_FAMILIES
 from .livedoor import CATEGORIES, SOURCE, _articles
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
 
 IGNORE = -100
-# Recurrent models ignore attention masks: padding in front of a prompt would enter their state, so
-# they generate one prompt at a time (training is unaffected: padding follows the text there).
-UNMASKED_FAMILIES = ("rwkv", "mamba")
 
 
 @dataclass(frozen=True)

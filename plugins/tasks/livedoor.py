@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
-from peftbench.sdk import DataError, Example, HeadSpec, Splits, TaskMetadata, hookimpl, locate
+from peftbench.sdk import DataError, Example, Splits, TaskMetadata, hookimpl, locate
 
 from .doc_classification import DocumentClassification
+from .label_settings import GenerationSettings
 
 CATEGORIES = (
     "dokujo-tsushin", "it-life-hack", "kaden-channel", "livedoor-homme", "movie-enter",
@@ -26,7 +27,7 @@ SOURCE = "https://www.rondhuit.com/download.html#ldcc (ldcc-20140209.tar.gz)"
 
 
 @dataclass(frozen=True)
-class LivedoorConfig:
+class LivedoorConfig(GenerationSettings):
     data_dir: str | None = None
     max_length: int = 512
     # S2: per category 40% train / 10% dev / 50% test, sklearn train_test_split, random_state 42.
@@ -38,6 +39,7 @@ class LivedoorConfig:
     text: Literal["body", "title+body"] = "body"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not (0 < self.train_fraction < 1 and 0 < self.dev_fraction < 1
                 and self.train_fraction + self.dev_fraction < 1):
             raise ValueError("train_fraction and dev_fraction must be in (0, 1) and sum to less than 1")
@@ -144,11 +146,8 @@ class LivedoorNews(DocumentClassification):
         license="CC BY-ND 2.1 JP (articles); see each category's LICENSE.txt",
         default_backbone="cl-tohoku/bert-base-japanese",
         labels=CATEGORIES,
-        greater_is_better={"accuracy": True, "macro_f1": True, "micro_f1": True},
+        greater_is_better={"accuracy": True, "macro_f1": True, "micro_f1": True, "exact_match": True},
     )
-
-    def head(self, config: LivedoorConfig) -> HeadSpec:
-        return HeadSpec("sequence-classification", CATEGORIES)
 
     def data_files(self, config: LivedoorConfig) -> list[str]:
         return [str(locate(self.metadata.corpus, config.data_dir, SOURCE))]
@@ -195,8 +194,8 @@ class LivedoorNews(DocumentClassification):
         }
         return Splits(splits["train"], splits["dev"], splits["test"], info)
 
-    def label_count(self, config) -> int:
-        return len(CATEGORIES)
+    def label_names(self, config) -> tuple[str, ...]:
+        return CATEGORIES
 
 
 @hookimpl

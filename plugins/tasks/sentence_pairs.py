@@ -244,8 +244,8 @@ class SentencePairClassification(_SentencePairs, DocumentClassification):
     def head(self, config: PairConfig) -> HeadSpec:
         return HeadSpec("sequence-classification", self.labels(config))
 
-    def label_count(self, config: PairConfig) -> int:
-        return len(self.labels(config))
+    def label_names(self, config: PairConfig) -> tuple[str, ...]:
+        return self.labels(config)
 
     def load(self, config: PairConfig) -> Splits:
         labels, (_, names, _) = self.labels(config), self._raw(config)

@@ -30,16 +30,17 @@ from pathlib import Path
 from typing import Sequence
 
 
-from peftbench.sdk import DataError, Example, HeadSpec, Splits, TaskMetadata, hookimpl, locate
+from peftbench.sdk import DataError, Example, Splits, TaskMetadata, hookimpl, locate
 
 from .doc_classification import DocumentClassification
+from .label_settings import GenerationSettings
 
 TEXTGCN = "https://github.com/yao8839836/text_gcn (data/)"
 SUFFIXES = (".tsv", ".txt", ".csv", ".jsonl")
 
 
 @dataclass(frozen=True)
-class TextClassificationConfig:
+class TextClassificationConfig(GenerationSettings):
     data_dir: str | None = None
     max_length: int = 512
     dev_fraction: float = 0.1  # used only when the data has no dev split
@@ -49,6 +50,7 @@ class TextClassificationConfig:
     test_per_class: int | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 < self.dev_fraction < 1:
             raise ValueError(f"dev_fraction must be in (0, 1), got {self.dev_fraction}")
         if self.max_length < 8:
@@ -227,14 +229,16 @@ class TextClassification(DocumentClassification):
     Config = TextClassificationConfig
 
     def __init__(self, name: str, description: str, corpus: str, source: str, license: str,
-                 subfolder: str | None = None, default_backbone: str = "roberta-base") -> None:
+                 subfolder: str | None = None, default_backbone: str = "roberta-base",
+                 label_words: dict[str, str] | None = None, prompt_template: str | None = None) -> None:
         self.name = name
+        self.own_label_words, self.own_prompt_template = label_words, prompt_template
         self.description = description
         self.subfolder = subfolder
         self.metadata = TaskMetadata(
             kind="classification", language="en", description=description, main_score="micro_f1",
             corpus=corpus, source=source, license=license, default_backbone=default_backbone,
-            greater_is_better={"micro_f1": True, "macro_f1": True, "accuracy": True},
+            greater_is_better={"micro_f1": True, "macro_f1": True, "accuracy": True, "exact_match": True},
         )
 
     def root(self, config: TextClassificationConfig) -> Path:
@@ -260,10 +264,6 @@ class TextClassification(DocumentClassification):
                             f"({', '.join(map(repr, labels)) or 'none'}); a classifier needs at least two",
                             "check the label column, or point data_dir at the whole dataset")
         return labels
-
-    def head(self, config: TextClassificationConfig) -> HeadSpec:
-        # The classes are the training split's, so the head needs the data (dry-runs too).
-        return HeadSpec("sequence-classification", self.labels(config))
 
     def data_files(self, config: TextClassificationConfig) -> list[str]:
         return [str(self.root(config))]
@@ -298,8 +298,8 @@ class TextClassification(DocumentClassification):
                 "train_per_class": {label: sum(1 for _, l, _ in train if l == label) for label in labels}}
         return Splits(examples(train), examples(dev), examples(test), info)
 
-    def label_count(self, config) -> int:
-        return len(self.labels(config))
+    def label_names(self, config) -> tuple[str, ...]:
+        return self.labels(config)
 
 
 TASKS = (
@@ -308,7 +308,9 @@ TASKS = (
     TextClassification("r52", "Reuters-21578 R52 (TextGCN layout), 52 topics, micro/macro-F1", "textgcn", TEXTGCN,
                        "Reuters-21578: free for research (Distribution 1.0)", subfolder="R52"),
     TextClassification("mr", "movie review polarity (TextGCN layout), 2 classes, micro/macro-F1", "textgcn",
-                       TEXTGCN, "Pang & Lee sentence polarity v1.0: research use", subfolder="mr"),
+                       TEXTGCN, "Pang & Lee sentence polarity v1.0: research use", subfolder="mr",
+                       label_words={"0": "negative", "1": "positive"},
+                       prompt_template="Review: {text}\nIs this movie review positive or negative? Answer with one word."),
     TextClassification("ohsumed", "Ohsumed cardiovascular abstracts, 23 single-label classes (TextGCN), "
                        "micro/macro-F1", "textgcn", TEXTGCN, "OHSUMED (NLM): research use",
                        subfolder="ohsumed_single_23"),
