@@ -35,12 +35,19 @@ def score(current: RunState, prepared: PreparedStage) -> bool:
             seconds, tokens = scored.predict_seconds, scored.scores.get("generated_tokens")
             record.inference = {
                 "split": split, "examples": len(scored.predictions), "mode": "predict",
-                "mergeable": current.resolved.method.mergeable, "seconds": seconds,
+                "mergeable": mergeable(current), "seconds": seconds,
                 "examples_per_second": len(scored.predictions) / seconds, "generated_tokens": tokens,
                 "tokens_per_second": tokens / seconds if tokens is not None else None}
     if current.writes:
         files.write_json_atomic(current.run_dir / records.PREDICTIONS_FILE, predictions)
     return predicted
+
+
+def mergeable(current: RunState) -> bool | None:
+    """The method's own answer, except beside a k-bit base: nothing is merged into one (a merge would
+    dequantize, add and quantize again, giving a model other than the one trained)."""
+    merges = current.resolved.method.mergeable
+    return False if merges and current.resolved.spec.train.quantize != "none" else merges
 
 
 def _example_ids(splits: Splits, split: str, predictions: list) -> list | None:
@@ -63,7 +70,7 @@ def time_inference(current: RunState, prepared: PreparedStage) -> dict[str, Any]
     model.eval()
     batches = [model_inputs(prepared.objective, batch) for batch in batches_of]
     result: dict[str, Any] = {"split": split, "examples": sum(b["input_ids"].shape[0] for b in batches),
-                              "repeats": repeats, "mergeable": method.mergeable, "modes": {}}
+                              "repeats": repeats, "mergeable": mergeable(current), "modes": {}}
     reference_logits = None
     with torch.no_grad(), method.inference_modes(model) as modes:
         for mode in modes:

@@ -66,6 +66,7 @@ def mean_token_loss(model: torch.nn.Module, tokenizer: Any, texts: list[str], ma
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in encoded["input_ids"]], device=device)
             with autocast() if autocast else contextlib.nullcontext():
                 logits = model(input_ids=ids, attention_mask=mask).logits
+            logits = logits[:, -width:]  # a prompt tuner's virtual tokens come first: their positions score nothing
             losses = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:],
                                                        reduction="none")
             kept = mask[:, 1:].bool()
@@ -75,6 +76,17 @@ def mean_token_loss(model: torch.nn.Module, tokenizer: Any, texts: list[str], ma
     if not count:
         raise DataError("forgetting_data has no text of two tokens or more", "add longer texts")
     return total / count, count
+
+
+def as_kbit_training_has_it(model: torch.nn.Module) -> None:
+    """A k-bit base's float parameters in float32, as k-bit training casts them (peft's
+    ``prepare_model_for_kbit_training``), so forgetting's "before" runs in the dtype its "after" will:
+    otherwise an untrained adapter would show a forgetting that is only the change of dtype."""
+    import torch
+
+    for param in model.parameters():
+        if param.dtype in (torch.float16, torch.bfloat16) and type(param).__name__ != "Params4bit":
+            param.data = param.data.to(torch.float32)
 
 
 def describe(path: str, texts: list[str]) -> dict[str, Any]:

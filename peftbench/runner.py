@@ -167,6 +167,8 @@ def _set_up(current: RunState, components: Components) -> None:
         current.accelerator.init_trackers(tracking.PROJECT, tracking.flat_config(current.record.config,
                                                                                   current.record.config_hash))
     libraries = {*resolved.method.libraries, *resolved.task.libraries, *resolved.backbone.libraries}
+    if resolved.spec.train.quantize != "none" or resolved.spec.train.optimizer != "adamw":
+        libraries.add("bitsandbytes")  # the k-bit base's or the optimizer's: its version is part of the result
     current.record.environment = Environment(**environment(current.accelerator.device, distributions(components),
                                                            libraries))
     current.record.memory_predicted = memory.for_record(resolved, current.accelerator.device, current.progress)
@@ -413,6 +415,8 @@ def _forgetting_before(current: RunState, loaded) -> None:
     texts = forgetting.read_texts(train.forgetting_data)
     if not getattr(loaded.model, "hf_device_map", None):  # a quantized base is placed on its device already
         loaded.model.to(accelerator.device)
+    elif current.resolved.spec.train.quantize != "none":
+        forgetting.as_kbit_training_has_it(loaded.model)
     current.progress.log(f"forgetting: scoring {len(texts)} texts on the base model")
     loss, tokens = forgetting.mean_token_loss(loaded.model, loaded.tokenizer, texts, train.forgetting_max_length,
                                               train.eval_batch_size, accelerator.device, accelerator.autocast)

@@ -302,3 +302,73 @@ def test_peft_tuners_take_all_linear_as_peft_does():
     outputs = 896 + 128 + 128 + 896 + 4864 + 4864 + 896  # q k v o gate up down
     expected = 24 * (16 * (2 * 1792 + 2 * 1024 + 3 * 5760) + outputs)
     assert dry_run(resolved)[-1]["params"]["trainable"] == expected == 9_102_336
+
+
+def test_prompt_tuning_records_forgetting_with_its_virtual_tokens_left_out(cli, tiny_llama, forgetting_file, tmp_path):
+    result = cli("run", "--method", "prompt-tuning", "--task", "gsm8k", "--backbone", str(tiny_llama), "--results",
+                 str(tmp_path), "--set", f"data_dir={GSM8K_FIXTURE}", "--set", f"forgetting_data={forgetting_file}",
+                 "--set", "epochs=1", "--set", "max_new_tokens=4", "--set", "inference_repeats=0")
+    assert result.code == 0, result.stderr
+    record = json.loads(next(tmp_path.glob("*/record.json")).read_text(encoding="utf-8"))
+    assert record["status"] == "success" and record["forgetting"]["after"] is not None
+    assert math.isclose(record["forgetting"]["forgetting"], record["forgetting"]["after"] - record["forgetting"]["before"])
+
+
+def test_a_short_max_length_says_which_setting_to_lower_with_it(cli, tiny_llama):
+    result = cli("run", "--method", "lora", "--task", "gsm8k", "--backbone", str(tiny_llama), "--set", "max_length=128",
+                 "--dry-run")
+    assert result.code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "with max_length=128 also set max_prompt_length (e.g. 96)" in result.stderr
+
+
+def test_a_missing_tokenizer_is_reported_as_one_even_with_quantize(cli, tiny_llama, tmp_path):
+    import shutil
+
+    folder = tmp_path / "no-tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_llama / name, folder / name)
+    result = cli("run", "--method", "lora", "--task", "gsm8k", "--backbone", str(folder), "--results",
+                 str(tmp_path / "r"), "--set", f"data_dir={GSM8K_FIXTURE}", "--set", "quantize=4bit")
+    assert result.code == 1 and "error: cannot load the tokenizer of" in result.stderr
+    assert "bitsandbytes" not in result.stderr
+
+
+@pytest.mark.quant
+def test_forgetting_before_is_measured_as_kbit_training_will_see_the_base(tiny_llama, forgetting_file):
+    """Forgetting's "before" on a k-bit base equals the loss of the base as peft's k-bit preparation
+    leaves it (float parameters in float32), so an untrained adapter's "after" starts from it."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    from peftbench import forgetting
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    texts = forgetting.read_texts(str(forgetting_file))
+
+    def base():
+        bits = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(tiny_llama, quantization_config=bits, device_map={"": "cpu"},
+                                                    dtype=torch.float16)
+
+    def loss(model) -> float:
+        return forgetting.mean_token_loss(model, tokenizer, texts, 64, 8, torch.device("cpu"))[0]
+
+    before = base()
+    as_loaded = loss(before)
+    forgetting.as_kbit_training_has_it(before)
+    adapted = get_peft_model(prepare_model_for_kbit_training(base(), use_gradient_checkpointing=False),
+                             LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    assert loss(before) == loss(adapted) != as_loaded  # float16 norms and embeddings give another loss
+
+
+@pytest.mark.quant
+def test_a_kbit_run_merges_nothing_and_records_bitsandbytes(cli, tiny_llama, tmp_path):
+    result = cli("run", "--method", "lora", "--task", "gsm8k", "--backbone", str(tiny_llama), "--results",
+                 str(tmp_path), "--set", f"data_dir={GSM8K_FIXTURE}", "--set", "quantize=4bit", "--set", "epochs=1",
+                 "--set", "quantize_compute_dtype=float32", "--set", "max_new_tokens=4")
+    assert result.code == 0, result.stderr
+    record = json.loads(next(tmp_path.glob("*/record.json")).read_text(encoding="utf-8"))
+    assert record["inference"]["mergeable"] is False
+    assert record["environment"]["packages"].get("bitsandbytes")

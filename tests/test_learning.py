@@ -61,6 +61,10 @@ EXPECTED_TO_FAIL = {
 }
 
 
+# Methods that train nothing by design (tests/test_as_generation.py tests them).
+TRAINS_NOTHING = {"zero-shot": "the untrained base as a row: nothing trains, and a new classification head is refused"}
+
+
 def sequences(count: int, rng: random.Random, *, pretraining: bool = False) -> dict:
     import torch
 
@@ -218,6 +222,7 @@ def base_methods() -> list:
     def marks(name: str) -> list:
         expected = [pytest.mark.xfail(reason=EXPECTED_TO_FAIL[name], strict=True)] if name in EXPECTED_TO_FAIL else []
         refused = [pytest.mark.skip(reason=REFUSED_HERE)] if name in refused_names else []
+        refused += [pytest.mark.skip(reason=TRAINS_NOTHING[name])] if name in TRAINS_NOTHING else []
         return expected + refused + ([pytest.mark.adapters] if "adapters" in components.methods.get(name).libraries
                                      else [])
 

@@ -186,6 +186,11 @@ class HuggingFaceBackbone(Backbone):
         pickles = os.environ.get("PEFTBENCH_ALLOW_PICKLE") == "1"
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
+        except (OSError, ValueError, RuntimeError, ImportError, KeyError) as exc:
+            raise BackboneError(f"cannot load the tokenizer of {self.spec!r} ({' '.join(str(exc).split())[:200]})",
+                                "the folder needs its tokenizer files (tokenizer.json or the vocabulary), as "
+                                "save_pretrained writes them") from None
+        try:
             model, loading = auto.from_pretrained(source, config=config, output_loading_info=True,
                                                   use_safetensors=None if pickles else True,
                                                   **(quantized_loading(quantize, compute_dtype) if quantize else {}))

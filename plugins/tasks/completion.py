@@ -52,7 +52,9 @@ class CompletionSettings:
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_prompt_length < self.max_length:
-            raise ValueError("max_prompt_length must be >= 1 and below max_length")
+            raise ValueError(f"max_prompt_length={self.max_prompt_length} must be >= 1 and below max_length="
+                             f"{self.max_length}: with max_length={self.max_length} also set max_prompt_length "
+                             f"(e.g. {max(1, 3 * self.max_length // 4)})")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         if not 0 < self.dev_fraction < 1:
@@ -125,6 +127,7 @@ class CompletionTask(Task):
     extra_batch_keys = ("prompt_ids", "prompt_attention_mask", "answer_ids")
     tokenizer: Any = None
     family: str | None = None
+    stop_sequences: tuple[str, ...] = ()  # a generated text ends at the first of these (e.g. "Question:")
 
     def head(self, config: CompletionSettings) -> HeadSpec:
         return HeadSpec("text-generation")
@@ -272,6 +275,8 @@ class CompletionTask(Task):
         tokenizer = self.tokenizer
         kwargs = dict(max_new_tokens=config.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                       eos_token_id=tokenizer.eos_token_id)
+        if self.stop_sequences:  # generation ends there too (the text is cut there as well: predict)
+            kwargs.update(stop_strings=list(self.stop_sequences), tokenizer=tokenizer)
         prompts, masks = batch["prompt_ids"], batch["prompt_attention_mask"]
         if self.family in UNMASKED_FAMILIES:  # recurrent: padding would enter the state; one prompt at a time
             return [model.generate(input_ids=ids[mask.bool()].unsqueeze(0), **kwargs)[0, int(mask.sum()):].tolist()
@@ -283,8 +288,12 @@ class CompletionTask(Task):
         for row, count in zip(self._generate(model, batch, config), self._token_counts(logits.float(), batch["labels"])):
             length = row.index(eos) if eos in row else len(row)
             output = self.tokenizer.decode(row[:length], skip_special_tokens=True)
+            stopped = length < len(row)
+            cut = min((output.index(stop) for stop in self.stop_sequences if stop in output), default=None)
+            if cut is not None:  # lm-eval's `until`: the text ends where a stop sequence starts
+                output, stopped = output[:cut], True
             predictions.append({"output": output, "answer": normalize_answer(self.extract(output, config)),
-                                "generated_tokens": min(length + 1, len(row)), "stopped": length < len(row), **count})
+                                "generated_tokens": min(length + 1, len(row)), "stopped": stopped, **count})
         return predictions, self._references(batch)
 
     def score(self, predictions: list, references: list, config: CompletionSettings) -> dict[str, float]:
