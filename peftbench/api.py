@@ -210,6 +210,11 @@ class Task(Component):
         Called after the backbone is loaded, before encoding; the default is the task itself."""
         return self
 
+    def with_demonstrations(self, examples: Sequence[Example]) -> "Task | None":
+        """This (backbone-bound) task with ``examples`` from its training split shown before every
+        prompt, answers included (few-shot prompting); None (the default): it cannot."""
+        return None
+
     @abstractmethod
     def score(self, predictions: list, references: list, config: Any) -> dict[str, float]:
         """Scores for one split; must contain ``metadata.main_score``."""

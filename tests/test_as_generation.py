@@ -97,3 +97,23 @@ def test_what_cannot_answer_in_words_is_refused_in_one_line(cli, tiny_llama, tin
                 "--set", f"data_dir={sample_tsv}", "--set", "as_generation=true", "--set", "label_words=a,b",
                 "--results", "/tmp/unused-results")
     assert words.code == 1 and "label_words gives 2 words for 3 labels" in words.stderr
+
+
+def test_few_shot_shows_training_examples_with_their_answers_before_every_prompt(cli, tiny_llama, sample_tsv,
+                                                                                 tmp_path):
+    from conftest import GSM8K_FIXTURE
+
+    components = default()
+    resolved = resolve(components, "few-shot", "gsm8k", str(tiny_llama), [f"data_dir={GSM8K_FIXTURE}", "shots=2"])
+    stage = resolved.method.stages(resolved.task, resolved.spec.task_config, resolved.spec.method_config)[0]
+    config = resolved.spec.task_config
+    splits = stage.objective.load(config)
+    loaded = resolved.backbone.load(stage.head)
+    shown = stage.objective.for_backbone(loaded)
+    first, second = stage.objective.shown
+    prompt = loaded.tokenizer.decode(shown.encode([splits.test[0]], loaded.tokenizer, config)[0]["prompt_ids"])
+    assert prompt.count("Question:") == 3 and f"Question: {first['prompt']}\nAnswer: {first['completion']}\n\n" in prompt
+    assert shown.cache_key(config) != resolved.task.for_backbone(loaded).cache_key(config)  # never the zero-shot cache
+    result = _run(cli, tmp_path, "few-shot", tiny_llama, sample_tsv, ["shots=2", "max_length=640"])
+    assert result["record"]["status"] == "success" and result["record"]["params"]["trainable"] == 0
+    assert set(result["record"]["config"]["method_config"]) == {"shots", "shot_seed"}

@@ -128,6 +128,7 @@ class CompletionTask(Task):
     tokenizer: Any = None
     family: str | None = None
     stop_sequences: tuple[str, ...] = ()  # a generated text ends at the first of these (e.g. "Question:")
+    demonstrations: tuple[dict, ...] = ()  # few-shot: training examples shown before every prompt
 
     def head(self, config: CompletionSettings) -> HeadSpec:
         return HeadSpec("text-generation")
@@ -154,15 +155,32 @@ class CompletionTask(Task):
 
     # -- encoding
 
+    def with_demonstrations(self, examples) -> "CompletionTask":
+        import copy
+
+        shown = copy.copy(self)
+        shown.demonstrations = tuple(examples)
+        return shown
+
+    def cache_key(self, config: Any) -> dict[str, Any]:
+        key = super().cache_key(config)
+        return {**key, "demonstrations": [d.get("id") for d in self.demonstrations]} if self.demonstrations else key
+
     def render_prompt(self, example: dict, tokenizer: Any, config: CompletionSettings) -> tuple[str, bool]:
-        """(prompt text, whether it already holds the start tokens)."""
+        """(prompt text, whether it already holds the start tokens). Demonstrations come first, each
+        with its answer (lm-eval's few-shot layout: examples separated by a blank line; earlier turns
+        of a chat)."""
         if not config.chat_template and "messages" not in example:
-            return config.prompt_template.format(prompt=example["prompt"]), False
+            shown = "".join(config.prompt_template.format(prompt=d["prompt"]) + config.completion_template.format(
+                completion=d["completion"]) + "\n\n" for d in self.demonstrations)
+            return shown + config.prompt_template.format(prompt=example["prompt"]), False
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(f"{type(tokenizer).__name__} has no chat template, which chat messages or "
                               "chat_template=true need", "use a chat (instruct) checkpoint or prompt/completion rows")
+        turns = [turn for d in self.demonstrations for turn in (
+            {"role": "user", "content": d["prompt"]}, {"role": "assistant", "content": d["completion"]})]
         messages = example.get("messages", [])[:-1] or [{"role": "user", "content": example["prompt"]}]
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), True
+        return tokenizer.apply_chat_template(turns + messages, add_generation_prompt=True, tokenize=False), True
 
     def encode(self, examples: Sequence[dict], tokenizer: Any, config: CompletionSettings) -> list[dict]:
         if tokenizer.eos_token_id is None:

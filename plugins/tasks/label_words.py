@@ -33,6 +33,12 @@ if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins s
 DEFAULT_TEMPLATE = "{text}\nWhich of these labels fits the text above: {labels}? Answer with the label alone."
 
 
+def _cut(text: str, tokens: int, tokenizer: Any) -> str:
+    """The text's first ``tokens`` tokens, as text."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer.decode(ids[:tokens]) if len(ids) > tokens else text
+
+
 def label_words(labels: Sequence[str], config: GenerationSettings, own: dict[str, str] | None = None) -> list[str]:
     """The word each label is answered with."""
     if config.label_words:
@@ -72,15 +78,23 @@ class LabelWords(CompletionTask):
 
     # -- encoding
 
-    def _prompt(self, text: str, tokenizer: Any, config: Any) -> list[int]:
-        rendered = self.template(config).format(text=text, labels=", ".join(self.words(config)))
+    def _prompt(self, text: str, tokenizer: Any, config: Any, shown: Sequence[dict] = ()) -> list[int]:
+        """The prompt's tokens; ``shown`` (few-shot demonstrations) first, each answered with its label word."""
+        words = self.words(config)
+
+        def rendered(value: str) -> str:
+            return self.template(config).format(text=value, labels=", ".join(words))
+
         if config.chat_template and getattr(tokenizer, "chat_template", None):
-            chat = tokenizer.apply_chat_template([{"role": "user", "content": rendered}], add_generation_prompt=True,
-                                                 tokenize=False)
+            turns = [turn for d in shown for turn in (
+                {"role": "user", "content": rendered(d["text"])}, {"role": "assistant", "content": words[d["label"]]})]
+            chat = tokenizer.apply_chat_template([*turns, {"role": "user", "content": rendered(text)}],
+                                                 add_generation_prompt=True, tokenize=False)
             return tokenizer(chat, add_special_tokens=False)["input_ids"]
         from .completion import start_tokens
 
-        return start_tokens(tokenizer) + tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        before = "".join(f"{rendered(d['text'])} {words[d['label']]}\n\n" for d in shown)
+        return start_tokens(tokenizer) + tokenizer(before + rendered(text), add_special_tokens=False)["input_ids"]
 
     def answer_ids(self, word: str, tokenizer: Any, config: Any) -> list[int]:
         chat = config.chat_template and getattr(tokenizer, "chat_template", None)
@@ -92,16 +106,20 @@ class LabelWords(CompletionTask):
                               "a label word must end in one, so that the model learns to stop")
         words = self.words(config)
         longest = max(len(self.answer_ids(w, tokenizer, config)) for w in words) + 1
-        frame = len(self._prompt("", tokenizer, config))
+        # Demonstrations share the room with the text: each is cut to an equal share of it.
+        empty = [{**d, "text": ""} for d in self.demonstrations]
+        share = (config.max_length - len(self._prompt("", tokenizer, config, empty)) - longest) // (len(empty) + 1)
+        shown = [{**d, "text": _cut(d["text"], max(share, 1), tokenizer)} for d in self.demonstrations]
+        frame = len(self._prompt("", tokenizer, config, shown))
         budget = config.max_length - frame - longest
         if budget < 1:
-            raise ConfigError(f"max_length={config.max_length} leaves no room for the text (the prompt's frame and "
-                              f"the longest label word take {frame + longest} tokens)", "raise max_length")
+            raise ConfigError(f"max_length={config.max_length} leaves no room for the text (the prompt's frame"
+                              f"{' with its demonstrations' if self.demonstrations else ''} and the longest label "
+                              f"word take {frame + longest} tokens)", "raise max_length (or lower shots)")
         rows = []
         for example in examples:
             text_ids = tokenizer(example["text"], add_special_tokens=False)["input_ids"]
-            text = tokenizer.decode(text_ids[:budget]) if len(text_ids) > budget else example["text"]
-            prompt = self._prompt(text, tokenizer, config)
+            prompt = self._prompt(_cut(example["text"], budget, tokenizer), tokenizer, config, shown)
             answer = self.answer_ids(words[example["label"]], tokenizer, config)
             rows.append({"input_ids": prompt + answer + [tokenizer.eos_token_id],
                          "labels": [IGNORE] * len(prompt) + answer + [tokenizer.eos_token_id],
@@ -202,4 +220,5 @@ class LabelWords(CompletionTask):
 
     def cache_key(self, config: Any) -> dict[str, Any]:
         return {**self.inner.cache_key(config), "as_generation": True, "template": self.template(config),
-                "words": self.words(config), "chat_template": config.chat_template}
+                "words": self.words(config), "chat_template": config.chat_template,
+                "demonstrations": [d.get("id") for d in self.demonstrations]}
