@@ -53,6 +53,7 @@ class TrainConfig:
     # the base model before the method touches it and on the tuned model after (peftbench/forgetting.py).
     forgetting_data: str | None = None
     forgetting_max_length: int = 512
+    forgetting_texts: int | None = None  # only the file's first N texts (a large corpus on a slow machine)
     # A frozen base in 4 or 8 bits (bitsandbytes: NF4 with double quantisation for 4bit, LLM.int8 for
     # 8bit), for the methods that train beside a quantized base (QLoRA); compute in this dtype.
     quantize: Literal["none", "4bit", "8bit"] = "none"
@@ -78,7 +79,7 @@ class TrainConfig:
     # so a suite still recognises the runs it finished before they existed.
     HASH_OMITS_AT_DEFAULT = ("grad_accum_steps", "effective_batch_size", "evaluate_test", "forgetting_data",
                              "forgetting_max_length", "quantize", "quantize_compute_dtype", "compile",
-                             "compile_backend", "packing", "gradient_checkpointing", "optimizer")
+                             "compile_backend", "packing", "gradient_checkpointing", "optimizer", "forgetting_texts")
     # How a run is planned or watched, never what it trains: left out of the config hash whatever their value.
     HASH_OMITS = ("gpu_memory_gb", "fit_memory", "memory_trace")
 
@@ -114,6 +115,8 @@ class TrainConfig:
             (self.gpu_memory_gb is not None and not 0 < self.gpu_memory_gb < float("inf"),
              f"gpu_memory_gb must be a positive number of GB, got {self.gpu_memory_gb}"),
             (self.forgetting_max_length < 2, f"forgetting_max_length must be >= 2, got {self.forgetting_max_length}"),
+            (self.forgetting_texts is not None and self.forgetting_texts < 1,
+             f"forgetting_texts must be >= 1, got {self.forgetting_texts}"),
         ]
         for wrong, message in problems:
             if wrong:

@@ -20,7 +20,7 @@ import torch
 from .errors import ConfigError, DataError
 
 
-def read_texts(path: str) -> list[str]:
+def read_texts(path: str, limit: int | None = None) -> list[str]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"forgetting_data {file} is not a file", "pass a plain-text or JSONL file")
@@ -38,7 +38,7 @@ def read_texts(path: str) -> list[str]:
         lines = [text for text in texts if text.strip()]
     if not lines:
         raise DataError(f"forgetting_data {file} holds no text")
-    return lines
+    return lines[:limit]
 
 
 def require_causal_lm(model: torch.nn.Module) -> None:

@@ -412,7 +412,7 @@ def _no_interrupts():
 def _forgetting_before(current: RunState, loaded) -> None:
     train, accelerator = current.resolved.spec.train, current.accelerator
     forgetting.require_causal_lm(loaded.model)
-    texts = forgetting.read_texts(train.forgetting_data)
+    texts = forgetting.read_texts(train.forgetting_data, train.forgetting_texts)
     if not getattr(loaded.model, "hf_device_map", None):  # a quantized base is placed on its device already
         loaded.model.to(accelerator.device)
     elif current.resolved.spec.train.quantize != "none":

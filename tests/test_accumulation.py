@@ -58,7 +58,8 @@ def test_accumulation_settings_are_checked_and_old_hashes_stay():
     before = spec.config_dict()
     for name in ("grad_accum_steps", "effective_batch_size", "evaluate_test", "forgetting_data",
                  "forgetting_max_length", "quantize", "quantize_compute_dtype", "compile", "compile_backend",
-                 "packing", "gradient_checkpointing", "optimizer", "gpu_memory_gb", "fit_memory", "memory_trace"):
+                 "packing", "gradient_checkpointing", "optimizer", "gpu_memory_gb", "fit_memory", "memory_trace",
+                 "forgetting_texts"):
         del before["train"][name]
     assert spec.hash == config_hash(before)  # a record written before these settings existed keeps its hash
     assert RunSpec("m", "t", "b", Settings(), Settings(), TrainConfig(quantize="4bit")).hash != spec.hash

@@ -117,3 +117,22 @@ def test_few_shot_shows_training_examples_with_their_answers_before_every_prompt
     result = _run(cli, tmp_path, "few-shot", tiny_llama, sample_tsv, ["shots=2", "max_length=640"])
     assert result["record"]["status"] == "success" and result["record"]["params"]["trainable"] == 0
     assert set(result["record"]["config"]["method_config"]) == {"shots", "shot_seed"}
+
+
+def test_one_token_label_words_are_ranked_from_the_generations_first_step_as_from_full_passes(tiny_llama,
+                                                                                               sample_tsv):
+    import torch
+
+    resolved = resolve(default(), "zero-shot", "text-classification", str(tiny_llama),
+                       [f"data_dir={sample_tsv}", *SMALL, "label_words=a,b,c"])
+    config = resolved.spec.task_config
+    loaded = resolved.backbone.load(resolved.task.head(config))
+    task = resolved.task.for_backbone(loaded)
+    encoded = task.encode(task.load(config).test[:5], loaded.tokenizer, config)
+    batch = task.collator(loaded.tokenizer, config)(encoded)  # left-padded prompts of different lengths
+    with torch.no_grad():
+        one_pass = task._one_pass(loaded.model.eval(), batch, config)
+        full = task._log_likelihoods(loaded.model, batch, config)
+    assert one_pass is not None
+    for fast, slow in zip(one_pass[0], full):
+        assert fast == pytest.approx(slow, abs=1e-4)

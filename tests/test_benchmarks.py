@@ -50,6 +50,7 @@ def smoke_commands(tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         "packing.py": ([sys.executable, "benchmarks/packing.py", "--smoke", "--data", str(SHARED_DATA / "livedoor")],
                        {}),
         "vs_trainer.py": ([sys.executable, "benchmarks/vs_trainer.py", "--smoke", "--kwdlc", str(kwdlc)], {}),
+        "vs_trl.py": ([sys.executable, "benchmarks/vs_trl.py", "--smoke"], {}),
         "scratch-vs-minilm.sh": (["bash", "benchmarks/scratch-vs-minilm.sh"],
                                  {"SMOKE": "1", "PEFTBENCH_DATA": str(SHARED_DATA), "RESULTS": str(tmp / "sv"),
                                   "BUILT": str(tmp / "built")}),
@@ -109,6 +110,13 @@ def test_memory_table_smoke_predicts_that_checkpointing_cuts_the_peak(smoked):
             if row.startswith("| Qwen/Qwen2.5-0.5B")]
     assert [row[1] for row in rows] == ["LoRA r=8", "LoRA r=8 + checkpointing"]
     assert float(rows[1][2].split()[0]) < float(rows[0][2].split()[0]) and rows[0][4] == "fits"
+
+
+def test_vs_trl_smoke_trains_the_same_batches_to_the_same_loss(smoked):
+    shown = output(smoked, "vs_trl.py")
+    assert "per-step time ratio peftbench/TRL (median of pairs):" in shown
+    difference = float(shown.split("relative difference ")[1].split("%")[0])
+    assert difference < 1.0  # percent: the same tokens, order, batches and optimizer give the same loss
 
 
 def test_report_speed_smoke(smoked):

@@ -53,7 +53,8 @@ def test_smollm2_and_a_gguf_path_are_backbones_that_say_where_their_weights_came
     result = cli("run", "--method", "lora", "--task", "gsm8k", "--backbone", "smollm2-135m", "--results",
                  str(tmp_path), "--set", f"data_dir={GSM8K_FIXTURE}", "--set", "epochs=1", "--set", "batch_size=8",
                  "--set", "max_new_tokens=4", "--set", "inference_repeats=0", "--set", "max_length=128",
-                 "--set", "max_prompt_length=96", "--set", "save_artifact=false")
+                 "--set", "max_prompt_length=96", "--set", "save_artifact=false", "--set", "limit_train=8",
+                 "--set", "limit_eval=2")
     assert result.code == 0, result.stderr
     record = json.loads(next(tmp_path.glob("*/record.json")).read_text(encoding="utf-8"))
     info = record["backbone"]["info"]

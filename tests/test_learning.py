@@ -62,7 +62,8 @@ EXPECTED_TO_FAIL = {
 
 
 # Methods that train nothing by design (tests/test_as_generation.py tests them).
-TRAINS_NOTHING = {"zero-shot": "the untrained base as a row: nothing trains, and a new classification head is refused"}
+TRAINS_NOTHING = {name: "the untrained base as a row: nothing trains, and a new classification head is refused"
+                  for name in ("zero-shot", "few-shot")}
 
 
 def sequences(count: int, rng: random.Random, *, pretraining: bool = False) -> dict:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from peftbench.sdk import ConfigError, ExampleStatistics, HeadSpec, LoadedBackbone, Task
 
 from .completion import IGNORE, CompletionTask
+from .families import UNMASKED_FAMILIES
 from .label_settings import GenerationSettings
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
@@ -171,10 +172,25 @@ class LabelWords(CompletionTask):
         words = [w.lower() for w in self.words(config)]
         return text, words.index(answer) if answer in words else None
 
+    def _one_pass(self, model, batch, config: Any) -> tuple[list[list[float]], list[list[int]]] | None:
+        """Label words of one token each: their log-probabilities are the first generated position's, so
+        one generation gives both scores (a third of the forward passes). None where that does not hold."""
+        words = [self.answer_ids(w, self.tokenizer, config) for w in self.words(config)]
+        if any(len(ids) != 1 for ids in words) or self.family in UNMASKED_FAMILIES:
+            return None
+        tokenizer = self.tokenizer
+        out = model.generate(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_attention_mask"],
+                             max_new_tokens=config.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id, output_logits=True, return_dict_in_generate=True)
+        first = out.logits[0].float().log_softmax(-1)
+        likelihoods = first[:, [ids[0] for ids in words]].tolist()
+        return likelihoods, out.sequences[:, batch["prompt_ids"].shape[1]:].tolist()
+
     def predict(self, model, batch, logits, config: Any) -> tuple[list, list]:
-        likelihoods = self._log_likelihoods(model, batch, config)
+        both = self._one_pass(model, batch, config)
+        likelihoods, generated = both or (self._log_likelihoods(model, batch, config), self._generate(model, batch, config))
         predictions = []
-        for scores, row in zip(likelihoods, self._generate(model, batch, config)):
+        for scores, row in zip(likelihoods, generated):
             text, generated = self._generated_label(row, config)
             predictions.append({"label": max(range(len(scores)), key=scores.__getitem__), "loglik": scores,
                                 "output": text, "generated": generated})
