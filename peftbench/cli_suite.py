@@ -251,9 +251,8 @@ def _run_tuned_suite(file: Path, results: Path, tune, storage: str, dry_run: boo
         opened = tuned_suite.run_trials(studies, tune, storage, results, run_batch, states,
                                         lambda line: err.print(line, highlight=False, markup=False))
         final_runs, without = tuned_suite.finals(studies, opened, tune)
-        for name in without:
-            err.print(f"study {name}: no trial completed, so no settings to choose; its finals do not run "
-                      "(see the trials' logs in suite-logs/)", highlight=False, markup=False)
+        for reason in without:
+            err.print(reason, highlight=False, markup=False)
         states = suite.run_states(results)
         done = sum(states.get(run.hash) == "success" for run in final_runs)
         out.print(f"finals: {len(final_runs)} runs, {done} done, {len(final_runs) - done} to run", highlight=False)

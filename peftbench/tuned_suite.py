@@ -90,6 +90,44 @@ def _trial_run(study: Study, trial: Any, tune: TuneSettings, storage: str):
                       Resolved(spec, base.method, base.task, base.backbone), (*point, _label(trial.params)))
 
 
+REDRAWS = 50  # asks for settings no counted trial has tried, before a repeat is accepted (and said)
+
+
+def _ask_new(study: Study, optuna_study, tune: TuneSettings, storage: str, log: Callable[[str], None]):
+    """A trial whose settings no complete or pruned trial of the study has tried. A resumed study's
+    sampler starts again from its seed and would draw the stopped suite's settings once more; such a
+    draw is failed (a failed trial is not counted) and drawn again, so the budget buys distinct settings."""
+    from optuna.trial import TrialState
+
+    tried = {t.user_attrs.get("config_hash"): t.number for t in optuna_study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))}
+    for attempt in range(REDRAWS):
+        trial = optuna_study.ask(distributions(study.space, tune.sampler, tune.trials))
+        planned = _trial_run(study, trial, tune, storage)
+        trial.set_user_attr("config_hash", planned.hash)
+        if planned.hash not in tried or attempt == REDRAWS - 1:
+            break
+        trial.set_user_attr("repeats_trial", tried[planned.hash])
+        optuna_study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    if planned.hash in tried:
+        log(f"study {study.name}: no new settings in {REDRAWS} draws (a small space?); trial {trial.number} "
+            f"repeats trial {tried[planned.hash]}'s")
+    return trial, planned
+
+
+def _failures(optuna_study) -> int:
+    """Trials that ran and failed (a repeated draw, failed before it ran, is not one)."""
+    from optuna.trial import TrialState
+
+    return sum("repeats_trial" not in t.user_attrs for t in optuna_study.get_trials(
+        deepcopy=False, states=(TrialState.FAIL,)))
+
+
+def _stopped(optuna_study, tune: TuneSettings) -> bool:
+    """A study whose trials keep failing stops before its budget (``max_failures``)."""
+    return _failures(optuna_study) >= tune.max_failures and _counted(optuna_study) < tune.trials
+
+
 def _counted(optuna_study) -> int:
     from optuna.trial import TrialState
 
@@ -110,11 +148,11 @@ def run_trials(studies: list[Study], tune: TuneSettings, storage: str, results: 
         known = _records_by_hash(results)
         for study in studies:
             optuna_study, asked = opened[study.name], 0
+            if _stopped(optuna_study, tune):
+                continue
             while asked < tune.parallel and _counted(optuna_study) + asked < tune.trials:
-                trial = optuna_study.ask(distributions(study.space, tune.sampler, tune.trials))
-                planned = _trial_run(study, trial, tune, storage)
-                trial.set_user_attr("config_hash", planned.hash)
-                if known.get(planned.hash, {}).get("status") == "success":  # the same settings ran before
+                trial, planned = _ask_new(study, optuna_study, tune, storage, log)
+                if known.get(planned.hash, {}).get("status") == "success":  # ran before, its trial never told
                     _tell(optuna_study, trial, known[planned.hash], study.metric)
                     continue
                 batch.append((study, trial, planned))
@@ -133,8 +171,8 @@ def run_trials(studies: list[Study], tune: TuneSettings, storage: str, results: 
 
 
 def finals(studies: list[Study], opened: dict, tune: TuneSettings) -> tuple[list, list[str]]:
-    """Per study, its grid point's seeds with the best trial's settings; and the studies that
-    have no complete trial to choose from (their finals cannot run)."""
+    """Per study, its grid point's seeds with the best trial's settings; and, for the studies whose
+    finals cannot run, why (no complete trial to choose from, or it stopped on failing trials)."""
     from optuna.trial import TrialState
 
     from .suite import PlannedRun
@@ -144,8 +182,14 @@ def finals(studies: list[Study], opened: dict, tune: TuneSettings) -> tuple[list
         optuna_study = opened[study.name]
         trials = optuna_study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if _stopped(optuna_study, tune):
+            without.append(f"study {study.name}: {_failures(optuna_study)} trials failed (max_failures = "
+                           f"{tune.max_failures}) before {tune.trials} completed, so it stopped; its finals do not "
+                           "run (see the trials' logs in suite-logs/)")
+            continue
         if not complete:
-            without.append(study.name)
+            without.append(f"study {study.name}: no trial completed, so no settings to choose; its finals do not "
+                           "run (see the trials' logs in suite-logs/)")
             continue
         best = optuna_study.best_trial
         tuning = {**_tuning("final", study, tune, best), "dev_value": best.value, "trials_complete": len(complete),

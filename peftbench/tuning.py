@@ -32,7 +32,7 @@ from .api import SearchSpace
 from .errors import ConfigError
 from .spec import Resolved, RunSpec
 
-TUNE_KEYS = {"trials", "metric", "sampler", "pruner", "seed", "space", "parallel"}
+TUNE_KEYS = {"trials", "metric", "sampler", "pruner", "seed", "space", "parallel", "max_failures"}
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 # What a trial does not need: it is scored on dev only, and neither timed nor kept.
@@ -49,6 +49,7 @@ class TuneSettings:
     pruner: str = "median"
     seed: int = 0
     parallel: int = 1  # trials of one study in flight at once
+    max_failures: int = 3  # failed trials after which a study stops (and the suite says so, exit 1)
     spaces: dict[str, dict[str, SearchSpace]] = field(default_factory=dict)  # method -> overrides
 
 
@@ -65,10 +66,10 @@ def read_tune(table: Any, where: str = "tune") -> TuneSettings:
     for key, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
         if key in table and table[key] not in allowed:
             raise ConfigError(f"{where}.{key} = {table[key]!r} is not one of {', '.join(allowed)}")
-    for key in ("seed", "parallel"):
+    for key in ("seed", "parallel", "max_failures"):
         value = table.get(key, 1)
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1):
-            raise ConfigError(f"{where}.{key} must be an integer{' >= 1' if key == 'parallel' else ''}")
+            raise ConfigError(f"{where}.{key} must be an integer{' >= 0' if key == 'seed' else ' >= 1'}")
     metric = table.get("metric")
     if metric is not None and not isinstance(metric, str):
         raise ConfigError(f"{where}.metric must be a score name, e.g. \"accuracy\"")
@@ -79,7 +80,7 @@ def read_tune(table: Any, where: str = "tune") -> TuneSettings:
     parsed = {method: {key: _space(value, f"{where}.space.{method}.{key}") for key, value in keys.items()}
               for method, keys in spaces.items()}
     return TuneSettings(trials, metric, table.get("sampler", "tpe"), table.get("pruner", "median"),
-                        table.get("seed", 0), table.get("parallel", 1), parsed)
+                        table.get("seed", 0), table.get("parallel", 1), table.get("max_failures", 3), parsed)
 
 
 def _space(value: Any, where: str) -> SearchSpace:
@@ -145,6 +146,10 @@ def _study(runs: list, tune: TuneSettings) -> Study:
             raise ConfigError(f"[tune.space.{spec.method}].{key} is the setting match_params sizes",
                               "tune other settings, or drop match_params from the block")
     metric = tune.metric or task.metadata.main_score
+    declared = task.metadata.greater_is_better
+    if declared and metric not in declared:  # trials would score nothing and the study never end
+        raise ConfigError(f"[tune] metric {metric!r} is not a score task {spec.task} reports",
+                          f"its scores: {', '.join(sorted(declared))}")
     maximize = task.metadata.greater_is_better.get(metric, True)
     unseeded = dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=0))
     identity = json.dumps({"spec": unseeded.hash, "space": {k: s.describe() for k, s in sorted(space.items())},

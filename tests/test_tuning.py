@@ -158,3 +158,42 @@ def test_the_help_names_the_tune_table(cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     result = cli("suite", "run", "--help")
     assert result.code == 0 and "With a [tune] table" in result.stdout and "with [tune]: the Optuna" in result.stdout
+
+
+def test_a_resumed_study_spends_its_budget_on_settings_not_tried_yet(tmp_path, tiny_bert, cli):
+    """A study resumed by a new suite process starts its sampler again from the seed: the first draws
+    repeat the settings already trained. They are drawn again, so every counted trial trained
+    settings of its own (a suite stopped mid-trial resumes the same way)."""
+    import optuna
+
+    results = tmp_path / "results"
+    first = tuned_suite(tmp_path, tiny_bert, 'trials = 2\nsampler = "random"')
+    assert cli("suite", "run", str(first), "--results", str(results)).code == 0
+    more = first.read_text(encoding="utf-8").replace("trials = 2", "trials = 3")
+    first.write_text(more, encoding="utf-8")
+    result = cli("suite", "run", str(first), "--results", str(results))
+    assert result.code == 0, result.stderr + result.stdout
+    storage = f"sqlite:///{results / 'tuning.db'}"
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert len(complete) == 3 and len({t.params["lr"] for t in complete}) == 3, summary.study_name
+        repeats = [t for t in study.trials if "repeats_trial" in t.user_attrs]
+        assert repeats and all(t.state == optuna.trial.TrialState.FAIL for t in repeats)
+    trials = [r for _, r in records.iter_records(results) if r["tuning"]["role"] == "trial"]
+    assert len({r["config_hash"] for r in trials}) == 6  # each counted trial trained once, on its own settings
+
+
+def test_an_unknown_metric_is_refused_at_the_plan_and_a_failing_study_stops_by_itself(tmp_path, tiny_bert, cli):
+    unknown = tuned_suite(tmp_path, tiny_bert, 'trials = 2\nmetric = "nosuchscore"')
+    plan = cli("suite", "run", str(unknown), "--results", str(tmp_path / "a"), "--dry-run")
+    assert plan.code == 1 and len(plan.stderr.strip().splitlines()) == 1
+    assert "[tune] metric 'nosuchscore' is not a score task livedoor-news reports" in plan.stderr
+    failing = tuned_suite(tmp_path, tiny_bert, 'trials = 3\nsampler = "random"\nmax_failures = 2')
+    failing.write_text(failing.read_text(encoding="utf-8").replace('[[runs]]\nmethod = "full"\n', "")
+                       .replace('method = "lora"', 'method = "lora"\nset = { target = "nosuchmodule" }'),
+                       encoding="utf-8")
+    result = cli("suite", "run", str(failing), "--results", str(tmp_path / "b"))
+    assert result.code == 1
+    assert "2 trials failed (max_failures = 2) before 3 completed, so it stopped" in result.stderr
+    assert len(list(records.iter_records(tmp_path / "b"))) == 2  # two failed trials, no finals
