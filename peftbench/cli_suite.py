@@ -163,6 +163,10 @@ def suite_run(
     from .tracking import check
 
     trackers = check([*suite.trackers(file), *(track or ())])
+    if storage:  # before any executor starts a worker: the trials' processes read it from their environment
+        from .tuning import share_storage
+
+        share_storage(storage)
     memory_sets = [pair for pair in set_ or [] if pair.partition("=")[0].strip() in MEMORY_SETTINGS]
     runner_exec = _configured_executor(executor, [pair for pair in set_ or [] if pair not in memory_sets])
     try:
@@ -212,7 +216,7 @@ def _run_tuned_suite(file: Path, results: Path, tune, storage: str, dry_run: boo
                      execute, trackers, memory_sets: list[str]) -> None:
     """[tune]: trials in rounds (every study the same budget), then the finals like any suite's runs."""
     from . import suite, tuned_suite
-    from .tuning import plan_studies
+    from .tuning import masked, plan_studies
 
     _, planned = suite.expand(file, components())
     planned, memory_labels, misfits = _memory_plan(planned, memory_sets)
@@ -224,7 +228,7 @@ def _run_tuned_suite(file: Path, results: Path, tune, storage: str, dry_run: boo
     # Each study's own metric: a suite over several tasks chooses each on its own task's score.
     metrics = ", ".join(dict.fromkeys(study.metric for study in studies))
     out.print(f"{file}: {len(studies)} studies x {tune.trials} trials (sampler {tune.sampler}, pruner "
-              f"{tune.pruner}, chosen on dev {metrics}), then {len(planned)} finals; storage {storage}",
+              f"{tune.pruner}, chosen on dev {metrics}), then {len(planned)} finals; storage {masked(storage)}",
               highlight=False)
     for study in studies:
         space = ", ".join(f"{k} {s.describe()}" for k, s in study.space.items())

@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 from . import records
 from .spec import Resolved
-from .tuning import (PRUNED_PREFIX, TRIAL_TRAIN, Study, TuneSettings, distributions, open_study, with_settings)
+from .tuning import (PRUNED_PREFIX, TRIAL_TRAIN, Study, TuneSettings, distributions, open_study, share_storage,
+                     with_settings)
 
 
 def _records_by_hash(results: Path) -> dict[str, dict[str, Any]]:
@@ -140,6 +141,7 @@ def run_trials(studies: list[Study], tune: TuneSettings, storage: str, results: 
     unfinished study, run together), until each has ``tune.trials`` complete or pruned trials.
     Returns the opened Optuna studies by name."""
     opened = {study.name: open_study(study, tune, storage) for study in studies}
+    storage = share_storage(storage)  # the trials' specs hold it masked; their processes get it from the environment
     for study in studies:
         _settle_stale(study, opened[study.name], results, states)
     rounds = 0

@@ -24,6 +24,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -185,6 +187,35 @@ def default_storage(results: Path) -> str:
     return f"sqlite:///{results.resolve() / 'tuning.db'}"
 
 
+# A storage URL may hold a password: it is printed and written masked, and reaches the trials' processes
+# through this environment variable (which executors pass on), never through files in the results folder.
+STORAGE_ENV = "PEFTBENCH_TUNING_STORAGE"
+_SECRETS = (re.compile(r"(://[^:/@]*:)[^@/]*@"), re.compile(r"((?:password|passwd|pwd)=)[^&;]*", re.IGNORECASE))
+
+
+def masked(url: str) -> str:
+    """The URL with its password as ***: the form that is printed and written."""
+    url = _SECRETS[0].sub(r"\1***@", url)
+    return _SECRETS[1].sub(r"\1***", url)
+
+
+def share_storage(storage: str) -> str:
+    """Make the storage reachable by the trials' processes; returns the form their specs hold."""
+    os.environ[STORAGE_ENV] = storage
+    return masked(storage)
+
+
+def trial_storage(written: str) -> str:
+    """The storage a trial's spec names, its password taken from the environment the suite set."""
+    given = os.environ.get(STORAGE_ENV)
+    if given and masked(given) == written:
+        return given
+    if masked(written) != written or "***" not in written:
+        return written
+    raise ConfigError(f"the tuning storage {written} needs its password, which this process was not given",
+                      f"run trials through `peftbench suite run`, which passes it in ${STORAGE_ENV}")
+
+
 def distributions(space: dict[str, SearchSpace], sampler: str, trials: int) -> dict[str, Any]:
     """Optuna distributions; for the grid sampler every range becomes a grid of points (log-spaced
     for log-uniform), as many per setting as ``trials`` allows over all settings."""
@@ -253,7 +284,7 @@ def open_study(study: Study, tune: TuneSettings, storage: str):
                                    sampler=make_sampler(tune, study.space),
                                    pruner=make_pruner(tune.pruner, tune.trials, study.base.spec.train.epochs))
     except Exception as exc:  # noqa: BLE001 - a bad URL, a missing driver, an unreachable database: one line
-        raise ConfigError(f"cannot open the tuning storage {storage!r} ({exc})",
+        raise ConfigError(f"cannot open the tuning storage {masked(storage)!r} ({masked(str(exc))})",
                           "pass --storage with an Optuna RDB URL, e.g. sqlite:///results/tuning.db") from None
 
 
@@ -265,7 +296,7 @@ def pruning_check(tuning: dict[str, Any], main_score: str) -> Callable[[dict[str
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = tuning.get("metric") or main_score
     pruner = make_pruner(tuning.get("pruner", "none"), int(tuning.get("trials", 1)), int(tuning.get("epochs", 1)))
-    study = optuna.load_study(study_name=tuning["study"], storage=tuning["storage"], pruner=pruner)
+    study = optuna.load_study(study_name=tuning["study"], storage=trial_storage(tuning["storage"]), pruner=pruner)
     trial = optuna.trial.Trial(study, int(tuning["trial_id"]))
 
     def check(entry: dict[str, Any]) -> str | None:

@@ -197,3 +197,34 @@ def test_an_unknown_metric_is_refused_at_the_plan_and_a_failing_study_stops_by_i
     assert result.code == 1
     assert "2 trials failed (max_failures = 2) before 3 completed, so it stopped" in result.stderr
     assert len(list(records.iter_records(tmp_path / "b"))) == 2  # two failed trials, no finals
+
+
+def test_a_storage_password_is_never_printed_or_written(tmp_path, tiny_bert, cli, monkeypatch):
+    from peftbench.tuning import STORAGE_ENV
+
+    monkeypatch.setenv(STORAGE_ENV, "")  # the suite sets it in this (test) process: restored afterwards
+    secret = "plantedsecret"
+    path = tuned_suite(tmp_path, tiny_bert, 'trials = 2\nsampler = "random"')
+    url = f"postgresql://user:{secret}@127.0.0.1:9/optuna"
+    results = tmp_path / "results"
+    plan = cli("suite", "run", str(path), "--results", str(results), "--storage", url, "--dry-run")
+    assert plan.code == 0 and "storage postgresql://user:***@127.0.0.1:9/optuna" in plan.stdout
+    run = cli("suite", "run", str(path), "--results", str(results), "--storage", url)
+    assert run.code == 1 and "cannot open the tuning storage 'postgresql://user:***@" in run.stderr
+    for shown in (plan, run):
+        assert secret not in shown.stdout + shown.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_trial_specs_hold_the_storage_masked_and_trials_read_it_from_the_environment(monkeypatch):
+    from peftbench.tuning import STORAGE_ENV, masked, share_storage, trial_storage
+
+    monkeypatch.setenv(STORAGE_ENV, "")
+    url = "postgresql://user:plantedsecret@db.example/optuna?sslmode=require"
+    written = share_storage(url)
+    assert written == "postgresql://user:***@db.example/optuna?sslmode=require" and trial_storage(written) == url
+    assert masked("mysql://u:p@h/db?password=x") == "mysql://u:***@h/db?password=***"
+    assert trial_storage("sqlite:///results/tuning.db") == "sqlite:///results/tuning.db"
+    monkeypatch.delenv(STORAGE_ENV)
+    with pytest.raises(ConfigError, match="needs its password"):
+        trial_storage(written)
