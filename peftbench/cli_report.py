@@ -27,8 +27,8 @@ def _report_frame(results: Path, include_failed: bool, task: str | None):
     """The records a report reads: duplicates and tuning trials set aside (each said on stderr)."""
     from .results import load_results
 
-    frame = load_results(results, ("success", "failed", "cancelled") if include_failed else ("success",),
-                         deduplicate=False)
+    frame = load_results(results, ("success", "failed", "cancelled", "running", "died") if include_failed
+                         else ("success",), deduplicate=False)
     frame = _without_trials(_deduplicated(frame))
     _note_record_problems(frame)
     if task is not None and not frame.empty and "task.name" in frame:
@@ -91,7 +91,8 @@ def report(
     all_columns: Annotated[bool, typer.Option("--all-columns", help="every varying setting, score, cost and "
                                                                     "memory column (default: a compact table)")] = False,
     task: Annotated[Optional[str], typer.Option(help="only runs of this task")] = None,
-    include_failed: Annotated[bool, typer.Option("--all", help="also failed/cancelled runs")] = False,
+    include_failed: Annotated[bool, typer.Option("--all", help="also failed, cancelled, running and died runs "
+                                                             "(died: left running by a process that ended)")] = False,
     fields: Annotated[bool, typer.Option("--fields", help="list the record fields usable as columns")] = False,
     output: Annotated[Optional[Path], typer.Option("--out", help="write to this file instead of stdout")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="compare every row with the row where FIELD=VALUE, "

@@ -82,7 +82,7 @@ def run(
         return
     _terminate_like_an_interrupt()
     try:
-        with Progress(err, quiet=quiet or _not_the_main_process()) as progress:
+        with _claim(results, resolved.spec.hash), Progress(err, quiet=quiet or _not_the_main_process()) as progress:
             record, path = runner.run(comps, resolved, results, progress, track)
     except KeyboardInterrupt:
         from .errors import Terminated
@@ -149,22 +149,31 @@ def _terminate_like_an_interrupt() -> None:
 
 def _refuse_what_cannot_run(resolved, results: Path, force: bool) -> None:
     """Before a record exists: an optimizer this machine cannot run (a dry run predicts any optimizer's
-    memory, installed or not), and a configuration that already succeeded."""
+    memory, installed or not), a folder it cannot write, and a configuration that already succeeded.
+    Records left running by a process that died are rewritten as cancelled on the way, as a suite would."""
     import torch
 
+    from . import files
     from .optimizers import check_optimizer
-
-    check_optimizer(resolved.spec.train.optimizer, "cuda" if torch.cuda.is_available() else "cpu")
-    if not force:
-        _refuse_a_second_success(results, resolved.spec.hash)
-
-
-def _refuse_a_second_success(results: Path, config_hash: str) -> None:
     from .suite import run_states
 
-    if results.exists() and run_states(results, repair=False).get(config_hash) == "success":
+    check_optimizer(resolved.spec.train.optimizer, "cuda" if torch.cuda.is_available() else "cpu")
+    files.ensure_writable(results)  # one line for a read-only folder, before anything is repaired in it
+    if run_states(results, repair=True).get(resolved.spec.hash) == "success" and not force:
         raise ConfigError(f"this configuration and seed already succeeded in {results}",
                           "pass --force to run it again (the report keeps the newest), or change the seed")
+
+
+def _claim(results: Path, config_hash: str):
+    """The configuration's claim in the results folder while it runs (the main process of a launch)."""
+    import contextlib
+
+    from . import files
+
+    if _not_the_main_process():
+        return contextlib.nullcontext()
+    files.ensure_writable(results)
+    return files.claimed(results, config_hash, "this configuration and seed")
 
 
 def _fit_to_memory(resolved):

@@ -4,13 +4,16 @@ behind found and removed."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import math
 import os
+import platform
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import ResultsError
 
@@ -82,3 +85,78 @@ def ensure_writable(results_dir: Path) -> None:
             f"results folder {results_dir} is not writable ({exc.strerror or exc})",
             "pass --results DIR with a folder you can write to",
         ) from None
+
+
+def process_alive(pid: int | None, hostname: str | None, started_at: str | None = None) -> bool:
+    """Whether the process that wrote a running record still runs. A zombie (killed, not yet reaped
+    by its new parent) has ended; so has a pid the system gave to a process started after the run."""
+    import datetime as dt
+    import platform
+
+    import psutil
+
+    if pid is None or hostname != platform.node():
+        return hostname is not None and hostname != platform.node()  # another machine: assume alive
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        created = process.create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+    if started_at:
+        try:
+            return created <= dt.datetime.fromisoformat(started_at).timestamp() + 1
+        except ValueError:
+            pass
+    return True
+
+
+CLAIMS = ".claims"  # in a results folder: one file per configuration being run now
+FRESH_CLAIM_SECONDS = 10  # a claim file this young and still empty is being written, not abandoned
+
+
+@contextlib.contextmanager
+def claimed(results: Path, key: str, what: str) -> Iterator[None]:
+    """Hold an atomic claim on one configuration (``key``, its config hash) in a results folder while it
+    runs: a second process starting it meanwhile is refused in one line; a claim whose process ended
+    (killed) is taken over."""
+    folder = results / CLAIMS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / key
+    for _ in range(2):
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            _refuse_or_take_over(path, results, what)
+            continue
+        with os.fdopen(handle, "w", encoding="utf-8") as claim:
+            json.dump({"pid": os.getpid(), "host": platform.node(),
+                       "started_at": dt.datetime.now(dt.timezone.utc).isoformat()}, claim)
+        break
+    else:
+        raise ResultsError(f"cannot claim {what} in {results}: another process keeps claiming it")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _refuse_or_take_over(path: Path, results: Path, what: str) -> None:
+    import time
+
+    from .errors import ConfigError
+
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        owner = None
+    fresh = path.exists() and time.time() - path.stat().st_mtime < FRESH_CLAIM_SECONDS
+    if (owner is None and fresh) or (owner and process_alive(owner.get("pid"), owner.get("host"),
+                                                             owner.get("started_at"))):
+        who = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
+        raise ConfigError(f"{what} is running now in {results} ({who})",
+                          "wait for it to finish, or run another seed or --results folder")
+    path.unlink(missing_ok=True)  # its process ended without letting go

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+from . import files
 from .errors import ResultsError
 
 SCHEMA_VERSION = 2
@@ -285,13 +286,22 @@ def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
         yield path, read_record(path)
 
 
+def shown_status(record: dict[str, Any]) -> str | None:
+    """A record's status as a reader should see it: ``running`` whose process is gone is ``died``."""
+    status = record.get("status")
+    if status == "running" and not files.process_alive(record.get("pid"), record.get("host"),
+                                                       record.get("started_at")):
+        return "died"
+    return status
+
+
 def load_frame(results_dir: Path, statuses: tuple[str, ...] = ("success",)):
     """All records as one flat pandas DataFrame (nested keys joined with '.'), plus ``record_path``
     (the run's folder, where its predictions and artefact are)."""
     import pandas as pd
 
-    rows = [{**record, "record_path": str(path.parent)} for path, record in iter_records(results_dir)
-            if record.get("status") in statuses]
+    rows = [{**record, "status": shown_status(record), "record_path": str(path.parent)}
+            for path, record in iter_records(results_dir) if shown_status(record) in statuses]
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame([_flatten(row, "", {}) for row in rows])

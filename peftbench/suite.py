@@ -226,33 +226,6 @@ def expand(path: Path, components: Components) -> tuple[str, list[PlannedRun]]:
 # ------------------------------------------------------------------ state of a results folder
 
 
-def _alive(pid: int | None, hostname: str | None, started_at: str | None = None) -> bool:
-    """Whether the process that wrote a running record still runs. A zombie (killed, not yet reaped
-    by its new parent) has ended; so has a pid the system gave to a process started after the run."""
-    import datetime as dt
-    import platform
-
-    import psutil
-
-    if pid is None or hostname != platform.node():
-        return hostname is not None and hostname != platform.node()  # another machine: assume alive
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        created = process.create_time()
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-    if started_at:
-        try:
-            return created <= dt.datetime.fromisoformat(started_at).timestamp() + 1
-        except ValueError:
-            pass
-    return True
-
-
 def run_states(results: Path, repair: bool = True) -> dict[str, str]:
     """config hash -> "success" | "running" | "failed" | "cancelled" (best status wins).
 
@@ -266,7 +239,8 @@ def run_states(results: Path, repair: bool = True) -> dict[str, str]:
         return states
     for path, record in records.iter_records(results):
         status = record.get("status")
-        if status == "running" and not _alive(record.get("pid"), record.get("host"), record.get("started_at")):
+        if status == "running" and not files.process_alive(record.get("pid"), record.get("host"),
+                                                             record.get("started_at")):
             if repair:  # a dry run reports it as such and changes nothing on disk
                 record["status"] = "cancelled"
                 record["error"] = "the run's process ended without finishing (killed, or the machine stopped)"

@@ -206,7 +206,7 @@ def test_a_killed_or_reused_pid_does_not_keep_a_run_alive():
     import datetime as dt
     import platform
 
-    from peftbench.suite import _alive
+    from peftbench.files import process_alive as _alive
 
     process = subprocess.Popen(["sleep", "30"])
     started = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -241,3 +241,38 @@ def test_a_stale_run_loses_the_files_its_killed_process_was_writing(tmp_path):
     assert run_states(tmp_path / "results", repair=False) == {"abc": "cancelled"} and partial.exists()
     assert run_states(tmp_path / "results") == {"abc": "cancelled"}
     assert not partial.exists() and (run / records.RECORD_FILE).exists()
+
+
+def test_a_run_that_died_is_reported_as_died_repaired_by_the_next_run_and_one_config_runs_once(cli, tmp_path,
+                                                                                              sample_dir):
+    """A record left running by a process that ended reads as died (report --all); the next run of
+    that configuration rewrites it as cancelled; while a configuration runs, its claim refuses a second
+    start in one line, and a claim whose process ended is taken over."""
+    import json
+    import subprocess
+    import sys
+
+    from peftbench import files
+
+    results = tmp_path / "results"
+    args = ["run", "--method", "lora", "--task", "livedoor-news", "--backbone", "minilm-l6", "--results",
+            str(results), "--set", f"data_dir={sample_dir}", "--set", "per_category=10", "--set", "epochs=1",
+            "--set", "max_length=32", "--set", "inference_repeats=0", "--set", "save_artifact=false"]
+    assert cli(*args).code == 0
+    record_path = next(results.glob("*/record.json"))
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record.update(status="running", pid=int(dead.stdout), run_id="ghost")
+    ghost = results / "ghost"
+    ghost.mkdir()
+    (ghost / "record.json").write_text(json.dumps(record), encoding="utf-8")
+    report = cli("report", str(results), "--all", "--columns", "run_id,status")
+    assert report.code == 0 and "died" in report.stdout, report.stderr
+    config_hash = record["config_hash"]
+    with files.claimed(results, config_hash, "this configuration and seed"):  # as a run in flight holds it
+        second = cli(*args, "--force")
+    assert second.code == 1 and "this configuration and seed is running now in" in second.stderr
+    assert json.loads((ghost / "record.json").read_text(encoding="utf-8"))["status"] == "cancelled"  # repaired
+    (results / files.CLAIMS / config_hash).write_text(json.dumps({"pid": int(dead.stdout), "host": record["host"]}))
+    assert cli(*args, "--force").code == 0  # the dead process's claim is taken over
+    assert not list((results / files.CLAIMS).iterdir())  # and let go when the run ends
