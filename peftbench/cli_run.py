@@ -56,7 +56,7 @@ def run(
                                                            "(repeat for several); written under --results")] = None,
     force: Annotated[bool, typer.Option("--force", help="run even if this configuration and seed already "
                                                         "succeeded in --results")] = False,
-    processes: Annotated[int, typer.Option(min=1, help="train data-parallel in this many processes (one per GPU; "
+    processes: Annotated[int, typer.Option(help="train data-parallel in this many processes (one per GPU; "
                                                        "on CPU they share its cores), started with torchrun")] = 1,
 ) -> None:
     """Train, evaluate and measure one configuration; write its run record."""
@@ -112,6 +112,8 @@ def _launch_processes(processes: int) -> bool:
     import os
     import subprocess
 
+    if processes < 1:
+        raise ConfigError(f"--processes {processes}: a run needs at least one process", "drop --processes, or give 2 or more")
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if processes == 1 or launched > 1:
         if processes > 1 and launched != processes:

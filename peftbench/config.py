@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -169,6 +170,8 @@ def parse_value(raw: str, annotation: Any, key: str) -> Any:
             value = annotation(raw)
         except ValueError:
             raise ConfigError(f"{key}={raw!r} is not a{'n' if annotation is int else ''} {annotation.__name__}") from None
+        if annotation is float and not math.isfinite(value):
+            raise ConfigError(f"{key}={raw!r} is not a finite number", "give a number such as 5e-4")
         return value
     if annotation is str:
         return raw

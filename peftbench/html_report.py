@@ -100,8 +100,15 @@ def _epochs(run_dir: Path) -> list[dict]:
     path = run_dir / EPOCHS_FILE
     if not path.is_file():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [entry for entry in (json.loads(line) for line in lines if line.strip()) if "epoch" in entry]
+    entries = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line) if line.strip() else None
+        except (ValueError, RecursionError):  # a line a killed writer cut short: its curve point is left out
+            continue
+        if isinstance(entry, dict) and "epoch" in entry:
+            entries.append(entry)
+    return entries
 
 
 def _environment(frame: pd.DataFrame) -> str:

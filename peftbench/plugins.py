@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -56,6 +58,10 @@ class Components:
     def resolve_backbone(self, spec: str) -> Backbone:
         if spec in self.backbones:
             return self.backbones.get(spec)
+        close = difflib.get_close_matches(spec, [e.name for e in self.backbones], n=2, cutoff=0.8)
+        if close and "/" not in spec and not Path(spec).expanduser().exists():  # a typo, not a hub id or a folder
+            raise UnknownComponentError(f"unknown backbone {spec!r}; did you mean {' or '.join(map(repr, close))}?",
+                                        "or pass a Hugging Face hub id (org/name) or a local model folder")
         found = self.manager.hook.resolve_backbone(spec=spec)
         if found is None:
             raise RegistryError(self.backbones.unknown_message(spec))

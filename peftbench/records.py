@@ -270,8 +270,9 @@ def read_record(path: Path) -> dict[str, Any]:
     """One record file as a dict in the current schema's shape (migrated from older versions)."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"{path} is not a readable run record ({exc})", "delete or repair that file") from None
+    except (OSError, ValueError, RecursionError) as exc:  # JSON syntax, not UTF-8, nested beyond reason
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise ResultsError(f"{path} is not a readable run record ({reason})", "delete or repair that file") from None
     if not isinstance(record, dict):
         raise ResultsError(f"{path} is not a run record (a JSON {type(record).__name__}, not an object)",
                            "delete or repair that file")

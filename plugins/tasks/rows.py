@@ -14,7 +14,12 @@ Row = tuple[str, dict]  # (where: file:line, the row)
 
 
 def read_file(path: Path) -> list[Row]:
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line} is not UTF-8 text (byte {exc.start})", "save the file as UTF-8") from None
     if text.lstrip().startswith("["):  # one JSON array (MetaMathQA-395K.json)
         try:
             rows = json.loads(text)

@@ -89,6 +89,8 @@ def _read_table(path: Path) -> Raw:
                 continue
             try:
                 item = json.loads(line)
+                if item["label"] is None:  # would become a class named "None"
+                    raise DataError(f"{where(number)} has a null label", "give every row its label (or drop the row)")
                 rows.append((where(number), str(item["label"]), str(item["text"])))
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise DataError(f"{where(number)} is not a JSON object with `label` and `text`",

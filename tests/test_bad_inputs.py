@@ -1,0 +1,70 @@
+"""Bad inputs end in one `error:` line (exit 1), never a traceback: the cases of the drill in issue
+#45 fixed so far, each generated here from a valid file (nothing of it is kept in the repository)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import GSM8K_FIXTURE
+
+
+def _one_line(result, *expected: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines and lines[-1].startswith("error:") and all(e in lines[-1] for e in expected), lines
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-inf"])
+def test_non_finite_numbers_are_refused_at_set(cli, value):
+    _one_line(cli("run", "--method", "lora", "--task", "mr", "--set", f"lr={value}", "--dry-run"),
+              f"lr='{value}' is not a finite number")
+
+
+def test_processes_zero_is_one_line(cli, tmp_path, sample_dir):
+    result = cli("run", "--method", "lora", "--task", "livedoor-news", "--backbone", "minilm-l6", "--processes", "0",
+                 "--results", str(tmp_path), "--set", f"data_dir={sample_dir}")
+    _one_line(result, "--processes 0")
+
+
+def test_a_misspelt_backbone_gets_a_did_you_mean(cli):
+    _one_line(cli("run", "--method", "lora", "--task", "mr", "--backbone", "minilm-l7", "--dry-run"),
+              "unknown backbone 'minilm-l7'; did you mean 'minilm-l6'?")
+
+
+def test_a_null_label_is_refused_with_file_and_line(cli, tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"label": "a", "text": "x"}\n{"label": null, "text": "y"}\n')
+    (tmp_path / "test.jsonl").write_text('{"label": "a", "text": "x"}\n')
+    result = cli("run", "--method", "lora", "--task", "text-classification", "--backbone", "minilm-l6",
+                 "--results", str(tmp_path / "r"), "--set", f"data_dir={tmp_path}")
+    _one_line(result, "train.jsonl:2 has a null label")
+
+
+def test_files_that_are_not_utf8_are_one_line(cli, tmp_path, tiny_llama):
+    data = tmp_path / "gsm8k"
+    data.mkdir()
+    for name in ("train.jsonl", "test.jsonl"):
+        (data / name).write_bytes((GSM8K_FIXTURE / name).read_bytes() + b'{"question": "\xff", "answer": "#### 1"}\n')
+    result = cli("run", "--method", "lora", "--task", "gsm8k", "--backbone", str(tiny_llama), "--results",
+                 str(tmp_path / "r"), "--set", f"data_dir={data}")
+    _one_line(result, "is not UTF-8 text")
+    suite = tmp_path / "suite.toml"
+    suite.write_bytes(b'description = "caf\xe9"\n[[runs]]\nmethod = "lora"\ntask = "mr"\n')
+    _one_line(cli("suite", "run", str(suite), "--dry-run"), "is not UTF-8 text")
+
+
+def test_unreadable_records_are_one_line(cli, tmp_path):
+    for name, payload in (("latin", b'{"schema_version": 2, "run_id": "caf\xe9"}'),
+                          ("nested", ("[" * 100_000 + "]" * 100_000).encode())):
+        folder = tmp_path / name / "run"
+        folder.mkdir(parents=True)
+        (folder / "record.json").write_bytes(payload)
+        _one_line(cli("report", str(tmp_path / name)), "is not a readable run record")
+
+
+def test_a_torn_epochs_file_leaves_its_point_out_of_the_html_curves(tmp_path):
+    from peftbench.html_report import _epochs
+
+    (tmp_path / "epochs.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 0.5}) + '\n{"epoch": 2, "tr')
+    assert _epochs(tmp_path) == [{"epoch": 1, "train_loss": 0.5}]
