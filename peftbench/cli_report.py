@@ -138,7 +138,14 @@ def report(
         for line in notes:
             if line.startswith("confound: "):
                 err.print(f"warning: {line}", highlight=False, markup=False)
-    _write_report(frame, table, notes, title, fmt, output, html, plot, sweep)
+    try:
+        _write_report(frame, table, notes, title, fmt, output, html, plot, sweep)
+    except OSError as exc:  # a read-only or full folder: one line naming the file
+        from .errors import ResultsError
+
+        where = exc.filename or next((str(p) for p in (output, html, plot) if p), "the output")
+        raise ResultsError(f"cannot write {where} ({exc.strerror or exc})",
+                           "write the report into a folder you can write to (and that has room)") from None
 
 
 def _write_report(frame, table, notes: list[str], title: str | None, fmt: str, output: Path | None,

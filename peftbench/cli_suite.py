@@ -188,6 +188,10 @@ def _run_suite(file: Path, results: Path, dry_run: bool, rerun_failed: bool, run
                          memory_sets)
         return
 
+    if not dry_run:  # a read-only folder is one line before any stale record in it is repaired
+        from . import files
+
+        files.ensure_writable(results)
     planned, todo, table, done, misfits = _plan(file, results, rerun_failed, dry_run, memory_sets)
     out.print(table)
     out.print(f"{len(planned)} runs: {done} done, {len(todo)} to run", highlight=False)

@@ -68,3 +68,44 @@ def test_a_torn_epochs_file_leaves_its_point_out_of_the_html_curves(tmp_path):
 
     (tmp_path / "epochs.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 0.5}) + '\n{"epoch": 2, "tr')
     assert _epochs(tmp_path) == [{"epoch": 1, "train_loss": 0.5}]
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A tmpfs mounted read-only (the mount needs root; skipped, saying so, where it is refused)."""
+    import os
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a read-only tmpfs needs root and mount(8)")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("this machine refuses to mount a tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_a_read_only_folder_is_one_line_for_reports_suites_and_runs(cli, read_only_folder, tmp_path, sample_dir):
+    import subprocess
+
+    results = tmp_path / "results"
+    args = ["--task", "livedoor-news", "--backbone", "minilm-l6", "--set", f"data_dir={sample_dir}", "--set",
+            "per_category=10", "--set", "epochs=1", "--set", "max_length=16", "--set", "inference_repeats=0",
+            "--set", "save_artifact=false"]
+    assert cli("run", "--method", "lora", "--results", str(results), *args).code == 0
+    stale = json.loads(next(results.glob("*/record.json")).read_text(encoding="utf-8"))
+    (read_only_folder / "stale").mkdir()
+    (read_only_folder / "stale" / "record.json").write_text(json.dumps({**stale, "status": "running", "pid": 1 << 22}))
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only_folder)], check=True)
+    _one_line(cli("report", str(results), "--html", str(read_only_folder / "report.html")), "cannot write",
+              "report.html")
+    _one_line(cli("report", str(results), "--out", str(read_only_folder / "table.md")), "cannot write")
+    _one_line(cli("run", "--method", "lora", "--results", str(read_only_folder), *args), "is not writable")
+    suite = tmp_path / "suite.toml"
+    suite.write_text(f'[defaults]\ntask = "livedoor-news"\nbackbone = "minilm-l6"\n'
+                     f'set = {{ data_dir = "{sample_dir}", per_category = 10, epochs = 1 }}\n[[runs]]\nmethod = "lora"\n')
+    _one_line(cli("suite", "run", str(suite), "--results", str(read_only_folder)), "is not writable")
