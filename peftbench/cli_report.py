@@ -138,9 +138,16 @@ def report(
         for line in notes:
             if line.startswith("confound: "):
                 err.print(f"warning: {line}", highlight=False, markup=False)
+    _write_report(frame, table, notes, title, fmt, output, html, plot, sweep)
+
+
+def _write_report(frame, table, notes: list[str], title: str | None, fmt: str, output: Path | None,
+                  html: Path | None, plot: Path | None, sweep: str | None) -> None:
+    """The table to stdout or --out, and the HTML report and plots where asked for; a folder that is
+    read-only or full is one line naming the file."""
     try:
-        _write_report(frame, table, notes, title, fmt, output, html, plot, sweep)
-    except OSError as exc:  # a read-only or full folder: one line naming the file
+        _write_outputs(frame, table, notes, title, fmt, output, html, plot, sweep)
+    except OSError as exc:
         from .errors import ResultsError
 
         where = exc.filename or next((str(p) for p in (output, html, plot) if p), "the output")
@@ -148,9 +155,8 @@ def report(
                            "write the report into a folder you can write to (and that has room)") from None
 
 
-def _write_report(frame, table, notes: list[str], title: str | None, fmt: str, output: Path | None,
-                  html: Path | None, plot: Path | None, sweep: str | None) -> None:
-    """The table to stdout or --out, and the HTML report and plots where asked for."""
+def _write_outputs(frame, table, notes: list[str], title: str | None, fmt: str, output: Path | None,
+                   html: Path | None, plot: Path | None, sweep: str | None) -> None:
     from .report import provenance, render
 
     notes = [*notes, *provenance(frame)]

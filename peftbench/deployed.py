@@ -4,6 +4,7 @@ artefact a user keeps per task."""
 
 from __future__ import annotations
 
+import shutil
 import statistics
 from typing import Any
 
@@ -102,6 +103,15 @@ def save_artifact(current: RunState, model: torch.nn.Module, stage_record: Stage
     artifact.auxiliary_tensor_bytes = stage_record.auxiliary_tensor_bytes
     if current.resolved.spec.train.save_artifact and current.writes:
         directory = current.run_dir / "artifact"
-        current.resolved.method.save(model, str(directory))
+        try:
+            current.resolved.method.save(model, str(directory))
+        except Exception as exc:  # noqa: BLE001 - only a full or read-only disk is kept apart, the rest re-raised
+            if not files.out_of_room(exc):
+                raise
+            shutil.rmtree(directory, ignore_errors=True)  # the scores stand; the artefact is said to be missing
+            artifact.error = (f"not saved: no room in {current.run_dir.parent} ({' '.join(str(exc).split())[:120]}); "
+                              f"it needs about {artifact.tensor_bytes:,} bytes")
+            current.progress.log(f"artefact {artifact.error}")
+            return
         artifact.path, artifact.bytes = str(directory), directory_bytes(directory)
         artifact.format = sorted({p.suffix.lstrip(".") for p in directory.rglob("*") if p.is_file()})

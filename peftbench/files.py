@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import math
 import os
 import platform
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -132,9 +134,16 @@ def claimed(results: Path, key: str, what: str) -> Iterator[None]:
         except FileExistsError:
             _refuse_or_take_over(path, results, what)
             continue
-        with os.fdopen(handle, "w", encoding="utf-8") as claim:
-            json.dump({"pid": os.getpid(), "host": platform.node(),
-                       "started_at": dt.datetime.now(dt.timezone.utc).isoformat()}, claim)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as claim:
+                json.dump({"pid": os.getpid(), "host": platform.node(),
+                           "started_at": dt.datetime.now(dt.timezone.utc).isoformat()}, claim)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if out_of_room(exc):
+                raise ResultsError(f"cannot start a run in {results} ({exc.strerror or exc})",
+                                   "free space in that folder (or pass another --results)") from None
+            raise
         break
     else:
         raise ResultsError(f"cannot claim {what} in {results}: another process keeps claiming it")
@@ -160,3 +169,30 @@ def _refuse_or_take_over(path: Path, results: Path, what: str) -> None:
         raise ConfigError(f"{what} is running now in {results} ({who})",
                           "wait for it to finish, or run another seed or --results folder")
     path.unlink(missing_ok=True)  # its process ended without letting go
+
+
+ROOM_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+
+
+def out_of_room(exc: BaseException) -> bool:
+    """A full disk, a quota or a read-only filesystem (libraries such as safetensors wrap the OSError)."""
+    if isinstance(exc, OSError) and exc.errno in ROOM_ERRNOS:
+        return True
+    return any(words in str(exc) for words in ("No space left", "Read-only file system", "Disk quota exceeded"))
+
+
+def write_record_or_clean(path: Path, record: Any, ended: str) -> None:
+    """The run record, or, where there is no room to write it, nothing at all: the run's folder is
+    removed (no empty folder, no record left ``running``) and the error is one line saying how the run
+    ended (``ended``), so what finished is at least on the screen."""
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True)
+        write_json_atomic(path, record)
+    except OSError as exc:
+        if not out_of_room(exc):
+            raise
+        shutil.rmtree(path.parent, ignore_errors=True)
+        raise ResultsError(f"cannot write the run record into {path.parent.parent} ({exc.strerror or exc}); {ended}",
+                           "free space in that folder (or pass another --results) and run it again") from None
+

@@ -194,6 +194,7 @@ class Artifact:
     tensor_bytes: int | None = None  # the tensors the method saves
     auxiliary_tensor_bytes: int | None = None  # trained, then thrown away (auxiliary heads)
     format: list[str] | None = None
+    error: str | None = None  # why it was not saved (a full or read-only disk): the scores stand
 
 
 @dataclass

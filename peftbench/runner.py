@@ -126,7 +126,6 @@ def _start(components: Components, resolved: Resolved, results_dir: Path, progre
     run_dir = results_dir / run_id
     if writes:
         files.ensure_writable(results_dir)
-        run_dir.mkdir(parents=True)
 
     def source(registry, name: str) -> str | None:
         return registry.entry(name).source if name in registry else None
@@ -143,7 +142,7 @@ def _start(components: Components, resolved: Resolved, results_dir: Path, progre
         backbone=BackboneRef(spec.backbone, source(components.backbones, spec.backbone)),
     )
     if writes:
-        files.write_json_atomic(run_dir / records.RECORD_FILE, record)
+        files.write_record_or_clean(run_dir / records.RECORD_FILE, record, "the run did not start")
     return RunState(resolved, record, run_dir, progress, writes=writes)
 
 
@@ -383,8 +382,10 @@ def _finish(current: RunState) -> None:
     record.time.run_seconds = time.perf_counter() - current.started
     if not current.writes:
         return
+    main, test = record.task.main_score, record.scores.get("test", {})
+    ended = f"the run ended {record.status}" + (f" (test {main} {test[main]:.4f})" if main in test else "")
     with _no_interrupts():  # a second Ctrl-C must not cost the run its final record
-        files.write_json_atomic(current.record_path, record)
+        files.write_record_or_clean(current.record_path, record, ended)
     if current.track and current.accelerator is not None:
         try:
             tracking.attach_record(current.accelerator, current.record_path)

@@ -109,3 +109,49 @@ def test_a_read_only_folder_is_one_line_for_reports_suites_and_runs(cli, read_on
     suite.write_text(f'[defaults]\ntask = "livedoor-news"\nbackbone = "minilm-l6"\n'
                      f'set = {{ data_dir = "{sample_dir}", per_category = 10, epochs = 1 }}\n[[runs]]\nmethod = "lora"\n')
     _one_line(cli("suite", "run", str(suite), "--results", str(read_only_folder)), "is not writable")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs (mounting needs root; skipped, saying so, where it is refused)."""
+    import os
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("this machine refuses to mount a tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_keeps_the_scores_or_leaves_nothing_and_is_one_line(cli, small_disk, sample_dir):
+    args = ["--task", "livedoor-news", "--backbone", "minilm-l6", "--set", f"data_dir={sample_dir}", "--set",
+            "per_category=10", "--set", "epochs=1", "--set", "max_length=16", "--set", "inference_repeats=0"]
+    # Full fine-tuning's artefact (90 MB) cannot fit: the run keeps its scores and says why there is no artefact.
+    saved = cli("run", "--method", "full", "--results", str(small_disk / "a"), *args)
+    assert saved.code == 0, saved.stderr
+    record = json.loads(next((small_disk / "a").glob("*/record.json")).read_text(encoding="utf-8"))
+    assert record["status"] == "success" and "accuracy" in record["scores"]["test"]
+    assert record["artifact"]["error"].startswith("not saved: no room in") and record["artifact"]["path"] is None
+    assert not list((small_disk / "a").glob("*/artifact"))
+    # A disk with no room at all: one line, and no run folder or `running` record left behind.
+    import os
+
+    filler = os.open(small_disk / "filler", os.O_CREAT | os.O_WRONLY)
+    try:
+        while os.write(filler, b"\0" * 4096):
+            pass
+    except OSError:  # full
+        pass
+    finally:
+        os.close(filler)
+    full = cli("run", "--method", "lora", "--results", str(small_disk / "a"), "--force", *args)
+    _one_line(full, "No space left on device")
+    assert len([p for p in (small_disk / "a").iterdir() if p.name != ".claims"]) == 1  # the first run's only
+    assert not list((small_disk / "a" / ".claims").iterdir())  # and no claim left
