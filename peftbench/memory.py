@@ -69,25 +69,31 @@ def _predict_stage(resolved: Resolved, stage: Stage, train: TrainConfig, objecti
     mode = _fake_mode() if fake else contextlib.nullcontext()
     with mode, _autocast(train.mixed_precision):
         _materialize(model, fake)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = make_optimizer(train.optimizer, params, method.learning_rate(spec.method_config, stage),
-                                   train.weight_decay, shaped=True)
-        batch = _batch(shapes)
-        model.train()
-        _step(method, model, optimizer, batch, update=True)  # the optimizer's state, as every later step has it
-        if train.accumulation_steps() > 1:  # later micro-batches start with the gradients of earlier ones
-            _step(method, model, optimizer, batch, update=False)
-        with accounted(model, optimizer, torch.device(device_type)) as training:
-            _step(method, model, optimizer, batch, update=True)
+        training = _training_peak(method, spec, stage, train, model, _batch(shapes), device_type)
         model.eval()
-        optimizer.zero_grad(set_to_none=True)
-        optimizer.state.clear()  # evaluation runs after training, but nothing it holds is needed
-        del optimizer
         with torch.no_grad(), inference_accounted(model, torch.device(device_type)) as evaluation:
             model(**_batch({k: v for k, v in eval_shapes.items() if k != "labels"}))
     length = max(shape[-1] for shape, _ in shapes.values() if len(shape) > 1)
-    return MemoryPrediction(stage.name, training.peak, evaluation.peak, train.batch_size, train.eval_batch_size,
-                            length, device_type, NOTE)
+    return MemoryPrediction(stage.name, training or evaluation.peak, evaluation.peak, train.batch_size,
+                            train.eval_batch_size, length, device_type, NOTE)
+
+
+def _training_peak(method, spec, stage: Stage, train: TrainConfig, model: torch.nn.Module,
+                   batch: dict[str, torch.Tensor], device_type: str) -> StepMemory | None:
+    """The traced training step's peak; None for a method that trains nothing (zero-shot)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return None
+    optimizer = make_optimizer(train.optimizer, params, method.learning_rate(spec.method_config, stage),
+                               train.weight_decay, shaped=True)
+    model.train()
+    _step(method, model, optimizer, batch, update=True)  # the optimizer's state, as every later step has it
+    if train.accumulation_steps() > 1:  # later micro-batches start with the gradients of earlier ones
+        _step(method, model, optimizer, batch, update=False)
+    with accounted(model, optimizer, torch.device(device_type)) as training:
+        _step(method, model, optimizer, batch, update=True)
+    optimizer.zero_grad(set_to_none=True)
+    return training.peak
 
 
 def _fake_mode():
