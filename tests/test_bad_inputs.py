@@ -70,23 +70,33 @@ def test_a_torn_epochs_file_leaves_its_point_out_of_the_html_curves(tmp_path):
     assert _epochs(tmp_path) == [{"epoch": 1, "train_loss": 0.5}]
 
 
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A tmpfs mounted read-only (the mount needs root; skipped, saying so, where it is refused)."""
+def _tmpfs(folder, size: str):
+    """A tmpfs of ``size`` mounted on ``folder`` (mounting needs root; skipped, saying so, where refused)."""
     import os
     import shutil
     import subprocess
 
-    folder = tmp_path / "ro"
     folder.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a read-only tmpfs needs root and mount(8)")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                      capture_output=True).returncode:
         pytest.skip("this machine refuses to mount a tmpfs")
     try:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A tmpfs the test remounts read-only once it has put a stale record in it."""
+    yield from _tmpfs(tmp_path / "ro", "1m")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    yield from _tmpfs(tmp_path / "small", "2m")
 
 
 def test_a_read_only_folder_is_one_line_for_reports_suites_and_runs(cli, read_only_folder, tmp_path, sample_dir):
@@ -109,25 +119,6 @@ def test_a_read_only_folder_is_one_line_for_reports_suites_and_runs(cli, read_on
     suite.write_text(f'[defaults]\ntask = "livedoor-news"\nbackbone = "minilm-l6"\n'
                      f'set = {{ data_dir = "{sample_dir}", per_category = 10, epochs = 1 }}\n[[runs]]\nmethod = "lora"\n')
     _one_line(cli("suite", "run", str(suite), "--results", str(read_only_folder)), "is not writable")
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MB tmpfs (mounting needs root; skipped, saying so, where it is refused)."""
-    import os
-    import shutil
-    import subprocess
-
-    folder = tmp_path / "small"
-    folder.mkdir()
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a tmpfs needs root and mount(8)")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("this machine refuses to mount a tmpfs")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], capture_output=True)
 
 
 def test_a_full_disk_keeps_the_scores_or_leaves_nothing_and_is_one_line(cli, small_disk, sample_dir):
