@@ -12,7 +12,7 @@ from peftbench_plugins.tasks import gsm8k
 
 from conftest import GSM8K_FIXTURE
 
-lm_eval = pytest.importorskip("lm_eval", reason="lm-evaluation-harness is a test dependency (pip install lm-eval)")
+lm_eval = pytest.importorskip("lm_eval", reason="needs lm-evaluation-harness: pip install 'peftbench[compare]' (make test's .venv has it)")
 
 REFERENCE = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### {answer}"
 # (model output, the reference's final answer): every case the issue names and more.
