@@ -146,3 +146,17 @@ def test_a_full_disk_keeps_the_scores_or_leaves_nothing_and_is_one_line(cli, sma
     _one_line(full, "No space left on device")
     assert len([p for p in (small_disk / "a").iterdir() if p.name != ".claims"]) == 1  # the first run's only
     assert not list((small_disk / "a" / ".claims").iterdir())  # and no claim left
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_safetensors_file_is_one_line(cli, tiny_llama, tmp_path, damage):
+    import shutil
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_llama, folder)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\xff" * 64)
+    result = cli("run", "--method", "lora", "--task", "gsm8k", "--backbone", str(folder), "--results",
+                 str(tmp_path / "r"), "--set", f"data_dir={GSM8K_FIXTURE}")
+    _one_line(result, "are not a readable safetensors file")

@@ -178,6 +178,7 @@ class HuggingFaceBackbone(Backbone):
 
     def _read(self, source: str, config, auto, quantize: str | None, compute_dtype: str):
         """(tokenizer, model, loading info) from the hub or a folder; every failure in one line."""
+        from safetensors import SafetensorError
         from transformers import AutoTokenizer
 
         # Hub code runs only when the user says so (e.g. RWKV-4 World's tokenizer).
@@ -194,6 +195,10 @@ class HuggingFaceBackbone(Backbone):
             model, loading = auto.from_pretrained(source, config=config, output_loading_info=True,
                                                   use_safetensors=None if pickles else True,
                                                   **(quantized_loading(quantize, compute_dtype) if quantize else {}))
+        except SafetensorError as exc:  # a truncated or garbled weights file
+            raise BackboneError(f"the weights of {self.spec!r} are not a readable safetensors file "
+                                f"({' '.join(str(exc).split())[:160]})",
+                                "download or save the checkpoint again (save_pretrained)") from None
         except (RuntimeError, ImportError, ValueError) as exc:
             if not quantize:
                 raise
