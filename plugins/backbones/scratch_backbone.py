@@ -177,24 +177,70 @@ def evaluate(model, loader) -> dict[str, float]:
 def build(corpora: list[str], sets: list[str], out: Path, preset: str, overrides: dict[str, Any], name: str | None,
           overwrite: bool, components: Components, log=print) -> dict[str, Any]:
     import torch
-    from rich.progress import Progress
     from torch.utils.data import DataLoader
-    from transformers import (BertConfig, BertForPreTraining, BertJapaneseTokenizer,
-                              DataCollatorForLanguageModeling)
+    from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguageModeling
 
+    config = _settings(preset, overrides)
+    checkpoint = _prepare_out(out, overwrite)
+    texts, source, corpus_hash = _corpus(corpora, sets, components, config)
+    docs = [sentences(t) for t in texts]
+    tokenizer = _tokenizer(docs, config, out, log)
+    rng = random.Random(config.seed)
+    order = list(range(len(docs)))
+    rng.shuffle(order)
+    held = max(1, int(len(docs) * config.held_out))
+    held_docs, train_docs = [docs[i] for i in order[:held]], [docs[i] for i in order[held:]]
+    held_pairs = _encode_pairs(tokenizer, config, make_pairs(held_docs, random.Random(config.seed + 1)))
+    if not held_pairs or len(train_docs) < 2:
+        raise DataError(f"the corpus {source} is too small: it needs several documents of 2+ sentences")
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    torch.manual_seed(config.seed)
+    held_loader = DataLoader(held_pairs, batch_size=config.batch_size, collate_fn=collator)
+    bert = BertConfig(vocab_size=len(tokenizer), hidden_size=config.hidden, num_hidden_layers=config.layers,
+                      num_attention_heads=config.heads, intermediate_size=4 * config.hidden,
+                      max_position_embeddings=max(128, config.seq_len), hidden_dropout_prob=config.dropout,
+                      attention_probs_dropout_prob=config.dropout)
+    model = BertForPreTraining(bert)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.999), weight_decay=0.0)
+    history, start_epoch = _resume(checkpoint, model, optimizer, config, corpus_hash, out, log)
+    before = evaluate(model, held_loader) if start_epoch == 1 else history[0]["before"]
+    run = _Pretraining(model, optimizer, config, collator, held_loader, checkpoint, corpus_hash, log)
+    run.epochs(tokenizer, train_docs, start_epoch, history, before)
+    model.save_pretrained(out, safe_serialization=True)
+    info = {"preset": preset, "config": asdict(config), "corpus": source, "corpus_sha256_16": corpus_hash,
+            "documents": len(texts), "held_out_documents": held, "vocab_size": len(tokenizer),
+            "parameters": sum(p.numel() for p in model.parameters()), "held_out_before_training": before,
+            "history": history}
+    (out / "build_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    if name:
+        _register(name, out)
+    return info
+
+
+def _settings(preset: str, overrides: dict[str, Any]) -> BuildConfig:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}", f"choose {' or '.join(PRESETS)}")
     try:
-        config = BuildConfig(**{**PRESETS[preset], **overrides})
+        return BuildConfig(**{**PRESETS[preset], **overrides})
     except TypeError as exc:
         raise ConfigError(f"bad build setting: {exc}") from None
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Path:
+    """The output folder, emptied with --overwrite; returns where an interrupted build's checkpoint is."""
     checkpoint = out / ".checkpoint"
     if out.exists() and any(out.iterdir()) and (overwrite or not checkpoint.exists()):
         if not overwrite:
             raise ConfigError(f"output folder {out} exists", "pass --overwrite to replace it, or another --out")
         shutil.rmtree(out)  # --overwrite starts afresh, an interrupted build's checkpoint included
     out.mkdir(parents=True, exist_ok=True)
+    return checkpoint
 
+
+def _corpus(corpora: list[str], sets: list[str], components: Components,
+            config: BuildConfig) -> tuple[list[str], str, str]:
+    """(texts, where they came from, their hash)."""
     texts, sources = [], []
     for corpus in corpora:
         found, source = documents_from(corpus, sets, components)
@@ -204,104 +250,120 @@ def build(corpora: list[str], sets: list[str], out: Path, preset: str, overrides
     texts = [t for t in texts if t.strip()][: config.max_documents]
     if not texts:
         raise DataError(f"the corpus {source} holds no text")
-    corpus_hash = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
-    split = WordSplitter()
-    docs = [sentences(t) for t in texts]
+    return texts, source, hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+
+
+def _tokenizer(docs: list[list[str]], config: BuildConfig, out: Path, log):
+    from transformers import BertJapaneseTokenizer
+
     if not (out / "vocab.txt").exists():
-        log(f"training the vocabulary on {len(texts):,} documents")
+        log(f"training the vocabulary on {len(docs):,} documents")
+        split = WordSplitter()
         train_vocabulary([split(s) for d in docs for s in d], config, out, log)
     tokenizer = BertJapaneseTokenizer(str(out / "vocab.txt"), do_lower_case=False, word_tokenizer_type="mecab",
                                       mecab_kwargs={"mecab_dic": "unidic_lite"}, model_max_length=config.seq_len)
     tokenizer.save_pretrained(out)
+    return tokenizer
 
-    rng = random.Random(config.seed)
-    order = list(range(len(docs)))
-    rng.shuffle(order)
-    held = max(1, int(len(docs) * config.held_out))
-    held_docs, train_docs = [docs[i] for i in order[:held]], [docs[i] for i in order[held:]]
 
-    def encode(pairs):
-        enc = tokenizer([a for a, _, _ in pairs], [b for _, b, _ in pairs], truncation="longest_first",
-                        max_length=config.seq_len, return_attention_mask=False, return_token_type_ids=True)
-        return [{"input_ids": ids, "token_type_ids": types, "next_sentence_label": label}
-                for ids, types, (_, _, label) in zip(enc["input_ids"], enc["token_type_ids"], pairs)]
+def _encode_pairs(tokenizer, config: BuildConfig, pairs) -> list[dict]:
+    enc = tokenizer([a for a, _, _ in pairs], [b for _, b, _ in pairs], truncation="longest_first",
+                    max_length=config.seq_len, return_attention_mask=False, return_token_type_ids=True)
+    return [{"input_ids": ids, "token_type_ids": types, "next_sentence_label": label}
+            for ids, types, (_, _, label) in zip(enc["input_ids"], enc["token_type_ids"], pairs)]
 
-    held_pairs = encode(make_pairs(held_docs, random.Random(config.seed + 1)))
-    if not held_pairs or len(train_docs) < 2:
-        raise DataError(f"the corpus {source} is too small: it needs several documents of 2+ sentences")
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-    torch.manual_seed(config.seed)
-    held_loader = DataLoader(held_pairs, batch_size=config.batch_size, collate_fn=collator)
 
-    bert = BertConfig(vocab_size=len(tokenizer), hidden_size=config.hidden, num_hidden_layers=config.layers,
-                      num_attention_heads=config.heads, intermediate_size=4 * config.hidden,
-                      max_position_embeddings=max(128, config.seq_len), hidden_dropout_prob=config.dropout,
-                      attention_probs_dropout_prob=config.dropout)
-    model = BertForPreTraining(bert)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.999), weight_decay=0.0)
-    history: list[dict[str, Any]] = []
-    start_epoch = 1
-    if (checkpoint / "state.pt").exists():
-        try:  # tensors, numbers and strings only: a planted pickle cannot run code here
-            state = torch.load(checkpoint / "state.pt", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise ConfigError(f"{checkpoint / 'state.pt'} holds more than tensors and settings ({exc})",
-                              "it was not written by `peftbench backbone build`: pass --overwrite") from None
-        # Only more epochs may differ from the interrupted build; anything else would mix two builds.
-        same = {k: v for k, v in asdict(config).items() if k != "epochs"}
-        if state.get("settings", same) != same or state.get("corpus", corpus_hash) != corpus_hash:
-            raise ConfigError(f"{out} holds an interrupted build with other settings or another corpus",
-                              "pass --overwrite to start afresh, or the same settings to resume it")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history, start_epoch = state["history"], state["epoch"] + 1
-        log(f"resuming after epoch {state['epoch']}")
-    before = evaluate(model, held_loader) if start_epoch == 1 else history[0]["before"]
-    model.train()
-    with Progress(transient=True) as bars:
-        for epoch in range(start_epoch, config.epochs + 1):
-            # New NSP pairs and masks every epoch, as BERT's data pipeline does.
-            pairs = encode(make_pairs(train_docs, random.Random(config.seed * 1000 + epoch)))
-            loader = DataLoader(pairs, batch_size=config.batch_size, shuffle=True, collate_fn=collator,
-                                generator=torch.Generator().manual_seed(epoch))
-            task = bars.add_task(f"pre-training epoch {epoch}/{config.epochs}", total=len(loader))
-            started, loss_sum = time.perf_counter(), 0.0
-            for batch in loader:
-                loss = model(**batch).loss
-                if not math.isfinite(loss.item()):
-                    raise TrainingError(f"pre-training loss became {loss.item()} in epoch {epoch}",
-                                        "lower --set lr=")
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.item()
-                bars.advance(task)
-            bars.remove_task(task)
-            scores = evaluate(model, held_loader)
-            entry = {"epoch": epoch, "train_loss": loss_sum / max(len(loader), 1), "pairs": len(pairs),
-                     "seconds": time.perf_counter() - started, "held_out": scores, "before": before}
-            history.append(entry)
-            log(f"epoch {epoch}: loss {entry['train_loss']:.3f}, held-out MLM accuracy "
-                f"{scores['mlm_accuracy']:.3f}, NSP accuracy {scores['nsp_accuracy']:.3f}")
-            checkpoint.mkdir(exist_ok=True)
-            tmp = checkpoint / "state.pt.tmp"
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
-                        "epoch": epoch, "corpus": corpus_hash,
-                        "settings": {k: v for k, v in asdict(config).items() if k != "epochs"}}, tmp)
-            tmp.replace(checkpoint / "state.pt")
-    model.save_pretrained(out, safe_serialization=True)
-    info = {"preset": preset, "config": asdict(config), "corpus": source, "corpus_sha256_16": corpus_hash,
-            "documents": len(texts), "held_out_documents": held, "vocab_size": len(tokenizer),
-            "parameters": sum(p.numel() for p in model.parameters()), "held_out_before_training": before,
-            "history": history}
-    (out / "build_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    if name:
-        registry = read_registry()
-        registry[name] = str(out.resolve())
-        registry_path().parent.mkdir(parents=True, exist_ok=True)
-        registry_path().write_text(json.dumps(registry, indent=2), encoding="utf-8")
-    return info
+def _resume(checkpoint: Path, model, optimizer, config: BuildConfig, corpus_hash: str, out: Path,
+            log) -> tuple[list[dict[str, Any]], int]:
+    """(history, first epoch to train): an interrupted build of the same settings and corpus goes on."""
+    import torch
+
+    if not (checkpoint / "state.pt").exists():
+        return [], 1
+    try:  # tensors, numbers and strings only: a planted pickle cannot run code here
+        state = torch.load(checkpoint / "state.pt", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(f"{checkpoint / 'state.pt'} holds more than tensors and settings ({exc})",
+                          "it was not written by `peftbench backbone build`: pass --overwrite") from None
+    # Only more epochs may differ from the interrupted build; anything else would mix two builds.
+    same = {k: v for k, v in asdict(config).items() if k != "epochs"}
+    if state.get("settings", same) != same or state.get("corpus", corpus_hash) != corpus_hash:
+        raise ConfigError(f"{out} holds an interrupted build with other settings or another corpus",
+                          "pass --overwrite to start afresh, or the same settings to resume it")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    log(f"resuming after epoch {state['epoch']}")
+    return state["history"], state["epoch"] + 1
+
+
+@dataclass
+class _Pretraining:
+    """The MLM + NSP epochs, a checkpoint after each."""
+
+    model: Any
+    optimizer: Any
+    config: BuildConfig
+    collator: Any
+    held_loader: Any
+    checkpoint: Path
+    corpus_hash: str
+    log: Any
+
+    def epochs(self, tokenizer, train_docs, start_epoch: int, history: list, before: dict) -> None:
+        from rich.progress import Progress
+
+        self.model.train()
+        with Progress(transient=True) as bars:
+            for epoch in range(start_epoch, self.config.epochs + 1):
+                # New NSP pairs and masks every epoch, as BERT's data pipeline does.
+                pairs = _encode_pairs(tokenizer, self.config,
+                                      make_pairs(train_docs, random.Random(self.config.seed * 1000 + epoch)))
+                started = time.perf_counter()
+                loss_sum, steps = self._epoch(pairs, epoch, bars)
+                scores = evaluate(self.model, self.held_loader)
+                entry = {"epoch": epoch, "train_loss": loss_sum / max(steps, 1), "pairs": len(pairs),
+                         "seconds": time.perf_counter() - started, "held_out": scores, "before": before}
+                history.append(entry)
+                self.log(f"epoch {epoch}: loss {entry['train_loss']:.3f}, held-out MLM accuracy "
+                         f"{scores['mlm_accuracy']:.3f}, NSP accuracy {scores['nsp_accuracy']:.3f}")
+                self._save(epoch, history)
+
+    def _epoch(self, pairs: list[dict], epoch: int, bars) -> tuple[float, int]:
+        import torch
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(pairs, batch_size=self.config.batch_size, shuffle=True, collate_fn=self.collator,
+                            generator=torch.Generator().manual_seed(epoch))
+        task = bars.add_task(f"pre-training epoch {epoch}/{self.config.epochs}", total=len(loader))
+        loss_sum = 0.0
+        for batch in loader:
+            loss = self.model(**batch).loss
+            if not math.isfinite(loss.item()):
+                raise TrainingError(f"pre-training loss became {loss.item()} in epoch {epoch}", "lower --set lr=")
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.item()
+            bars.advance(task)
+        bars.remove_task(task)
+        return loss_sum, len(loader)
+
+    def _save(self, epoch: int, history: list) -> None:
+        import torch
+
+        self.checkpoint.mkdir(exist_ok=True)
+        tmp = self.checkpoint / "state.pt.tmp"
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "history": history,
+                    "epoch": epoch, "corpus": self.corpus_hash,
+                    "settings": {k: v for k, v in asdict(self.config).items() if k != "epochs"}}, tmp)
+        tmp.replace(self.checkpoint / "state.pt")
+
+
+def _register(name: str, out: Path) -> None:
+    registry = read_registry()
+    registry[name] = str(out.resolve())
+    registry_path().parent.mkdir(parents=True, exist_ok=True)
+    registry_path().write_text(json.dumps(registry, indent=2), encoding="utf-8")
 
 
 class BuiltBackbone(HuggingFaceBackbone):
