@@ -40,7 +40,7 @@ def score(current: RunState, prepared: PreparedStage) -> bool:
                 "examples_per_second": len(scored.predictions) / seconds, "generated_tokens": tokens,
                 "tokens_per_second": tokens / seconds if tokens is not None else None}
     if current.writes:
-        files.write_json_atomic(current.run_dir / records.PREDICTIONS_FILE, predictions)
+        files.write_json_atomic(current.run_dir / records.PREDICTIONS_FILE, files.published(predictions))
     return predicted
 
 

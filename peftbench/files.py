@@ -181,6 +181,24 @@ def out_of_room(exc: BaseException) -> bool:
     return any(words in str(exc) for words in ("No space left", "Read-only file system", "Disk quota exceeded"))
 
 
+# Fields that define a run (its hash is computed from them) keep what the user gave.
+IDENTITY_FIELDS = ("config", "config_hash")
+
+
+def published(value: Any, key: str | None = None) -> Any:
+    """A record as it can be published: no absolute path of the machine that ran it. A path inside an
+    installed package becomes ``package:<path inside site-packages>``, any other absolute path the path
+    relative to the working directory the run started from (how `--set data_dir=` is usually given)."""
+    if isinstance(value, dict):
+        return {k: v if k in IDENTITY_FIELDS and key is None else published(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [published(v, key) for v in value]
+    if isinstance(value, str) and os.path.isabs(value) and "\n" not in value and len(value) < 4096:
+        _, inside, rest = value.partition(f"{os.sep}site-packages{os.sep}")
+        return f"package:{rest}" if inside else os.path.relpath(value)
+    return value
+
+
 def write_record_or_clean(path: Path, record: Any, ended: str) -> None:
     """The run record, or, where there is no room to write it, nothing at all: the run's folder is
     removed (no empty folder, no record left ``running``) and the error is one line saying how the run
@@ -188,7 +206,7 @@ def write_record_or_clean(path: Path, record: Any, ended: str) -> None:
     try:
         if not path.parent.exists():
             path.parent.mkdir(parents=True)
-        write_json_atomic(path, record)
+        write_json_atomic(path, published(record.to_dict() if hasattr(record, "to_dict") else record))
     except OSError as exc:
         if not out_of_room(exc):
             raise
