@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from peftbench.files import published
 from peftbench.plugins import default
 from peftbench.spec import resolve
 
@@ -51,7 +52,7 @@ def test_zero_shot_ranks_label_words_by_their_log_likelihood_as_computed_by_hand
     loaded = resolved.backbone.load(resolved.task.head(config))
     task = resolved.task.for_backbone(loaded)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
-    examples = {ex["id"]: ex for ex in task.load(config).test}
+    examples = {published(ex["id"]): ex for ex in task.load(config).test}  # ids as predictions are written
     words = task.words(config)
     for example_id, predicted in list(zip(test["ids"], test["predictions"]))[:4]:
         row = task.encode([examples[example_id]], loaded.tokenizer, config)[0]

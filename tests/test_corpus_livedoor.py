@@ -8,6 +8,7 @@ import pytest
 
 from conftest import corpus_or_skip
 from peftbench import records
+from peftbench.files import published
 from peftbench_plugins.tasks.livedoor import CATEGORIES, LivedoorConfig, LivedoorNews
 
 # The copy CI reads: article counts (S2 lists livedoor-homme as 512; this copy has 511).
@@ -43,7 +44,7 @@ def test_real_run_on_corpus_with_offline_pretrained_backbone(tmp_path, cli):
     assert result.code == 0, result.stderr
     (_, record), = list(records.iter_records(tmp_path))
     assert record["status"] == "success"
-    assert record["data"]["source"] == str(root.resolve())
+    assert record["data"]["source"] == published(str(root.resolve()))  # as records are written: no machine path
     assert record["params"]["adapter"] == 6 * 2 * (384 * 8 + 8 * 384)  # MiniLM: 6 layers, hidden 384
     assert 0 < record["data"]["unk_token_rate"]["train"] < 1  # English vocab on Japanese text
     assert record["time"]["process_start_to_first_step_seconds"] > 0
