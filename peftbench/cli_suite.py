@@ -33,14 +33,12 @@ def _memory_plan(planned: list, sets: list[str]) -> tuple[list, dict[str, str], 
     for number, run in enumerate(planned, 1):
         train = apply_sets({"train": run.resolved.spec.train}, overrides)["train"]
         resolved = dataclasses.replace(run.resolved, spec=dataclasses.replace(run.resolved.spec, train=train))
-        unseeded = dataclasses.replace(train, seed=0)  # seeds share a prediction
-        key = dataclasses.replace(resolved.spec, train=unseeded).hash
+        key = dataclasses.replace(resolved.spec, train=dataclasses.replace(train, seed=0)).hash  # seeds share one
         if key not in seen:
             seen[key] = memory.fitted(resolved) if train.gpu_memory_gb is not None else (resolved, None)
-        fitted, prediction = seen[key]
-        if fitted is not resolved:
-            fitted = dataclasses.replace(fitted, spec=dataclasses.replace(fitted.spec, train=dataclasses.replace(
-                fitted.spec.train, seed=train.seed)))
+        chosen, prediction = seen[key]  # the batch sizes it chose hold for every seed
+        fitted = dataclasses.replace(resolved, spec=dataclasses.replace(resolved.spec, train=dataclasses.replace(
+            chosen.spec.train, seed=train.seed)))
         run = dataclasses.replace(run, resolved=fitted)
         runs.append(run)
         if prediction is None:

@@ -145,7 +145,7 @@ def test_an_8bit_optimizer_trains_on_cpu_and_a_paged_one_is_refused_there(cli, t
     assert paged.code == 1 and "optimizer=paged_adamw8bit pages its state between a CUDA GPU" in paged.stderr
 
 
-def test_the_traced_step_keeps_gradients_as_gradients(tiny_llama):
+def test_the_traced_step_keeps_gradients_as_gradients():
     """A step's accounting by hand: two linear layers, SGD-free; the gradients live after backward."""
     import torch
 
