@@ -63,6 +63,8 @@ class ExampleStatistics:
 
     values: Any  # numpy array, shape (examples, k)
     score: Callable[[Any], float]
+    # optional, for speed: the scores of many resamples at once, (resamples, k) totals -> (resamples,)
+    score_many: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -274,17 +274,22 @@ def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metri
     groups, varying = configurations(frame), varying_columns(frame)
     base_index = _baseline_index(groups, baseline)
     components = components if components is not None or test == "t" else _components()
-    scored = _all_scored(groups, base_index, metric, components, test)
+    scored = _LazyScored(groups, base_index, metric, components, test)
+    cache, fresh, base = _TestCache(test), {}, groups[base_index]
     rows = []
     for i, group in enumerate(groups):
         row = {"configuration": configuration_label(group, varying), "method": group["method.name"].iat[0],
                "runs": len(group), "metric": metric, "mean": float(group[column].astype(float).mean()),
                "baseline": i == base_index, "test": test}
-        row["ci_low"], row["ci_high"] = _interval(group, scored[i], column, confidence)
+        row["ci_low"], row["ci_high"] = cache.get(("interval", confidence), [group], metric,
+                                                  lambda: _interval(group, scored[i], column, confidence))
         if i != base_index:
-            row["delta"] = row["mean"] - float(groups[base_index][column].astype(float).mean())
-            row.update(_compare_row(group, groups[base_index], scored[i], scored[base_index], test, column, resamples))
+            row["delta"] = row["mean"] - float(base[column].astype(float).mean())
+            row.update(cache.get(("compare", test, resamples), [group, base], metric,
+                                 lambda: _compare_row(group, base, scored[i], scored[base_index], test, column,
+                                                      resamples)))
         rows.append(row)
+    cache.save()
     table = pd.DataFrame(rows)
     for name in ("delta", "delta_low", "delta_high", "p"):
         table[name] = pd.to_numeric(table[name], errors="coerce") if name in table else math.nan
@@ -323,15 +328,39 @@ def floor_checks(frame: "pd.DataFrame", metric: str | None = None, alpha: float 
     majority floor with 1 - ``alpha`` confidence? A one-sided bootstrap over the test examples,
     the seeds pooled (``significance.floor_test``), against the task's trivial predictor on the
     same references. ``learned`` is None where that cannot be tested (no predictions, no floor)."""
+    from . import report_cache
+
     groups = groups if groups is not None else configurations(frame)
     components = components if components is not None else _components()
-    return [_floor_check(group, metric, alpha, resamples, components) for group in groups]
+    cached, fresh = report_cache.load("floors.json"), {}
+    checks = []
+    for group in groups:
+        key = _floor_key(group, metric, resamples)
+        if key is not None and key in cached:
+            value, delta, p, note = cached[key]
+            checks.append(FloorCheck(value, delta, p, None if p is None else p < alpha, note, _stalled(group)))
+            continue
+        check = _floor_check(group, metric, alpha, resamples, components)
+        if key is not None and check.p is not None:
+            fresh[key] = [check.floor, check.delta, check.p, check.note]
+        checks.append(check)
+    if fresh:
+        report_cache.save("floors.json", fresh)
+    return checks
+
+
+def _floor_key(group: "pd.DataFrame", metric: str | None, resamples: int) -> str | None:
+    return _group_key([group], ("floor", resamples), metric)
+
+
+def _stalled(group: "pd.DataFrame") -> tuple[int, ...]:
+    return tuple(int(seed) for seed, fell in zip(group.get("config.train.seed", []), group.get("loss_fell", []))
+                 if fell is False)
 
 
 def _floor_check(group: "pd.DataFrame", metric: str | None, alpha: float, resamples: int,
                  components: Any) -> FloorCheck:
-    stalled = tuple(int(seed) for seed, fell in zip(group.get("config.train.seed", []), group.get("loss_fell", []))
-                    if fell is False)
+    stalled = _stalled(group)
     main = metric or (group["task.main_score"].iat[0] if "task.main_score" in group else None)
     if main is None or f"scores.test.{main}" not in group or group[f"scores.test.{main}"].isna().all():
         return FloorCheck(None, None, None, None, "no test score", stalled)
@@ -359,31 +388,89 @@ def bootstrap_intervals(frame: "pd.DataFrame", metric: str, confidence: float = 
     """Per configuration, the bootstrap interval (seeds x test examples) of ``metric``; None where
     its predictions cannot be read."""
     components = components if components is not None else _components()
-    out = []
-    for group in configurations(frame):
+    cache = _TestCache("bootstrap")
+
+    def interval(group: "pd.DataFrame") -> list[float] | None:
         try:
-            out.append(significance.confidence_interval(_scored_runs(group, None, metric, components), confidence)[1:])
+            return list(significance.confidence_interval(_scored_runs(group, None, metric, components), confidence)[1:])
         except NotPaired:
-            out.append(None)
-    return out
+            return None
+
+    out = [cache.get(("interval", confidence, "own order"), [group], metric, lambda: interval(group))
+           for group in configurations(frame)]
+    cache.save()
+    return [tuple(pair) if pair is not None else None for pair in out]
 
 
-def _all_scored(groups, base_index: int, metric: str, components: Any, test: str) -> list:
+class _LazyScored:
     """Per configuration its ScoredRuns in the baseline's example order, or why they cannot be had
-    (a NotPaired, which the row then shows)."""
-    if test == "t":
-        return [None] * len(groups)
-    try:
-        order = test_predictions(groups[base_index].sort_values("config.train.seed").iloc[0])["ids"]
-    except NotPaired:
-        order = None
-    out = []
+    (a NotPaired, which the row then shows), read on first use: a cached result needs none."""
+
+    def __init__(self, groups: list, base_index: int, metric: str, components: Any, test: str) -> None:
+        self.groups, self.base_index, self.metric, self.components, self.test = groups, base_index, metric, components, test
+        self.done: dict[int, Any] = {}
+
+    def __getitem__(self, i: int) -> Any:
+        if self.test == "t":
+            return None
+        if "order" not in self.done:
+            try:
+                self.done["order"] = test_predictions(
+                    self.groups[self.base_index].sort_values("config.train.seed").iloc[0])["ids"]
+            except NotPaired:
+                self.done["order"] = None
+        if i not in self.done:
+            try:
+                self.done[i] = _scored_runs(self.groups[i], self.done["order"], self.metric, self.components)
+            except NotPaired as exc:
+                self.done[i] = exc
+        return self.done[i]
+
+
+class _TestCache:
+    """Paired tests and intervals already computed on the same predictions files (report_cache);
+    with ``--test t`` nothing is read from files, so nothing is cached."""
+
+    def __init__(self, test: str) -> None:
+        from . import report_cache
+
+        self.entries = {} if test == "t" else report_cache.load("tests.json")
+        self.fresh: dict[str, Any] = {}
+        self.active = test != "t"
+
+    def get(self, what: tuple, groups: list, metric: str, compute):
+        key = _group_key(groups, what, metric) if self.active else None
+        if key is not None and key in self.entries:
+            return self.entries[key]
+        value = compute()
+        if key is not None:
+            self.fresh[key] = self.entries[key] = value
+        return value
+
+    def save(self) -> None:
+        from . import report_cache
+
+        if self.fresh:
+            report_cache.save("tests.json", self.fresh)
+
+
+def _group_key(groups: list, what: tuple, metric: str | None) -> str | None:
+    """What a test over these configurations depends on: their runs' predictions files as they are
+    now, the task settings and scores, and ``what`` (the test and its parameters); None where a
+    predictions file is missing."""
+    from . import report_cache
+
+    parts = []
     for group in groups:
-        try:
-            out.append(_scored_runs(group, order, metric, components))
-        except NotPaired as exc:
-            out.append(exc)
-    return out
+        if "record_path" not in group:
+            return None
+        files = [report_cache.file_key(Path(folder) / "predictions.json") for folder in group["record_path"]]
+        if None in files:
+            return None
+        task = sorted(c for c in group.columns
+                      if c.startswith(("config.task", "task.main_score", "task.greater_is_better", "data.fingerprints")))
+        parts.append([files, group[task].iloc[0].to_dict() if task else {}])
+    return report_cache.digest(what, metric, significance.SEED, parts)
 
 
 def _components():

@@ -131,11 +131,16 @@ def resolve(components: Components, method: str, task: str, backbone: str | None
 # ------------------------------------------------------------------ the JSON form
 
 
+@functools.lru_cache(maxsize=None)
+def _setting_names(config_cls: type) -> frozenset[str]:
+    return frozenset(typing.get_type_hints(config_cls))
+
+
 def config_from_dict(config_cls: type, values: dict[str, Any], where: str) -> Any:
     """A Config dataclass from its JSON form (lists back to tuples), validated by its own checks."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where} must be an object, got {type(values).__name__}")
-    hints = typing.get_type_hints(config_cls)
+    hints = _setting_names(config_cls)
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown setting", f"valid keys: {', '.join(sorted(hints))}")
