@@ -267,7 +267,7 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
         notes.append("best marks compare the rows of one task at a time")
     if baseline:
         notes += _add_comparison(frame, table, baseline, options, confound_lines)
-    notes += _add_floor_column(frame, groups, table, alpha)
+    notes += _add_floor_column(frame, groups, table, alpha, options.get("resamples"))
     from .results import varying_columns
 
     notes += _tuning_notes(groups, varying_columns(frame))
@@ -314,7 +314,7 @@ DID_NOT_LEARN = "did not learn"
 
 
 def _add_floor_column(frame: pd.DataFrame, groups: list[pd.DataFrame], table: pd.DataFrame,
-                      alpha: float) -> list[str]:
+                      alpha: float, resamples: int | None = None) -> list[str]:
     """The column that says whether each configuration learned anything: its test main score
     minus the majority floor, or ``did not learn`` where a one-sided test over the test examples
     (seeds pooled) does not put it above that floor at ``alpha``. Returns the notes naming them."""
@@ -322,7 +322,8 @@ def _add_floor_column(frame: pd.DataFrame, groups: list[pd.DataFrame], table: pd
 
     if "task.main_score" not in frame or "record_path" not in frame:
         return []
-    checks = floor_checks(frame, alpha=alpha, groups=groups)
+    resamples = resamples or significance.FLOOR_RESAMPLES
+    checks = floor_checks(frame, alpha=alpha, resamples=resamples, groups=groups)
     if all(check.learned is None and not check.loss_never_fell for check in checks):
         return []
     cells, notes, varying = [], [], varying_columns(frame)
@@ -345,7 +346,7 @@ def _add_floor_column(frame: pd.DataFrame, groups: list[pd.DataFrame], table: pd
     if tested:
         notes.insert(0, f"{FLOOR_HEADER}: test main score minus the score of the task's trivial predictor (its "
                         f"majority floor); '{DID_NOT_LEARN}' = not above it at alpha={alpha}, one-sided "
-                        "bootstrap over the test examples with the seeds pooled")
+                        f"bootstrap over the test examples with the seeds pooled, {resamples} resamples")
     return notes
 
 

@@ -252,21 +252,24 @@ def _compare_row(group, base, runs, base_runs, test, column, resamples) -> dict[
 
 
 def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metric: str | None = None,
-            adjust: str = "holm", alpha: float = 0.05, resamples: int = significance.DEFAULT_RESAMPLES,
+            adjust: str = "holm", alpha: float = 0.05, resamples: int | None = None,
             confidence: float = 0.95, strict: bool = False, components: Any = None) -> "pd.DataFrame":
     """Each configuration (its seeds grouped) against the one where ``baseline`` (FIELD=VALUE)
     holds, on the test split's ``metric`` (default: the task's main score). One row per
     configuration: configuration, method, runs, metric, mean, ci_low, ci_high, baseline, delta,
     delta_low, delta_high, p, p_adjusted, significant, test, note, floor, floor_p, learned (False:
     "did not learn", see ``floor_checks``). ``.attrs["confounds"]`` holds the confound lines
-    (``strict``: a confound raises ConfigError)."""
+    (``strict``: a confound raises ConfigError). ``resamples``: of the paired tests and of the floor
+    test (default: ``significance.DEFAULT_RESAMPLES`` and ``FLOOR_RESAMPLES``)."""
     import pandas as pd
 
     if test not in TESTS or adjust not in ADJUSTMENTS:
         raise ConfigError(f"test {test!r} / adjustment {adjust!r} unknown",
                           f"tests: {', '.join(TESTS)}; adjustments: {', '.join(ADJUSTMENTS)}")
-    if resamples < 1:
+    if resamples is not None and resamples < 1:
         raise ConfigError(f"resamples must be at least 1, not {resamples}")
+    floor_resamples = resamples or significance.FLOOR_RESAMPLES
+    resamples = resamples or significance.DEFAULT_RESAMPLES
     if frame.empty:
         raise ResultsError("no successful runs to compare", "run `peftbench run ...` first")
     metric = _main_metric(frame, metric)
@@ -297,7 +300,8 @@ def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metri
     adjusted = significance.adjust([None if missing(p) else p for p in table["p"]], adjust)
     table["p_adjusted"] = pd.to_numeric(pd.Series(adjusted, index=table.index, dtype=object), errors="coerce")
     table["significant"] = table["p_adjusted"].lt(alpha)
-    checks = floor_checks(frame, metric, alpha, components=components if components is not None else _components(),
+    checks = floor_checks(frame, metric, alpha, floor_resamples,
+                          components=components if components is not None else _components(),
                           groups=groups)
     table["floor"] = [c.floor for c in checks]  # the majority floor of the test split
     table["floor_p"] = [c.p for c in checks]
@@ -322,7 +326,8 @@ class FloorCheck:
     loss_never_fell: tuple[int, ...] = ()  # seeds whose training loss never went below its start
 
 
-def floor_checks(frame: "pd.DataFrame", metric: str | None = None, alpha: float = 0.05, resamples: int = 1000,
+def floor_checks(frame: "pd.DataFrame", metric: str | None = None, alpha: float = 0.05,
+                 resamples: int = significance.FLOOR_RESAMPLES,
                  components: Any = None, groups: list | None = None) -> list[FloorCheck]:
     """Per configuration: does its test ``metric`` (default: the task's main score) beat the
     majority floor with 1 - ``alpha`` confidence? A one-sided bootstrap over the test examples,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 DEFAULT_RESAMPLES = 2000
+FLOOR_RESAMPLES = 1000  # the one-sided floor test ("did not learn") unless resamples are named
 SEED = 20240229  # fixed: the same records give the same p values on every machine
 
 
@@ -177,7 +178,7 @@ def approximate_randomization(a: Sequence[ScoredRun], b: Sequence[ScoredRun],
 
 
 def floor_test(runs: Sequence[ScoredRun], floor: ScoredRun, higher_is_better: bool = True,
-               resamples: int = 1000) -> TestResult:
+               resamples: int = FLOOR_RESAMPLES) -> TestResult:
     """One-sided test that a configuration beats a floor predictor (e.g. the majority class) on the
     test examples: each resample draws the examples once, scores every seed's run and the floor on
     them, and compares the seeds' mean with the floor (the seeds are pooled, not resampled). p is the
