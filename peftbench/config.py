@@ -178,6 +178,20 @@ def parse_value(raw: str, annotation: Any, key: str) -> Any:
     raise ConfigError(f"{key}: fields of type {annotation!r} cannot be set from the command line")
 
 
+def parse_typed(value: Any, annotation: Any, key: str) -> Any:
+    """A value that arrived typed (TOML, JSON, a tuning trial) checked by the parser `--set` uses:
+    0.5 for an int setting or "abc" for a float one is refused as it would be on the command line."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (list, tuple)):
+        text = ",".join(map(str, value))
+    elif value is None:
+        text = "none"
+    else:
+        text = str(value)
+    return parse_value(text, annotation, key)
+
+
 def field_types(config_cls: type) -> dict[str, Any]:
     return typing.get_type_hints(config_cls)
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .api import SearchSpace
+from .config import field_types, parse_typed
 from .errors import ConfigError
 from .spec import Resolved, RunSpec
 
@@ -144,6 +145,7 @@ def _study(runs: list, tune: TuneSettings) -> Study:
         if _section(spec, key) is None:
             raise ConfigError(f"[tune.space.{spec.method}].{key}: {spec.method} has no setting {key!r}",
                               "tune a method or train setting (`peftbench list` shows them)")
+        _check_space_type(spec, key, space[key])
         if spec.budget is not None and key == spec.budget.setting:
             raise ConfigError(f"[tune.space.{spec.method}].{key} is the setting match_params sizes",
                               "tune other settings, or drop match_params from the block")
@@ -167,9 +169,32 @@ def _section(spec: RunSpec, key: str) -> str | None:
     return None
 
 
+def _check_space_type(spec: RunSpec, key: str, space: SearchSpace) -> None:
+    """Every value the space can give parses as the setting's type (as `--set` would parse it): a
+    space of strings for an int setting, or floats for an int, is refused at the plan."""
+    config = spec.method_config if _section(spec, key) == "method_config" else spec.train
+    annotation = field_types(type(config))[key]
+    values = space.choices if space.kind == "choice" else (space.low, space.high)
+    if space.kind in ("log-uniform", "uniform") and annotation is int:
+        raise ConfigError(f"[tune.space.{spec.method}].{key}: a {space.kind} space draws floats for an int setting",
+                          f"write integer bounds, e.g. {key} = {{low = 4, high = 64}}")
+    for value in values:
+        try:
+            parse_typed(value, annotation, key)
+        except ConfigError as exc:
+            raise ConfigError(f"[tune.space.{spec.method}].{key}: {value!r} does not fit the setting ({exc})",
+                              "`peftbench list` shows each setting's type") from None
+
+
 def with_settings(spec: RunSpec, values: dict[str, Any], train: dict[str, Any] | None = None,
                   tuning: dict[str, Any] | None = None) -> RunSpec:
-    """The spec with tuned values in their sections (checked like `--set` values) and extra train settings."""
+    """The spec with tuned values in their sections, each parsed as `--set` parses it, and extra train settings."""
+    try:
+        values = {k: parse_typed(v, field_types(type(spec.method_config if _section(spec, k) == "method_config"
+                                                       else spec.train))[k], k) for k, v in values.items()}
+    except (ConfigError, KeyError) as exc:
+        raise ConfigError(f"tuned settings {values} are invalid for {spec.method}: {exc}",
+                          "narrow the space in [tune.space]") from None
     method_values = {k: v for k, v in values.items() if _section(spec, k) == "method_config"}
     train_values = {**{k: v for k, v in values.items() if _section(spec, k) == "train"}, **(train or {})}
     try:
