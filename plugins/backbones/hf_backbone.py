@@ -185,6 +185,7 @@ class HuggingFaceBackbone(Backbone):
         remote = os.environ.get("PEFTBENCH_TRUST_REMOTE_CODE") == "1"
         # Pickled weights (pytorch_model.bin) can execute code when loaded: safetensors only, unless asked.
         pickles = os.environ.get("PEFTBENCH_ALLOW_PICKLE") == "1"
+        _has_tokenizer_files(source, self.spec)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
         except (OSError, ValueError, RuntimeError, ImportError, KeyError) as exc:
@@ -308,3 +309,18 @@ def resolve_backbone(spec: str) -> Backbone | None:
     # Any string may be a hub id or a path; loading tells whether it exists.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return HuggingFaceBackbone(spec)
+
+
+# What save_pretrained writes for a tokenizer (fast, WordPiece, BPE, SentencePiece, tiktoken).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
+                   "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+
+
+def _has_tokenizer_files(source: str, spec: str) -> None:
+    """A local folder without any tokenizer file is refused: transformers 5 would build a tokenizer
+    of the special tokens alone, and every word would become [UNK] (a run at chance, exit 0)."""
+    folder = Path(source)
+    if folder.is_dir() and not any((folder / name).exists() for name in TOKENIZER_FILES) \
+            and not any(folder.glob("*.tiktoken")):
+        raise BackboneError(f"backbone folder {spec!r} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)",
+                            "save the tokenizer beside the weights (tokenizer.save_pretrained(folder))")
