@@ -43,6 +43,11 @@ def test_build_then_use_as_backbone(tmp_path, cli):
     (_, record), = list(records.iter_records(tmp_path / "r"))
     assert record["backbone"]["info"]["build"]["corpus_sha256_16"] == info["corpus_sha256_16"]
     assert record["data"]["unk_token_rate"]["train"] < 0.05  # its own vocabulary covers the text
+    # Its load takes no quantize arguments: refused in one line when the spec resolves, dry runs included.
+    quantized = cli("run", "--method", "lora", "--task", "livedoor-news", "--backbone", "test-ja", "--results",
+                    str(tmp_path / "r"), "--set", f"data_dir={SAMPLE}", "--set", "quantize=4bit", "--dry-run")
+    assert quantized.code == 1 and quantized.stderr.strip().splitlines() == [
+        "error: backbone test-ja cannot load a quantized base -- use a Hugging Face checkpoint, or drop quantize"]
 
 
 class Planted:

@@ -367,7 +367,11 @@ def _register(name: str, out: Path) -> None:
 
 
 class BuiltBackbone(HuggingFaceBackbone):
-    """A backbone peftbench built; records carry its build config and corpus hash."""
+    """A backbone peftbench built; records carry its build config and corpus hash. Not quantized:
+    its ``load`` takes no quantize arguments (a from-scratch BERT of a few million parameters gains
+    nothing in k bits), so ``--set quantize=...`` is refused when the spec resolves, dry runs included."""
+
+    quantizes = False
 
     def load(self, head, *, weights: bool = True):
         loaded = super().load(head, weights=weights)
