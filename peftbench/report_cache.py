@@ -21,6 +21,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from . import significance
+from .files import cache_root
+from .run_predictions import NotPaired, scored_runs, test_predictions
+
 VERSION = 1  # raise when what is cached changes meaning
 LIMIT = 200_000  # entries per cache file: a few tens of MB
 
@@ -30,8 +34,6 @@ def enabled() -> bool:
 
 
 def _file(name: str) -> Path:
-    from .datacache import cache_root
-
     return cache_root() / "report" / name
 
 
@@ -74,3 +76,71 @@ def file_key(path: Path) -> str | None:
 
 def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
+
+
+# ------------------------------------------------------------------ what the comparison caches
+
+
+class LazyScored:
+    """Per configuration its ScoredRuns in the baseline's example order, or why they cannot be had
+    (a NotPaired, which the row then shows), read on first use: a cached result needs none."""
+
+    def __init__(self, groups: list, base_index: int, metric: str, components: Any, test: str) -> None:
+        self.groups, self.base_index, self.metric, self.components, self.test = groups, base_index, metric, components, test
+        self.done: dict[int, Any] = {}
+
+    def __getitem__(self, i: int) -> Any:
+        if self.test == "t":
+            return None
+        if "order" not in self.done:
+            try:
+                self.done["order"] = test_predictions(
+                    self.groups[self.base_index].sort_values("config.train.seed").iloc[0])["ids"]
+            except NotPaired:
+                self.done["order"] = None
+        if i not in self.done:
+            try:
+                self.done[i] = scored_runs(self.groups[i], self.done["order"], self.metric, self.components)
+            except NotPaired as exc:
+                self.done[i] = exc
+        return self.done[i]
+
+
+class TestCache:
+    """Paired tests and intervals already computed on the same predictions files (report_cache);
+    with ``--test t`` nothing is read from files, so nothing is cached."""
+
+    def __init__(self, test: str) -> None:
+        self.entries = {} if test == "t" else load("tests.json")
+        self.fresh: dict[str, Any] = {}
+        self.active = test != "t"
+
+    def get(self, what: tuple, groups: list, metric: str, compute):
+        key = group_key(groups, what, metric) if self.active else None
+        if key is not None and key in self.entries:
+            return self.entries[key]
+        value = compute()
+        if key is not None:
+            self.fresh[key] = self.entries[key] = value
+        return value
+
+    def save(self) -> None:
+        if self.fresh:
+            save("tests.json", self.fresh)
+
+
+def group_key(groups: list, what: tuple, metric: str | None) -> str | None:
+    """What a test over these configurations depends on: their runs' predictions files as they are
+    now, the task settings and scores, and ``what`` (the test and its parameters); None where a
+    predictions file is missing."""
+    parts = []
+    for group in groups:
+        if "record_path" not in group:
+            return None
+        files = [file_key(Path(folder) / "predictions.json") for folder in group["record_path"]]
+        if None in files:
+            return None
+        task = sorted(c for c in group.columns
+                      if c.startswith(("config.task", "task.main_score", "task.greater_is_better", "data.fingerprints")))
+        parts.append([files, group[task].iloc[0].to_dict() if task else {}])
+    return digest(what, metric, significance.SEED, parts)

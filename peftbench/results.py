@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import significance
-from .run_predictions import NotPaired, missing, scored_run, task_and_config, test_predictions
+from . import report_cache
+from .run_predictions import NotPaired, missing, scored_runs, task_and_config, test_predictions
 from .errors import ConfigError, ResultsError
 
 if TYPE_CHECKING:
@@ -211,13 +212,6 @@ def _paired_test(test: str, base_runs: list, runs: list, base: "pd.DataFrame", o
                                 [p == r for p, r in zip(pick_base[0].predictions, pick_base[0].references)])
 
 
-def _scored_runs(group: "pd.DataFrame", order: list | None, metric: str, components: Any) -> list:
-    """Every seed's ScoredRun of a configuration, in ``order`` (default: its first run's)."""
-    rows = [row for _, row in group.sort_values("config.train.seed").iterrows()]
-    order = order if order is not None else test_predictions(rows[0])["ids"]
-    return [scored_run(row, order, metric, components) for row in rows]
-
-
 def _same_test_content(base: "pd.DataFrame", other: "pd.DataFrame") -> None:
     column = "data.fingerprints.test"
     if column in base and column in other:
@@ -277,8 +271,8 @@ def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metri
     groups, varying = configurations(frame), varying_columns(frame)
     base_index = _baseline_index(groups, baseline)
     components = components if components is not None or test == "t" else _components()
-    scored = _LazyScored(groups, base_index, metric, components, test)
-    cache, fresh, base = _TestCache(test), {}, groups[base_index]
+    scored = report_cache.LazyScored(groups, base_index, metric, components, test)
+    cache, base = report_cache.TestCache(test), groups[base_index]
     rows = []
     for i, group in enumerate(groups):
         row = {"configuration": configuration_label(group, varying), "method": group["method.name"].iat[0],
@@ -333,8 +327,6 @@ def floor_checks(frame: "pd.DataFrame", metric: str | None = None, alpha: float 
     majority floor with 1 - ``alpha`` confidence? A one-sided bootstrap over the test examples,
     the seeds pooled (``significance.floor_test``), against the task's trivial predictor on the
     same references. ``learned`` is None where that cannot be tested (no predictions, no floor)."""
-    from . import report_cache
-
     groups = groups if groups is not None else configurations(frame)
     components = components if components is not None else _components()
     cached, fresh = report_cache.load("floors.json"), {}
@@ -355,7 +347,7 @@ def floor_checks(frame: "pd.DataFrame", metric: str | None = None, alpha: float 
 
 
 def _floor_key(group: "pd.DataFrame", metric: str | None, resamples: int) -> str | None:
-    return _group_key([group], ("floor", resamples), metric)
+    return report_cache.group_key([group], ("floor", resamples), metric)
 
 
 def _stalled(group: "pd.DataFrame") -> tuple[int, ...]:
@@ -370,7 +362,7 @@ def _floor_check(group: "pd.DataFrame", metric: str | None, alpha: float, resamp
     if main is None or f"scores.test.{main}" not in group or group[f"scores.test.{main}"].isna().all():
         return FloorCheck(None, None, None, None, "no test score", stalled)
     try:
-        runs = _scored_runs(group, None, main, components)
+        runs = scored_runs(group, None, main, components)
         task, config = task_and_config(components, group.iloc[0])
     except (NotPaired, ConfigError) as exc:
         return FloorCheck(None, None, None, None, str(exc), stalled)
@@ -393,11 +385,11 @@ def bootstrap_intervals(frame: "pd.DataFrame", metric: str, confidence: float = 
     """Per configuration, the bootstrap interval (seeds x test examples) of ``metric``; None where
     its predictions cannot be read."""
     components = components if components is not None else _components()
-    cache = _TestCache("bootstrap")
+    cache = report_cache.TestCache("bootstrap")
 
     def interval(group: "pd.DataFrame") -> list[float] | None:
         try:
-            return list(significance.confidence_interval(_scored_runs(group, None, metric, components), confidence)[1:])
+            return list(significance.confidence_interval(scored_runs(group, None, metric, components), confidence)[1:])
         except NotPaired:
             return None
 
@@ -405,77 +397,6 @@ def bootstrap_intervals(frame: "pd.DataFrame", metric: str, confidence: float = 
            for group in configurations(frame)]
     cache.save()
     return [tuple(pair) if pair is not None else None for pair in out]
-
-
-class _LazyScored:
-    """Per configuration its ScoredRuns in the baseline's example order, or why they cannot be had
-    (a NotPaired, which the row then shows), read on first use: a cached result needs none."""
-
-    def __init__(self, groups: list, base_index: int, metric: str, components: Any, test: str) -> None:
-        self.groups, self.base_index, self.metric, self.components, self.test = groups, base_index, metric, components, test
-        self.done: dict[int, Any] = {}
-
-    def __getitem__(self, i: int) -> Any:
-        if self.test == "t":
-            return None
-        if "order" not in self.done:
-            try:
-                self.done["order"] = test_predictions(
-                    self.groups[self.base_index].sort_values("config.train.seed").iloc[0])["ids"]
-            except NotPaired:
-                self.done["order"] = None
-        if i not in self.done:
-            try:
-                self.done[i] = _scored_runs(self.groups[i], self.done["order"], self.metric, self.components)
-            except NotPaired as exc:
-                self.done[i] = exc
-        return self.done[i]
-
-
-class _TestCache:
-    """Paired tests and intervals already computed on the same predictions files (report_cache);
-    with ``--test t`` nothing is read from files, so nothing is cached."""
-
-    def __init__(self, test: str) -> None:
-        from . import report_cache
-
-        self.entries = {} if test == "t" else report_cache.load("tests.json")
-        self.fresh: dict[str, Any] = {}
-        self.active = test != "t"
-
-    def get(self, what: tuple, groups: list, metric: str, compute):
-        key = _group_key(groups, what, metric) if self.active else None
-        if key is not None and key in self.entries:
-            return self.entries[key]
-        value = compute()
-        if key is not None:
-            self.fresh[key] = self.entries[key] = value
-        return value
-
-    def save(self) -> None:
-        from . import report_cache
-
-        if self.fresh:
-            report_cache.save("tests.json", self.fresh)
-
-
-def _group_key(groups: list, what: tuple, metric: str | None) -> str | None:
-    """What a test over these configurations depends on: their runs' predictions files as they are
-    now, the task settings and scores, and ``what`` (the test and its parameters); None where a
-    predictions file is missing."""
-    from . import report_cache
-
-    parts = []
-    for group in groups:
-        if "record_path" not in group:
-            return None
-        files = [report_cache.file_key(Path(folder) / "predictions.json") for folder in group["record_path"]]
-        if None in files:
-            return None
-        task = sorted(c for c in group.columns
-                      if c.startswith(("config.task", "task.main_score", "task.greater_is_better", "data.fingerprints")))
-        parts.append([files, group[task].iloc[0].to_dict() if task else {}])
-    return report_cache.digest(what, metric, significance.SEED, parts)
 
 
 def _components():

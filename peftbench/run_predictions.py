@@ -72,3 +72,10 @@ def scored_run(row: "pd.Series", order: list, metric: str, components: Any) -> s
     references = [data["references"][i] for i in index]
     score_lists, statistics = _task_scorer(components, row, metric)
     return significance.ScoredRun(predictions, references, score_lists, statistics(predictions, references))
+
+
+def scored_runs(group: "pd.DataFrame", order: list | None, metric: str, components: Any) -> list:
+    """Every seed's ScoredRun of a configuration, in ``order`` (default: its first run's)."""
+    rows = [row for _, row in group.sort_values("config.train.seed").iterrows()]
+    order = order if order is not None else test_predictions(rows[0])["ids"]
+    return [scored_run(row, order, metric, components) for row in rows]

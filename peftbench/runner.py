@@ -135,7 +135,7 @@ def _start(components: Components, resolved: Resolved, results_dir: Path, progre
         run_id=run_id, pid=os.getpid(), host=platform.node(), started_at=started.isoformat(),
         config=spec.config_dict(), config_hash=spec.hash, seed=spec.seed, budget=spec.budget,
         # the storage URL stays out of the record: an RDB URL may hold a password
-        tuning={k: v for k, v in spec.tuning.items() if k != "storage"} if spec.tuning else None,
+        tuning=spec.tuning.to_json(storage=False) if spec.tuning else None,
         method=ComponentRef(spec.method, components.method_source(spec.method)),
         task=TaskRef(spec.task, source(components.tasks, spec.task), metadata.main_score,
                      dict(metadata.greater_is_better)),
@@ -290,10 +290,10 @@ def _train_stage(current: RunState, prepared: PreparedStage) -> tuple[FitResult,
                          prepared.train, accelerator, current.progress, on_epoch)
     if current.track:  # each step's loss (read anyway for the NaN check) goes to the trackers
         context.on_loss = lambda step, loss: accelerator.log({f"{name}/train_loss": loss}, step=step)
-    if spec.tuning and spec.tuning.get("role") == "trial" and current.writes and prepared.stage is _last_stage(current):
+    if spec.tuning and spec.tuning.role == "trial" and current.writes and prepared.stage is _last_stage(current):
         from .tuning import pruning_check  # a tuning trial: its study may prune it after any epoch
 
-        context.should_stop = pruning_check(spec.tuning, prepared.objective.metadata.main_score)
+        context.should_stop = pruning_check(spec.tuning)
     compiling = compile_seconds_so_far()
     start = time.perf_counter()
     result = fit(context)

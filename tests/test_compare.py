@@ -120,7 +120,7 @@ def test_classification_scores_and_statistics_equal_scikit_learn_on_a_resample(s
     F1 (zero_division=0), on a resample where some classes are never predicted or never present."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    from peftbench_plugins.tasks.livedoor import LivedoorNews
+    from peftbench_plugins.tasks.livedoor_corpus import LivedoorNews
 
     rng = random.Random(seed)
     references = [rng.randrange(7) for _ in range(200)]  # of 9 labels: two classes never present

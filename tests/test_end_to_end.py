@@ -214,7 +214,7 @@ def test_nan_loss_stops_the_run_and_records_failure(tiny_bert, sample_dir, tmp_p
     from peftbench import plugins, runner, spec
     from peftbench.errors import TrainingError
     from peftbench.progress import Progress
-    from peftbench_plugins.methods.full import FullFineTuning
+    from peftbench_plugins.methods.full_model import FullFineTuning
 
     class NaNMethod(FullFineTuning):
         name = "nan-loss"

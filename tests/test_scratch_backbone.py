@@ -63,7 +63,7 @@ class Planted:
 def test_existing_output_needs_overwrite_and_resume_continues(tmp_path, cli):
     # A build interrupted during epoch 2 leaves epoch 1's checkpoint; the next call resumes from it.
     from peftbench import plugins
-    from peftbench_plugins.backbones import scratch_backbone
+    from peftbench_plugins.backbones import scratch_build as scratch_backbone
 
     out = tmp_path / "bb"
     real_evaluate, calls = scratch_backbone.evaluate, []

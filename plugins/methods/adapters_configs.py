@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from peftbench.sdk import ConfigError, LoadedBackbone, Stage, hookimpl, is_installed
 
-from .adapter import BottleneckAdapter, set_head_trainable
+from .bottleneck import BottleneckAdapter, set_head_trainable
 from .learning_rates import adapters_family
-from .peft_tuners import cached_catalogue, command_line_type, describe_type, field_default, settings_class
+from .peft_catalogue import cached_catalogue, command_line_type, describe_type, field_default, settings_class
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from peftbench.sdk import DataError, Example, ExampleStatistics, HeadSpec, Splits, Task, TaskMetadata, hookimpl
 
-from .sentence_pairs import Row, dev_rows, read_rows, sample_rows
+from .pair_rows import Row, dev_rows, read_rows, sample_rows
 
 KIND = "multiple-choice"
 
