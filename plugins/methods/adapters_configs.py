@@ -12,7 +12,7 @@ beside this file, so the methods still appear and a run of one says what to inst
 library's modules and the head train. LoRA, IA3 and VeRA merge into the weights for
 inference (timed both ways); the others are timed unmerged.
 
-`adapter` (plugins/methods/adapter.py) is S1/S2's bottleneck method with its study settings.
+`adapter` (plugins/methods/bottleneck.py) is S1/S2's bottleneck method with its study settings.
 """
 
 from __future__ import annotations

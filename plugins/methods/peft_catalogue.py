@@ -9,7 +9,7 @@ lists of names), with peft's defaults, plus peftbench's ``lr`` and ``train_head`
 A type that cannot apply to the run's model (e.g. a decoder-only prompt method on an
 encoder classifier) is refused with peft's own reason in one line.
 
-LoRA itself is plugins/methods/lora.py (S1/S2's method, with its study defaults).
+LoRA itself is plugins/methods/lora_model.py (S1/S2's method, with its study defaults).
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def tuner_entries() -> list[dict[str, Any]]:
     from peft import PeftType
 
     entries = [_catalogue_entry(t.value, t.value.lower().replace("_", "-"), None, {})
-               for t in PeftType if t.value != "LORA"]  # LoRA itself: plugins/methods/lora.py
+               for t in PeftType if t.value != "LORA"]  # LoRA itself: plugins/methods/lora_model.py
     return entries + [_catalogue_entry("LORA", name, f"{about} (peft) + trainable task head", overrides)
                       for name, (overrides, about) in LORA_VARIANTS.items()]
 

@@ -3,7 +3,7 @@ accuracy. Each (context, choice) pair is encoded as one input; the model scores 
 (Hugging Face's ...ForMultipleChoice head) and the best-scored one is the prediction.
 
 Data as for the sentence-pair tasks (``data_dir`` files or a Hugging Face ``dataset``; see
-plugins/tasks/sentence_pairs.py). Columns: ``context`` (JCommonsenseQA: question, the default),
+plugins/tasks/pair_rows.py). Columns: ``context`` (JCommonsenseQA: question, the default),
 ``choices`` (comma-separated column names; default choice0..choice4 as in JCommonsenseQA),
 ``label`` (the right choice's index, 0-based).
 """
