@@ -314,7 +314,9 @@ def _stage_record(current: RunState, prepared: PreparedStage, result: FitResult,
     return StageRecord(
         objective=prepared.objective.name,
         train_overrides=dict(prepared.stage.train_overrides),
-        learning_rate=method.learning_rate(spec.method_config, prepared.stage),
+        # read back from the optimizer that trained (a method that trains nothing: the rate it declares)
+        learning_rate=result.learning_rate if result.learning_rate is not None
+        else method.learning_rate(spec.method_config, prepared.stage),
         data_sizes={name: len(examples) for name, examples in prepared.splits.items()},
         params=prepared.params,
         epoch_seconds=result.epoch_seconds,
