@@ -166,7 +166,7 @@ def _set_up(current: RunState, components: Components) -> None:
         current.accelerator.init_trackers(tracking.PROJECT, tracking.flat_config(current.record.config,
                                                                                   current.record.config_hash))
     libraries = {*resolved.method.libraries, *resolved.task.libraries, *resolved.backbone.libraries}
-    if resolved.spec.train.quantize != "none" or resolved.spec.train.optimizer != "adamw":
+    if resolved.spec.train.quantized or resolved.spec.train.optimizer != "adamw":
         libraries.add("bitsandbytes")  # the k-bit base's or the optimizer's: its version is part of the result
     current.record.environment = Environment(**environment(current.accelerator.device, distributions(components),
                                                            libraries))
@@ -242,9 +242,7 @@ def _prepare_stage(current: RunState, stage: Stage, previous: torch.nn.Module | 
     splits = _load_data(current, objective, deployed)
     current.progress.log(f"[{stage.name}] loading backbone {spec.backbone}")
     load_start = time.perf_counter()
-    quantize = {"quantize": spec.train.quantize, "compute_dtype": spec.train.quantize_compute_dtype} \
-        if spec.train.quantize != "none" else {}  # only then: a backbone plugin need not know the keyword
-    loaded = current.resolved.backbone.load(stage.head, **quantize)
+    loaded = current.resolved.backbone.load(stage.head, **spec.train.loading())
     if train.gradient_checkpointing:  # before the method wraps it (and before peft's k-bit preparation)
         memory.enable_gradient_checkpointing(loaded.model, spec.backbone)
     model_load_seconds = time.perf_counter() - load_start
@@ -418,7 +416,7 @@ def _forgetting_before(current: RunState, loaded) -> None:
     texts = forgetting.read_texts(train.forgetting_data, train.forgetting_texts)
     if not getattr(loaded.model, "hf_device_map", None):  # a quantized base is placed on its device already
         loaded.model.to(accelerator.device)
-    elif current.resolved.spec.train.quantize != "none":
+    elif current.resolved.spec.train.quantized:
         forgetting.as_kbit_training_has_it(loaded.model)
     current.progress.log(f"forgetting: scoring {len(texts)} texts on the base model")
     loss, tokens = forgetting.mean_token_loss(loaded.model, loaded.tokenizer, texts, train.forgetting_max_length,

@@ -134,14 +134,14 @@ class Resolved:
         for kind, component in (("method", self.method), ("task", self.task), ("backbone", self.backbone)):
             require_installed(component, kind)
         quantize = self.spec.train.quantize
-        if quantize != "none" and not getattr(self.method, "quantized_base", False):
+        if self.spec.train.quantized and not getattr(self.method, "quantized_base", False):
             raise ConfigError(f"method {self.spec.method} cannot train on a {quantize} quantized base (it would "
                               "update or wrap base weights that are frozen in k bits)",
                               "use a method that supports it (`peftbench list` marks them [k-bit base]) "
                               "or drop quantize")
         if self.spec.train.packing:
             self._check_packing()
-        if quantize != "none" and not getattr(self.backbone, "quantizes", False):
+        if self.spec.train.quantized and not getattr(self.backbone, "quantizes", False):
             raise ConfigError(f"backbone {self.spec.backbone} cannot load a quantized base",
                               "use a Hugging Face checkpoint, or drop quantize")
 
