@@ -130,17 +130,16 @@ class TestCache:
 
 
 def group_key(groups: list, what: tuple, metric: str | None) -> str | None:
-    """What a test over these configurations depends on: their runs' predictions files as they are
-    now, the task settings and scores, and ``what`` (the test and its parameters); None where a
-    predictions file is missing."""
+    """What a test over these configurations depends on: each run's predictions and record files
+    as they are now (the record holds the task settings, scores and data fingerprints), the metric
+    and ``what`` (the test and its parameters); None where a file is missing."""
     parts = []
     for group in groups:
         if "record_path" not in group:
             return None
-        files = [file_key(Path(folder) / "predictions.json") for folder in group["record_path"]]
+        files = [file_key(Path(folder) / name) for folder in group["record_path"]
+                 for name in ("predictions.json", "record.json")]
         if None in files:
             return None
-        task = sorted(c for c in group.columns
-                      if c.startswith(("config.task", "task.main_score", "task.greater_is_better", "data.fingerprints")))
-        parts.append([files, group[task].iloc[0].to_dict() if task else {}])
+        parts.append(sorted(files))
     return digest(what, metric, significance.SEED, parts)

@@ -328,7 +328,6 @@ def floor_checks(frame: "pd.DataFrame", metric: str | None = None, alpha: float 
     the seeds pooled (``significance.floor_test``), against the task's trivial predictor on the
     same references. ``learned`` is None where that cannot be tested (no predictions, no floor)."""
     groups = groups if groups is not None else configurations(frame)
-    components = components if components is not None else _components()
     cached, fresh = report_cache.load("floors.json"), {}
     checks = []
     for group in groups:
@@ -337,6 +336,7 @@ def floor_checks(frame: "pd.DataFrame", metric: str | None = None, alpha: float 
             value, delta, p, note = cached[key]
             checks.append(FloorCheck(value, delta, p, None if p is None else p < alpha, note, _stalled(group)))
             continue
+        components = components if components is not None else _components()  # only where a test runs
         check = _floor_check(group, metric, alpha, resamples, components)
         if key is not None and check.p is not None:
             fresh[key] = [check.floor, check.delta, check.p, check.note]

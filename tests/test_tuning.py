@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -10,34 +9,13 @@ import pytest
 from peftbench import plugins, records, suite
 from peftbench.errors import ConfigError
 from peftbench.tuning import grid, plan_studies, read_tune
+from suite_files import livedoor_suite
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "examples" / "livedoor-sample"
 
 
 def tuned_suite(tmp_path: Path, tiny_bert: Path, tune: str) -> Path:
-    path = tmp_path / "tuned.toml"
-    path.write_text(textwrap.dedent(f"""
-        description = "2 methods, 2 trials each, then 2 seeds"
-        [tune]
-        TUNE
-        [defaults]
-        task = "livedoor-news"
-        backbone = "{tiny_bert}"
-        seeds = [1, 2]
-        [defaults.set]
-        data_dir = "{SAMPLE}"
-        per_category = 10
-        max_length = 24
-        epochs = 2
-        inference_repeats = 0
-        save_artifact = false
-        [[runs]]
-        method = "full"
-        [[runs]]
-        method = "lora"
-    """).replace("TUNE", tune), encoding="utf-8")
-    return path
+    return livedoor_suite(tmp_path / "tuned.toml", tiny_bert, settings={"max_length": 24, "epochs": 2},
+                          before=f'description = "2 methods, 2 trials each, then 2 seeds"\n[tune]\n{tune}')
 
 
 def test_a_tuned_suite_leaves_its_studies_and_finals(tmp_path, tiny_bert, cli):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from peftbench.sdk import hookimpl
 
-from .peft_catalogue import PeftTuner, tuner_entries, cached_catalogue
+from . import peft_catalogue
+from .peft_catalogue import PeftTuner, cached_catalogue, tuner_entries
 
 
 @hookimpl
 def register_methods(register) -> None:
-    for entry in cached_catalogue("peft", __file__, tuner_entries):
+    # keyed by the file that builds the catalogue: a change there rebuilds it
+    for entry in cached_catalogue("peft", peft_catalogue.__file__, tuner_entries):
         register(PeftTuner(entry))
