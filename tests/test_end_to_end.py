@@ -313,7 +313,7 @@ def test_the_learning_rate_is_read_back_from_the_optimizer_as_it_ran(two_runs):
     (linear decay to 0 over the run, after the warmup)."""
     for path, record in records.iter_records(two_runs):
         configured = record["config"]["method_config"]["lr"]
-        (stage,) = record["stages"]
+        (stage,) = record["stages"].values()
         assert stage["learning_rate"] == configured
         rates = [json.loads(line)["learning_rate"] for line in (path.parent / "epochs.jsonl").read_text().splitlines()]
         assert len(rates) == 2 and configured > rates[0] > rates[1] == 0.0
