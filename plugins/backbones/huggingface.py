@@ -306,5 +306,6 @@ def _has_tokenizer_files(source: str, spec: str) -> None:
     folder = Path(source)
     if folder.is_dir() and not any((folder / name).exists() for name in TOKENIZER_FILES) \
             and not any(folder.glob("*.tiktoken")):
-        raise BackboneError(f"backbone folder {spec!r} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)",
+        raise BackboneError(f"cannot load the tokenizer of {spec!r}: the folder has no tokenizer files "
+                            f"({', '.join(TOKENIZER_FILES[:3])}, ...)",
                             "save the tokenizer beside the weights (tokenizer.save_pretrained(folder))")
