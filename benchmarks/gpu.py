@@ -148,7 +148,7 @@ def generation_row(args, cuda: bool) -> tuple[str, str]:
             f"{tokens / seconds:,.0f} tokens/s")
 
 
-# Llama-3.2-1B's published config.json (the dry runs' offline copy is plugins/backbones/hf_backbone.py's).
+# Llama-3.2-1B's published config.json (the dry runs' offline copy is plugins/backbones/huggingface.py's).
 LLAMA_1B = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                 num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
                 rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True,

@@ -63,6 +63,8 @@ class ExampleStatistics:
 
     values: Any  # numpy array, shape (examples, k)
     score: Callable[[Any], float]
+    # optional, for speed: the scores of many resamples at once, (resamples, k) totals -> (resamples,)
+    score_many: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -392,8 +394,11 @@ class Backbone(Component):
     """Resolves to a model with the requested head, plus its tokenizer."""
 
     quantizes: ClassVar[bool] = False
-    """True: ``load`` also takes ``quantize="4bit"|"8bit"`` and ``compute_dtype`` (the run's
-    ``--set quantize=...``) and then returns a frozen k-bit base. Only passed when a run asks."""
+    """The quantize contract. True: ``load`` also takes ``quantize="4bit"|"8bit"`` and
+    ``compute_dtype`` (``TrainConfig.loading()``: the run's ``--set quantize=...``), returns a frozen
+    k-bit base, and with ``weights=False`` (a dry run) records in ``info["quantize"]`` what it would
+    do. The keywords are passed only when a run asks; a run that asks a backbone whose
+    ``quantizes`` is False is refused when its spec resolves, dry runs included."""
 
     @abstractmethod
     def load(self, head: HeadSpec, *, weights: bool = True) -> LoadedBackbone:

@@ -102,7 +102,9 @@ def report(
     adjust: Annotated[str, typer.Option(help="with --baseline: holm, bh (Benjamini-Hochberg) or none")] = "holm",
     metric: Annotated[Optional[str], typer.Option(help="with --baseline: the test score compared "
                                                        "(default: the task's main score)")] = None,
-    resamples: Annotated[int, typer.Option(help="bootstrap resamples / randomization swaps")] = 2000,
+    resamples: Annotated[Optional[int], typer.Option(
+        help="bootstrap resamples / randomization swaps of the paired tests and of the 'did not learn' floor test "
+             "(default: 2000 and 1000)")] = None,
     strict: Annotated[bool, typer.Option(help="refuse to compare runs that differ in train, task, data, "
                                               "backbone or library settings")] = False,
     alpha: Annotated[float, typer.Option(help="significance level for best marks and paired tests")] = 0.05,

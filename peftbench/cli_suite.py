@@ -242,7 +242,7 @@ def _run_tuned_suite(file: Path, results: Path, tune, storage: str, dry_run: boo
 
     def run_batch(batch: list) -> None:
         todo = [run for run in batch if states.get(run.hash) != "success" and (
-            states.get(run.hash) != "failed" or rerun_failed or run.resolved.spec.tuning["role"] == "trial")]
+            states.get(run.hash) != "failed" or rerun_failed or _is_trial(run))]
         finished: list[str] = []
         try:
             failures.extend(execute([suite.job(run, results, trackers) for run in todo], finished))
@@ -271,3 +271,9 @@ def _run_tuned_suite(file: Path, results: Path, tune, storage: str, dry_run: boo
               f"{trial_failures} trial(s) failed", highlight=False)
     if final_failures or without:
         raise typer.Exit(1)
+
+
+def _is_trial(run) -> bool:
+    """A tuning trial that failed runs again (its study asked for it); another failed run only with --rerun-failed."""
+    tuning = run.resolved.spec.tuning
+    return tuning is not None and tuning.role == "trial"

@@ -84,6 +84,16 @@ class TrainConfig:
     # How a run is planned or watched, never what it trains: left out of the config hash whatever their value.
     HASH_OMITS = ("gpu_memory_gb", "fit_memory", "memory_trace")
 
+    @property
+    def quantized(self) -> bool:
+        """Whether the run trains beside a frozen k-bit base: the one place that reads ``quantize``."""
+        return self.quantize != "none"
+
+    def loading(self) -> dict[str, str]:
+        """The keywords a quantizing backbone's ``load`` takes (``Backbone.quantizes``), empty when the
+        run quantizes nothing: a backbone plugin that never quantizes need not know them."""
+        return {"quantize": self.quantize, "compute_dtype": self.quantize_compute_dtype} if self.quantized else {}
+
     def accumulation_steps(self, processes: int = 1) -> int:
         """Micro-batches per optimizer update on each of ``processes`` data-parallel processes."""
         if self.effective_batch_size is None:
@@ -176,6 +186,20 @@ def parse_value(raw: str, annotation: Any, key: str) -> Any:
     if annotation is str:
         return raw
     raise ConfigError(f"{key}: fields of type {annotation!r} cannot be set from the command line")
+
+
+def parse_typed(value: Any, annotation: Any, key: str) -> Any:
+    """A value that arrived typed (TOML, JSON, a tuning trial) checked by the parser `--set` uses:
+    0.5 for an int setting or "abc" for a float one is refused as it would be on the command line."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (list, tuple)):
+        text = ",".join(map(str, value))
+    elif value is None:
+        text = "none"
+    else:
+        text = str(value)
+    return parse_value(text, annotation, key)
 
 
 def field_types(config_cls: type) -> dict[str, Any]:

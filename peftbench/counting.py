@@ -24,7 +24,8 @@ def dry_run(resolved: Resolved) -> list[dict[str, Any]]:
     previous = None
     for stage in method.stages(resolved.task, spec.task_config, spec.method_config, resolved.backbone):
         stage_train(spec.train, stage)  # a bad stage setting is caught here, not after hours of a first stage
-        loaded = resolved.backbone.load(stage.head, weights=False)
+        # with the quantize keywords: the backbone records what quantization would do ("applied": false)
+        loaded = resolved.backbone.load(stage.head, weights=False, **spec.train.loading())
         model = method.prepare(loaded, spec.method_config, stage, previous)
         params = count_parameters(model, method.is_adapter_parameter, loaded.head_modules,
                                   method.is_auxiliary_parameter)

@@ -20,17 +20,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import __version__
 from .api import Encoded, Example, Splits
+from .files import cache_root
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import numpy as np
-
-
-def cache_root() -> Path:
-    env = os.environ.get("PEFTBENCH_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "peftbench"
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

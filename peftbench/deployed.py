@@ -48,7 +48,7 @@ def mergeable(current: RunState) -> bool | None:
     """The method's own answer, except beside a k-bit base: nothing is merged into one (a merge would
     dequantize, add and quantize again, giving a model other than the one trained)."""
     merges = current.resolved.method.mergeable
-    return False if merges and current.resolved.spec.train.quantize != "none" else merges
+    return False if merges and current.resolved.spec.train.quantized else merges
 
 
 def _example_ids(splits: Splits, split: str, predictions: list) -> list | None:

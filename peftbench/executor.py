@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from .errors import ConfigError
 from .workers import WarmWorker, die_with_parent, renewed
@@ -48,6 +48,22 @@ class Executor(Protocol):
 
         On KeyboardInterrupt: start no further job, interrupt (or cancel) the ones under way,
         and re-raise once they have stopped."""
+
+
+class ConfiguredExecutor:
+    """What every executor shares: its ``name``, ``description`` and settings dataclass ``Config``
+    (``--set`` values of ``suite run --executor NAME``), held as ``self.config``; ``configure``
+    returns a new executor with other settings. Subclasses add ``execute``."""
+
+    name: str
+    description: str
+    Config: type
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def configure(self, config: Any) -> "ConfiguredExecutor":
+        return type(self)(config)
 
 
 def _interrupt(runs: list, grace: float = 3.0) -> None:
@@ -78,7 +94,7 @@ class LocalConfig:
             raise ValueError("runs_per_worker and slots must be >= 1 and worker_memory_gb > 0")
 
 
-class LocalExecutor:
+class LocalExecutor(ConfiguredExecutor):
     """One thread per device slot takes the next job from a shared queue, so nothing is committed
     ahead of time. Each slot runs its jobs in a warm worker (`peftbench.workers`), replaced when it
     dies, after ``runs_per_worker`` runs or past ``worker_memory_gb``; with ``warm=false`` each run is
@@ -91,7 +107,7 @@ class LocalExecutor:
     Config = LocalConfig
 
     def __init__(self, config: LocalConfig | None = None) -> None:
-        self.config = config or LocalConfig()
+        super().__init__(config)
         # A slot's worker outlives one execute(): a tuned suite calls it once per round of trials.
         self._idle: dict[str | None, WarmWorker] = {}
 
@@ -99,9 +115,6 @@ class LocalExecutor:
         """End the idle workers (the suite is done); a worker also ends when the suite process does."""
         while self._idle:
             self._idle.popitem()[1].close()
-
-    def configure(self, config: LocalConfig) -> "LocalExecutor":
-        return LocalExecutor(config)
 
     def execute(self, jobs: Sequence[Job], on_start: Callable[[Job], None],
                 on_done: Callable[[Job, int], None], devices: Sequence[str] | None = None) -> None:

@@ -214,3 +214,10 @@ def write_record_or_clean(path: Path, record: Any, ended: str) -> None:
         raise ResultsError(f"cannot write the run record into {path.parent.parent} ({exc.strerror or exc}); {ended}",
                            "free space in that folder (or pass another --results) and run it again") from None
 
+
+def cache_root() -> Path:
+    env = os.environ.get("PEFTBENCH_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "peftbench"

@@ -61,7 +61,7 @@ def predict(resolved: Resolved, device_type: str = "cuda", fake: bool = True) ->
 def _predict_stage(resolved: Resolved, stage: Stage, train: TrainConfig, objective: Task, model: torch.nn.Module,
                    device_type: str, fake: bool) -> MemoryPrediction:
     spec, method = resolved.spec, resolved.method
-    if train.quantize != "none":
+    if train.quantized:
         quantize_shaped(model, int(train.quantize[0]), getattr(torch, train.quantize_compute_dtype))
     model_config = getattr(model, "config", None)
     shapes = objective.largest_batch(spec.task_config, stage.head, train.batch_size, model_config)

@@ -199,24 +199,33 @@ def _aggregate(groups: list[pd.DataFrame], columns: list[Column]):
     return rows, numeric, samples
 
 
-def _mark_best(table: pd.DataFrame, columns: list[Column], numeric, samples, alpha: float) -> bool:
-    """Bold the best of each column with a direction (when it beats the runner-up); True if any
-    best was within the noise (marked †)."""
+def _mark_best(table: pd.DataFrame, columns: list[Column], numeric, samples, alpha: float,
+               tasks: list[Any]) -> bool:
+    """Bold the best of each column with a direction (when it beats the runner-up), among the rows
+    of one task at a time (scores of two tasks do not compare); True if any best was within the
+    noise (marked †)."""
     within_noise = False
-    for column in columns:
-        values = numeric[column.header]
-        known = sorted({v for v in values if v is not None and not math.isnan(v)},
-                       reverse=column.better == "higher")
-        if column.better is None or len(known) < 2:
-            continue
-        best_rows = [i for i, v in enumerate(values) if v == known[0]]
-        runner_up = next(i for i, v in enumerate(values) if v == known[1])
-        p = _welch_p(samples[column.header][best_rows[0]], samples[column.header][runner_up])
-        mark = "**{}**" if p is None or p < alpha else "{} †"
-        within_noise |= p is not None and p >= alpha
-        for i in best_rows:
-            table.loc[i, column.header] = mark.format(table.loc[i, column.header])
+    for task in dict.fromkeys(tasks):
+        rows = [i for i, t in enumerate(tasks) if t == task]
+        for column in columns:
+            if column.better is not None:
+                within_noise |= _mark_column_best(table, column, [numeric[column.header][i] for i in rows],
+                                                  [samples[column.header][i] for i in rows], rows, alpha)
     return within_noise
+
+
+def _mark_column_best(table: pd.DataFrame, column: Column, values: list, samples: list, rows: list[int],
+                      alpha: float) -> bool:
+    known = sorted({v for v in values if v is not None and not math.isnan(v)}, reverse=column.better == "higher")
+    if len(known) < 2:
+        return False
+    best = [i for i, v in enumerate(values) if v == known[0]]
+    runner_up = next(i for i, v in enumerate(values) if v == known[1])
+    p = _welch_p(samples[best[0]], samples[runner_up])
+    mark = "**{}**" if p is None or p < alpha else "{} †"
+    for i in best:
+        table.loc[rows[i], column.header] = mark.format(table.loc[rows[i], column.header])
+    return p is not None and p >= alpha
 
 
 def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None = None,
@@ -247,15 +256,18 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
     groups = configurations(frame)
     rows, numeric, samples = _aggregate(groups, columns)
     table = pd.DataFrame(rows)
-    within_noise = _mark_best(table, columns, numeric, samples, alpha)
+    tasks = [group["task.name"].iat[0] if "task.name" in group else None for group in groups]
+    within_noise = _mark_best(table, columns, numeric, samples, alpha, tasks)
     if (table["seeds"] > 1).any():
         notes = [f"cells: mean ± std over seeds; bold = best and different from the runner-up "
                  f"(Welch t-test, alpha={alpha})" + ("; † = best mean but within the noise" if within_noise else "")]
     else:
         notes = ["bold = best in column (single runs: no significance test possible; run several seeds)"]
+    if len(set(tasks)) > 1:
+        notes.append("best marks compare the rows of one task at a time")
     if baseline:
         notes += _add_comparison(frame, table, baseline, options, confound_lines)
-    notes += _add_floor_column(frame, groups, table, alpha)
+    notes += _add_floor_column(frame, groups, table, alpha, options.get("resamples"))
     from .results import varying_columns
 
     notes += _tuning_notes(groups, varying_columns(frame))
@@ -302,7 +314,7 @@ DID_NOT_LEARN = "did not learn"
 
 
 def _add_floor_column(frame: pd.DataFrame, groups: list[pd.DataFrame], table: pd.DataFrame,
-                      alpha: float) -> list[str]:
+                      alpha: float, resamples: int | None = None) -> list[str]:
     """The column that says whether each configuration learned anything: its test main score
     minus the majority floor, or ``did not learn`` where a one-sided test over the test examples
     (seeds pooled) does not put it above that floor at ``alpha``. Returns the notes naming them."""
@@ -310,7 +322,8 @@ def _add_floor_column(frame: pd.DataFrame, groups: list[pd.DataFrame], table: pd
 
     if "task.main_score" not in frame or "record_path" not in frame:
         return []
-    checks = floor_checks(frame, alpha=alpha, groups=groups)
+    resamples = resamples or significance.FLOOR_RESAMPLES
+    checks = floor_checks(frame, alpha=alpha, resamples=resamples, groups=groups)
     if all(check.learned is None and not check.loss_never_fell for check in checks):
         return []
     cells, notes, varying = [], [], varying_columns(frame)
@@ -333,7 +346,7 @@ def _add_floor_column(frame: pd.DataFrame, groups: list[pd.DataFrame], table: pd
     if tested:
         notes.insert(0, f"{FLOOR_HEADER}: test main score minus the score of the task's trivial predictor (its "
                         f"majority floor); '{DID_NOT_LEARN}' = not above it at alpha={alpha}, one-sided "
-                        "bootstrap over the test examples with the seeds pooled")
+                        f"bootstrap over the test examples with the seeds pooled, {resamples} resamples")
     return notes
 
 

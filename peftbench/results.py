@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import significance
-from .run_predictions import NotPaired, missing, scored_run, task_and_config, test_predictions
+from . import report_cache
+from .run_predictions import NotPaired, missing, scored_runs, task_and_config, test_predictions
 from .errors import ConfigError, ResultsError
 
 if TYPE_CHECKING:
@@ -211,13 +212,6 @@ def _paired_test(test: str, base_runs: list, runs: list, base: "pd.DataFrame", o
                                 [p == r for p, r in zip(pick_base[0].predictions, pick_base[0].references)])
 
 
-def _scored_runs(group: "pd.DataFrame", order: list | None, metric: str, components: Any) -> list:
-    """Every seed's ScoredRun of a configuration, in ``order`` (default: its first run's)."""
-    rows = [row for _, row in group.sort_values("config.train.seed").iterrows()]
-    order = order if order is not None else test_predictions(rows[0])["ids"]
-    return [scored_run(row, order, metric, components) for row in rows]
-
-
 def _same_test_content(base: "pd.DataFrame", other: "pd.DataFrame") -> None:
     column = "data.fingerprints.test"
     if column in base and column in other:
@@ -252,21 +246,24 @@ def _compare_row(group, base, runs, base_runs, test, column, resamples) -> dict[
 
 
 def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metric: str | None = None,
-            adjust: str = "holm", alpha: float = 0.05, resamples: int = significance.DEFAULT_RESAMPLES,
+            adjust: str = "holm", alpha: float = 0.05, resamples: int | None = None,
             confidence: float = 0.95, strict: bool = False, components: Any = None) -> "pd.DataFrame":
     """Each configuration (its seeds grouped) against the one where ``baseline`` (FIELD=VALUE)
     holds, on the test split's ``metric`` (default: the task's main score). One row per
     configuration: configuration, method, runs, metric, mean, ci_low, ci_high, baseline, delta,
     delta_low, delta_high, p, p_adjusted, significant, test, note, floor, floor_p, learned (False:
     "did not learn", see ``floor_checks``). ``.attrs["confounds"]`` holds the confound lines
-    (``strict``: a confound raises ConfigError)."""
+    (``strict``: a confound raises ConfigError). ``resamples``: of the paired tests and of the floor
+    test (default: ``significance.DEFAULT_RESAMPLES`` and ``FLOOR_RESAMPLES``)."""
     import pandas as pd
 
     if test not in TESTS or adjust not in ADJUSTMENTS:
         raise ConfigError(f"test {test!r} / adjustment {adjust!r} unknown",
                           f"tests: {', '.join(TESTS)}; adjustments: {', '.join(ADJUSTMENTS)}")
-    if resamples < 1:
+    if resamples is not None and resamples < 1:
         raise ConfigError(f"resamples must be at least 1, not {resamples}")
+    floor_resamples = resamples or significance.FLOOR_RESAMPLES
+    resamples = resamples or significance.DEFAULT_RESAMPLES
     if frame.empty:
         raise ResultsError("no successful runs to compare", "run `peftbench run ...` first")
     metric = _main_metric(frame, metric)
@@ -274,17 +271,22 @@ def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metri
     groups, varying = configurations(frame), varying_columns(frame)
     base_index = _baseline_index(groups, baseline)
     components = components if components is not None or test == "t" else _components()
-    scored = _all_scored(groups, base_index, metric, components, test)
+    scored = report_cache.LazyScored(groups, base_index, metric, components, test)
+    cache, base = report_cache.TestCache(test), groups[base_index]
     rows = []
     for i, group in enumerate(groups):
         row = {"configuration": configuration_label(group, varying), "method": group["method.name"].iat[0],
                "runs": len(group), "metric": metric, "mean": float(group[column].astype(float).mean()),
                "baseline": i == base_index, "test": test}
-        row["ci_low"], row["ci_high"] = _interval(group, scored[i], column, confidence)
+        row["ci_low"], row["ci_high"] = cache.get(("interval", confidence), [group], metric,
+                                                  lambda: _interval(group, scored[i], column, confidence))
         if i != base_index:
-            row["delta"] = row["mean"] - float(groups[base_index][column].astype(float).mean())
-            row.update(_compare_row(group, groups[base_index], scored[i], scored[base_index], test, column, resamples))
+            row["delta"] = row["mean"] - float(base[column].astype(float).mean())
+            row.update(cache.get(("compare", test, resamples), [group, base], metric,
+                                 lambda: _compare_row(group, base, scored[i], scored[base_index], test, column,
+                                                      resamples)))
         rows.append(row)
+    cache.save()
     table = pd.DataFrame(rows)
     for name in ("delta", "delta_low", "delta_high", "p"):
         table[name] = pd.to_numeric(table[name], errors="coerce") if name in table else math.nan
@@ -292,7 +294,8 @@ def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metri
     adjusted = significance.adjust([None if missing(p) else p for p in table["p"]], adjust)
     table["p_adjusted"] = pd.to_numeric(pd.Series(adjusted, index=table.index, dtype=object), errors="coerce")
     table["significant"] = table["p_adjusted"].lt(alpha)
-    checks = floor_checks(frame, metric, alpha, components=components if components is not None else _components(),
+    checks = floor_checks(frame, metric, alpha, floor_resamples,
+                          components=components if components is not None else _components(),
                           groups=groups)
     table["floor"] = [c.floor for c in checks]  # the majority floor of the test split
     table["floor_p"] = [c.p for c in checks]
@@ -317,26 +320,49 @@ class FloorCheck:
     loss_never_fell: tuple[int, ...] = ()  # seeds whose training loss never went below its start
 
 
-def floor_checks(frame: "pd.DataFrame", metric: str | None = None, alpha: float = 0.05, resamples: int = 1000,
+def floor_checks(frame: "pd.DataFrame", metric: str | None = None, alpha: float = 0.05,
+                 resamples: int = significance.FLOOR_RESAMPLES,
                  components: Any = None, groups: list | None = None) -> list[FloorCheck]:
     """Per configuration: does its test ``metric`` (default: the task's main score) beat the
     majority floor with 1 - ``alpha`` confidence? A one-sided bootstrap over the test examples,
     the seeds pooled (``significance.floor_test``), against the task's trivial predictor on the
     same references. ``learned`` is None where that cannot be tested (no predictions, no floor)."""
     groups = groups if groups is not None else configurations(frame)
-    components = components if components is not None else _components()
-    return [_floor_check(group, metric, alpha, resamples, components) for group in groups]
+    cached, fresh = report_cache.load("floors.json"), {}
+    checks = []
+    for group in groups:
+        key = _floor_key(group, metric, resamples)
+        if key is not None and key in cached:
+            value, delta, p, note = cached[key]
+            checks.append(FloorCheck(value, delta, p, None if p is None else p < alpha, note, _stalled(group)))
+            continue
+        components = components if components is not None else _components()  # only where a test runs
+        check = _floor_check(group, metric, alpha, resamples, components)
+        if key is not None and check.p is not None:
+            fresh[key] = [check.floor, check.delta, check.p, check.note]
+        checks.append(check)
+    if fresh:
+        report_cache.save("floors.json", fresh)
+    return checks
+
+
+def _floor_key(group: "pd.DataFrame", metric: str | None, resamples: int) -> str | None:
+    return report_cache.group_key([group], ("floor", resamples), metric)
+
+
+def _stalled(group: "pd.DataFrame") -> tuple[int, ...]:
+    return tuple(int(seed) for seed, fell in zip(group.get("config.train.seed", []), group.get("loss_fell", []))
+                 if fell is False)
 
 
 def _floor_check(group: "pd.DataFrame", metric: str | None, alpha: float, resamples: int,
                  components: Any) -> FloorCheck:
-    stalled = tuple(int(seed) for seed, fell in zip(group.get("config.train.seed", []), group.get("loss_fell", []))
-                    if fell is False)
+    stalled = _stalled(group)
     main = metric or (group["task.main_score"].iat[0] if "task.main_score" in group else None)
     if main is None or f"scores.test.{main}" not in group or group[f"scores.test.{main}"].isna().all():
         return FloorCheck(None, None, None, None, "no test score", stalled)
     try:
-        runs = _scored_runs(group, None, main, components)
+        runs = scored_runs(group, None, main, components)
         task, config = task_and_config(components, group.iloc[0])
     except (NotPaired, ConfigError) as exc:
         return FloorCheck(None, None, None, None, str(exc), stalled)
@@ -359,31 +385,18 @@ def bootstrap_intervals(frame: "pd.DataFrame", metric: str, confidence: float = 
     """Per configuration, the bootstrap interval (seeds x test examples) of ``metric``; None where
     its predictions cannot be read."""
     components = components if components is not None else _components()
-    out = []
-    for group in configurations(frame):
+    cache = report_cache.TestCache("bootstrap")
+
+    def interval(group: "pd.DataFrame") -> list[float] | None:
         try:
-            out.append(significance.confidence_interval(_scored_runs(group, None, metric, components), confidence)[1:])
+            return list(significance.confidence_interval(scored_runs(group, None, metric, components), confidence)[1:])
         except NotPaired:
-            out.append(None)
-    return out
+            return None
 
-
-def _all_scored(groups, base_index: int, metric: str, components: Any, test: str) -> list:
-    """Per configuration its ScoredRuns in the baseline's example order, or why they cannot be had
-    (a NotPaired, which the row then shows)."""
-    if test == "t":
-        return [None] * len(groups)
-    try:
-        order = test_predictions(groups[base_index].sort_values("config.train.seed").iloc[0])["ids"]
-    except NotPaired:
-        order = None
-    out = []
-    for group in groups:
-        try:
-            out.append(_scored_runs(group, order, metric, components))
-        except NotPaired as exc:
-            out.append(exc)
-    return out
+    out = [cache.get(("interval", confidence, "own order"), [group], metric, lambda: interval(group))
+           for group in configurations(frame)]
+    cache.save()
+    return [tuple(pair) if pair is not None else None for pair in out]
 
 
 def _components():

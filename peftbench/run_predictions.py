@@ -38,7 +38,24 @@ def task_and_config(components: Any, row: "pd.Series"):
                           "with the task's own code", "install its plugin, or use --test t") from None
     task_config = {k.split(".", 2)[2]: v for k, v in row.items()
                    if k.startswith("config.task_config.") and not missing(v)}
-    return task, config_from_dict(task.Config, task_config, f"{row.get('record_path')}: task_config")
+    return _as_run(task, row), config_from_dict(task.Config, task_config, f"{row.get('record_path')}: task_config")
+
+
+def _as_run(task: Any, row: "pd.Series") -> Any:
+    """The task bound to the run's backbone as the run bound it (``Task.for_backbone``), from what the
+    record says of that backbone: classification as generation scores label words, not indices. No
+    weights or tokenizer are loaded (scoring needs neither); a task that cannot bind so stays as it is."""
+    from .api import LoadedBackbone
+
+    prefix = "backbone.info."
+    info = {k[len(prefix):]: v for k, v in row.items()
+            if k.startswith(prefix) and "." not in k[len(prefix):] and not missing(v)}
+    if not info:
+        return task
+    try:
+        return task.for_backbone(LoadedBackbone(None, None, (), info))
+    except (ConfigError, AttributeError, TypeError):
+        return task
 
 
 def missing(value: Any) -> bool:
@@ -72,3 +89,10 @@ def scored_run(row: "pd.Series", order: list, metric: str, components: Any) -> s
     references = [data["references"][i] for i in index]
     score_lists, statistics = _task_scorer(components, row, metric)
     return significance.ScoredRun(predictions, references, score_lists, statistics(predictions, references))
+
+
+def scored_runs(group: "pd.DataFrame", order: list | None, metric: str, components: Any) -> list:
+    """Every seed's ScoredRun of a configuration, in ``order`` (default: its first run's)."""
+    rows = [row for _, row in group.sort_values("config.train.seed").iterrows()]
+    order = order if order is not None else test_predictions(rows[0])["ids"]
+    return [scored_run(row, order, metric, components) for row in rows]

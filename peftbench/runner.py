@@ -135,7 +135,7 @@ def _start(components: Components, resolved: Resolved, results_dir: Path, progre
         run_id=run_id, pid=os.getpid(), host=platform.node(), started_at=started.isoformat(),
         config=spec.config_dict(), config_hash=spec.hash, seed=spec.seed, budget=spec.budget,
         # the storage URL stays out of the record: an RDB URL may hold a password
-        tuning={k: v for k, v in spec.tuning.items() if k != "storage"} if spec.tuning else None,
+        tuning=spec.tuning.to_json(storage=False) if spec.tuning else None,
         method=ComponentRef(spec.method, components.method_source(spec.method)),
         task=TaskRef(spec.task, source(components.tasks, spec.task), metadata.main_score,
                      dict(metadata.greater_is_better)),
@@ -166,7 +166,7 @@ def _set_up(current: RunState, components: Components) -> None:
         current.accelerator.init_trackers(tracking.PROJECT, tracking.flat_config(current.record.config,
                                                                                   current.record.config_hash))
     libraries = {*resolved.method.libraries, *resolved.task.libraries, *resolved.backbone.libraries}
-    if resolved.spec.train.quantize != "none" or resolved.spec.train.optimizer != "adamw":
+    if resolved.spec.train.quantized or resolved.spec.train.optimizer != "adamw":
         libraries.add("bitsandbytes")  # the k-bit base's or the optimizer's: its version is part of the result
     current.record.environment = Environment(**environment(current.accelerator.device, distributions(components),
                                                            libraries))
@@ -242,9 +242,7 @@ def _prepare_stage(current: RunState, stage: Stage, previous: torch.nn.Module | 
     splits = _load_data(current, objective, deployed)
     current.progress.log(f"[{stage.name}] loading backbone {spec.backbone}")
     load_start = time.perf_counter()
-    quantize = {"quantize": spec.train.quantize, "compute_dtype": spec.train.quantize_compute_dtype} \
-        if spec.train.quantize != "none" else {}  # only then: a backbone plugin need not know the keyword
-    loaded = current.resolved.backbone.load(stage.head, **quantize)
+    loaded = current.resolved.backbone.load(stage.head, **spec.train.loading())
     if train.gradient_checkpointing:  # before the method wraps it (and before peft's k-bit preparation)
         memory.enable_gradient_checkpointing(loaded.model, spec.backbone)
     model_load_seconds = time.perf_counter() - load_start
@@ -290,10 +288,10 @@ def _train_stage(current: RunState, prepared: PreparedStage) -> tuple[FitResult,
                          prepared.train, accelerator, current.progress, on_epoch)
     if current.track:  # each step's loss (read anyway for the NaN check) goes to the trackers
         context.on_loss = lambda step, loss: accelerator.log({f"{name}/train_loss": loss}, step=step)
-    if spec.tuning and spec.tuning.get("role") == "trial" and current.writes and prepared.stage is _last_stage(current):
+    if spec.tuning and spec.tuning.role == "trial" and current.writes and prepared.stage is _last_stage(current):
         from .tuning import pruning_check  # a tuning trial: its study may prune it after any epoch
 
-        context.should_stop = pruning_check(spec.tuning, prepared.objective.metadata.main_score)
+        context.should_stop = pruning_check(spec.tuning)
     compiling = compile_seconds_so_far()
     start = time.perf_counter()
     result = fit(context)
@@ -314,7 +312,9 @@ def _stage_record(current: RunState, prepared: PreparedStage, result: FitResult,
     return StageRecord(
         objective=prepared.objective.name,
         train_overrides=dict(prepared.stage.train_overrides),
-        learning_rate=method.learning_rate(spec.method_config, prepared.stage),
+        # read back from the optimizer that trained (a method that trains nothing: the rate it declares)
+        learning_rate=result.learning_rate if result.learning_rate is not None
+        else method.learning_rate(spec.method_config, prepared.stage),
         data_sizes={name: len(examples) for name, examples in prepared.splits.items()},
         params=prepared.params,
         epoch_seconds=result.epoch_seconds,
@@ -416,7 +416,7 @@ def _forgetting_before(current: RunState, loaded) -> None:
     texts = forgetting.read_texts(train.forgetting_data, train.forgetting_texts)
     if not getattr(loaded.model, "hf_device_map", None):  # a quantized base is placed on its device already
         loaded.model.to(accelerator.device)
-    elif current.resolved.spec.train.quantize != "none":
+    elif current.resolved.spec.train.quantized:
         forgetting.as_kbit_training_has_it(loaded.model)
     current.progress.log(f"forgetting: scoring {len(texts)} texts on the base model")
     loss, tokens = forgetting.mean_token_loss(loaded.model, loaded.tokenizer, texts, train.forgetting_max_length,

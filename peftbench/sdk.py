@@ -18,7 +18,7 @@ from .data import locate
 from .datacache import cache_root, encode_cached, load_splits, tokenizer_fingerprint
 from .errors import (BackboneError, ConfigError, DataError, PeftbenchError, RegistryError, ResultsError,
                      TrainingError)
-from .executor import Executor, Job
+from .executor import ConfiguredExecutor, Executor, Job
 from .hookspecs import hookimpl
 from .installed import install_hint, is_installed, missing_libraries
 from .command_context import CommandContext
@@ -34,7 +34,7 @@ __all__ = [
     # contracts a plugin implements (peftbench.api)
     "Component", "Method", "MethodWrapper", "Task", "Backbone", "Stage", "HeadSpec", "TaskMetadata", "Splits",
     "LoadedBackbone", "ExampleStatistics", "SearchSpace",
-    "Example", "Encoded", "TableSpec", "Column", "Executor", "Job",
+    "Example", "Encoded", "TableSpec", "Column", "Executor", "ConfiguredExecutor", "Job",
     # registering
     "hookimpl", "CommandContext", "Components",
     # errors: one line and exit 1 in the CLI

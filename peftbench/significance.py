@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 DEFAULT_RESAMPLES = 2000
+FLOOR_RESAMPLES = 1000  # the one-sided floor test ("did not learn") unless resamples are named
 SEED = 20240229  # fixed: the same records give the same p values on every machine
 
 
@@ -82,11 +83,38 @@ def bootstrap_scores(runs: Sequence[ScoredRun], resamples: int = DEFAULT_RESAMPL
     import numpy as np
 
     rng, n = _rng(), _examples(runs)
+    draws = [(rng.integers(0, n, n), rng.integers(0, len(runs), len(runs))) for _ in range(resamples)]
+    if all(run.statistics is not None for run in runs):
+        indices = np.stack([index for index, _ in draws])
+        per_run = np.stack([resampled_scores(run, indices) for run in runs])  # (runs, resamples)
+        return _seed_means(per_run, np.stack([seeds for _, seeds in draws]))
+    return np.array([np.mean([runs[s].score(index) for s in seeds]) for index, seeds in draws])
+
+
+def _seed_means(per_run: "np.ndarray", seeds: "np.ndarray") -> "np.ndarray":
+    """Per resample b, the mean of ``per_run[s, b]`` over the seeds ``s`` drawn for it (``seeds``:
+    resamples x seeds drawn)."""
+    import numpy as np
+
+    return per_run[seeds, np.arange(len(seeds))[:, None]].mean(axis=1)
+
+
+def resampled_scores(run: ScoredRun, indices: "np.ndarray", chunk: int = 256) -> "np.ndarray":
+    """The run's score on each row of ``indices`` (resamples x examples drawn), from its additive
+    statistics: how often each example is drawn times its statistics, a few hundred resamples at a
+    time (the counts matrix of a large test set would not fit at once). Equal to ``run.score`` per row."""
+    import numpy as np
+
+    resamples, n = indices.shape
     out = np.empty(resamples)
-    for b in range(resamples):
-        index = rng.integers(0, n, n)
-        seeds = rng.integers(0, len(runs), len(runs))
-        out[b] = np.mean([runs[s].score(index) for s in seeds])
+    for start in range(0, resamples, chunk):
+        block = indices[start:start + chunk]
+        offsets = (np.arange(len(block))[:, None] * n + block).ravel()
+        counts = np.bincount(offsets, minlength=len(block) * n).reshape(len(block), n)
+        totals = counts @ run.statistics.values
+        many = run.statistics.score_many
+        out[start:start + len(block)] = (many(totals) if many is not None
+                                         else [run.statistics.score(row) for row in totals])
     return out
 
 
@@ -112,13 +140,17 @@ def paired_bootstrap(a: Sequence[ScoredRun], b: Sequence[ScoredRun], resamples: 
     rng, n = _rng(), _examples(a)
     full = np.arange(n)
     observed = float(np.mean([r.score(full) for r in a]) - np.mean([r.score(full) for r in b]))
-    deltas = np.empty(resamples)
-    for i in range(resamples):
-        index = rng.integers(0, n, n)
-        seeds_a, seeds_b = rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b))
-        per_a = {s: a[s].score(index) for s in set(seeds_a.tolist())}
-        per_b = {s: b[s].score(index) for s in set(seeds_b.tolist())}
-        deltas[i] = np.mean([per_a[s] for s in seeds_a]) - np.mean([per_b[s] for s in seeds_b])
+    draws = [(rng.integers(0, n, n), rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b)))
+             for _ in range(resamples)]
+    if all(run.statistics is not None for run in (*a, *b)):
+        indices = np.stack([index for index, _, _ in draws])
+        per_a = np.stack([resampled_scores(run, indices) for run in a])  # (seeds, resamples)
+        per_b = np.stack([resampled_scores(run, indices) for run in b])
+        deltas = (_seed_means(per_a, np.stack([seeds for _, seeds, _ in draws]))
+                  - _seed_means(per_b, np.stack([seeds for _, _, seeds in draws])))
+    else:
+        deltas = np.array([np.mean([a[s].score(index) for s in seeds_a]) - np.mean([b[s].score(index) for s in seeds_b])
+                           for index, seeds_a, seeds_b in draws])
     hits = int(np.sum(np.abs(deltas - observed) >= abs(observed) - 1e-12))
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(deltas, [tail, 100 - tail])
@@ -146,7 +178,7 @@ def approximate_randomization(a: Sequence[ScoredRun], b: Sequence[ScoredRun],
 
 
 def floor_test(runs: Sequence[ScoredRun], floor: ScoredRun, higher_is_better: bool = True,
-               resamples: int = 1000) -> TestResult:
+               resamples: int = FLOOR_RESAMPLES) -> TestResult:
     """One-sided test that a configuration beats a floor predictor (e.g. the majority class) on the
     test examples: each resample draws the examples once, scores every seed's run and the floor on
     them, and compares the seeds' mean with the floor (the seeds are pooled, not resampled). p is the
@@ -159,14 +191,7 @@ def floor_test(runs: Sequence[ScoredRun], floor: ScoredRun, higher_is_better: bo
     observed = float(np.mean([run.score(full) for run in runs]) - floor.score(full))
     indices = rng.integers(0, n, (resamples, n))
     if all(run.statistics is not None for run in (*runs, floor)):
-        counts = np.zeros((resamples, n), dtype=np.int64)  # how often each example is drawn
-        np.add.at(counts, (np.repeat(np.arange(resamples), n), indices.ravel()), 1)
-
-        def scores(run: ScoredRun) -> "np.ndarray":
-            totals = counts @ run.statistics.values
-            return np.array([run.statistics.score(row) for row in totals], dtype=float)
-
-        deltas = np.mean([scores(run) for run in runs], axis=0) - scores(floor)
+        deltas = np.mean([resampled_scores(run, indices) for run in runs], axis=0) - resampled_scores(floor, indices)
     else:
         deltas = np.array([np.mean([run.score(index) for run in runs]) - floor.score(index) for index in indices])
     hits = int(np.sum(sign * deltas <= 0))

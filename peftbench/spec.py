@@ -14,7 +14,7 @@ import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .api import Backbone, Method, Task
 from .config import TrainConfig, apply_sets, config_hash, parse_sets
@@ -24,6 +24,47 @@ from .plugins import Components
 from .records import Budget
 
 SPEC_FORMAT = "peftbench.run-spec/1"
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    """How a suite's tuning made a run: a trial of a study, or one of its finals. Written into the
+    run spec (which crosses processes as JSON) and, without ``storage``, into the record. Made by
+    ``tuned_suite`` from the suite's ``TuneSettings``, where every default lives."""
+
+    role: Literal["trial", "final"]
+    study: str
+    trial: int  # the Optuna trial number (a final: the chosen trial's)
+    trials: int  # the study's budget
+    metric: str  # the dev score the study optimises
+    sampler: str
+    pruner: str
+    space: dict[str, str]  # setting -> its search space, described
+    tuned: list[str]
+    chosen: dict[str, Any]  # the trial's settings
+    selected_on: str = "dev"
+    # a trial's: where to report its epochs (the storage URL may hold a password: never recorded)
+    trial_id: int | None = None
+    epochs: int | None = None
+    storage: str | None = None
+    # a final's: what the study found
+    dev_value: float | None = None
+    trials_complete: int | None = None
+    trials_pruned: int | None = None
+    trials_failed: int | None = None
+
+    def to_json(self, storage: bool = True) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and (storage or k != "storage")}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "TuningSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or set(data) - names:
+            raise ConfigError(f"{where}: tuning must be an object with keys among {', '.join(sorted(names))}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: tuning: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -37,7 +78,7 @@ class RunSpec:
     budget: Budget | None = None  # set by --match-params; its choice is already in method_config
     # Set by a suite's tuning: the run's role (trial or final), its study and trial. Not part of the
     # hash: a run's settings define it; this only says how they were chosen.
-    tuning: dict[str, Any] | None = field(default=None, compare=False)
+    tuning: TuningSpec | None = field(default=None, compare=False)
 
     @property
     def seed(self) -> int:
@@ -74,7 +115,8 @@ class RunSpec:
 
     def to_json(self) -> dict[str, Any]:
         budget = dataclasses.asdict(self.budget) if self.budget else None
-        return {"format": SPEC_FORMAT, **self.config_dict(), "budget": budget, "tuning": self.tuning,
+        return {"format": SPEC_FORMAT, **self.config_dict(), "budget": budget,
+                "tuning": self.tuning.to_json() if self.tuning else None,
                 "config_hash": self.hash}
 
 
@@ -92,14 +134,14 @@ class Resolved:
         for kind, component in (("method", self.method), ("task", self.task), ("backbone", self.backbone)):
             require_installed(component, kind)
         quantize = self.spec.train.quantize
-        if quantize != "none" and not getattr(self.method, "quantized_base", False):
+        if self.spec.train.quantized and not getattr(self.method, "quantized_base", False):
             raise ConfigError(f"method {self.spec.method} cannot train on a {quantize} quantized base (it would "
                               "update or wrap base weights that are frozen in k bits)",
                               "use a method that supports it (`peftbench list` marks them [k-bit base]) "
                               "or drop quantize")
         if self.spec.train.packing:
             self._check_packing()
-        if quantize != "none" and not getattr(self.backbone, "quantizes", False):
+        if self.spec.train.quantized and not getattr(self.backbone, "quantizes", False):
             raise ConfigError(f"backbone {self.spec.backbone} cannot load a quantized base",
                               "use a Hugging Face checkpoint, or drop quantize")
 
@@ -131,11 +173,16 @@ def resolve(components: Components, method: str, task: str, backbone: str | None
 # ------------------------------------------------------------------ the JSON form
 
 
+@functools.lru_cache(maxsize=None)
+def _setting_names(config_cls: type) -> frozenset[str]:
+    return frozenset(typing.get_type_hints(config_cls))
+
+
 def config_from_dict(config_cls: type, values: dict[str, Any], where: str) -> Any:
     """A Config dataclass from its JSON form (lists back to tuples), validated by its own checks."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where} must be an object, got {type(values).__name__}")
-    hints = typing.get_type_hints(config_cls)
+    hints = _setting_names(config_cls)
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown setting", f"valid keys: {', '.join(sorted(hints))}")
@@ -165,7 +212,7 @@ def resolve_json(components: Components, data: dict[str, Any], where: str = "spe
         config_from_dict(task_obj.Config, data["task_config"], f"{where}: task_config"),
         config_from_dict(TrainConfig, data["train"], f"{where}: train"),
         Budget(**data["budget"]) if data.get("budget") else None,
-        data.get("tuning") if isinstance(data.get("tuning"), dict) else None,
+        TuningSpec.from_json(data["tuning"], where) if data.get("tuning") is not None else None,
     )
     if data.get("config_hash") not in (None, spec.hash):
         raise ConfigError(f"{where}: its settings hash to {spec.hash}, not the {data['config_hash']} it names",

@@ -62,6 +62,8 @@ class FitResult:
     # memory_trace=true: bytes by part over the first step that runs with optimizer state (and, when
     # gradients accumulate, with gradients) in place: the step a memory prediction traces.
     traced_step: StepMemory | None = None
+    # The optimizer's own: the peak rate it was built with (the schedule's 1.0), read back from it.
+    learning_rate: float | None = None
 
 
 def evaluate(
@@ -201,14 +203,17 @@ def fit(context: FitContext) -> FitResult:
     main = task.metadata.main_score
     selection = _Selection(cfg.monitor == "score" and task.metadata.greater_is_better.get(main, True), cfg.min_delta)
     result = FitResult([], None, f"reached epochs={cfg.epochs}", [])
+    group = optimizer.param_groups[0]
+    result.learning_rate = float(group.get("initial_lr", group["lr"]))
     for epoch in range(1, cfg.epochs + 1):
         seconds, train_loss = _train_epoch(context, epoch, params, optimizer, scheduler, result)
         result.epoch_seconds.append(seconds)
         dev = evaluate(context.model, context.dev_loader, task, context.task_config, context.accelerator,
                        context.progress, f"{stage.name} dev {epoch}",
                        final=task.predicts_every_epoch(context.task_config))
+        # the rate the schedule left the optimizer at when the epoch ended, as it ran
         entry = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": seconds, "dev_loss": dev.loss,
-                 "dev_scores": dev.scores}
+                 "dev_scores": dev.scores, "learning_rate": float(optimizer.param_groups[0]["lr"])}
         result.history.append(entry)
         context.on_epoch(entry)
         dev_loss = "n/a" if dev.loss is None else f"{dev.loss:.4f}"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import records
-from .spec import Resolved
+from .spec import Resolved, TuningSpec
 from .tuning import (PRUNED_PREFIX, TRIAL_TRAIN, Study, TuneSettings, distributions, open_study, share_storage,
                      with_settings)
 
@@ -67,12 +67,11 @@ def _settle_stale(study: Study, optuna_study, results: Path, states: dict[str, s
         _tell(optuna_study, trial.number, known.get(key), study.metric)
 
 
-def _tuning(role: str, study: Study, tune: TuneSettings, trial: Any) -> dict[str, Any]:
+def _tuning(role: str, study: Study, tune: TuneSettings, trial: Any, **more: Any) -> TuningSpec:
     """What a trial's or final's record says of how it was made (``RunRecord.tuning``)."""
-    return {"role": role, "study": study.name, "trial": trial.number, "trials": tune.trials, "selected_on": "dev",
-            "metric": study.metric, "sampler": tune.sampler, "pruner": tune.pruner,
-            "space": {k: s.describe() for k, s in sorted(study.space.items())}, "tuned": sorted(study.space),
-            "chosen": dict(trial.params)}
+    return TuningSpec(role, study.name, trial.number, tune.trials, study.metric, tune.sampler, tune.pruner,
+                      {k: s.describe() for k, s in sorted(study.space.items())}, sorted(study.space),
+                      dict(trial.params), **more)
 
 
 def _label(params: dict[str, Any]) -> str:
@@ -83,8 +82,8 @@ def _trial_run(study: Study, trial: Any, tune: TuneSettings, storage: str):
     from .suite import PlannedRun
 
     base = study.base
-    tuning = {**_tuning("trial", study, tune, trial), "trial_id": trial._trial_id, "epochs": base.spec.train.epochs,
-              "storage": storage}
+    tuning = _tuning("trial", study, tune, trial, trial_id=trial._trial_id, epochs=base.spec.train.epochs,
+                     storage=storage)
     spec = with_settings(base.spec, dict(trial.params), TRIAL_TRAIN, tuning)
     point = tuple(p for p in study.runs[0].point if not p.startswith("seed="))
     return PlannedRun(f"{study.runs[0].block} trial {trial.number}",
@@ -194,9 +193,9 @@ def finals(studies: list[Study], opened: dict, tune: TuneSettings) -> tuple[list
                            "run (see the trials' logs in suite-logs/)")
             continue
         best = optuna_study.best_trial
-        tuning = {**_tuning("final", study, tune, best), "dev_value": best.value, "trials_complete": len(complete),
-                  "trials_pruned": sum(t.state == TrialState.PRUNED for t in trials),
-                  "trials_failed": sum(t.state == TrialState.FAIL for t in trials)}
+        tuning = _tuning("final", study, tune, best, dev_value=best.value, trials_complete=len(complete),
+                         trials_pruned=sum(t.state == TrialState.PRUNED for t in trials),
+                         trials_failed=sum(t.state == TrialState.FAIL for t in trials))
         for run in study.runs:
             spec = with_settings(run.resolved.spec, dict(best.params), tuning=tuning)
             resolved = Resolved(spec, run.resolved.method, run.resolved.task, run.resolved.backbone)

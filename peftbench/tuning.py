@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .api import SearchSpace
+from .config import field_types, parse_typed
 from .errors import ConfigError
-from .spec import Resolved, RunSpec
+from .spec import Resolved, RunSpec, TuningSpec
 
 TUNE_KEYS = {"trials", "metric", "sampler", "pruner", "seed", "space", "parallel", "max_failures"}
 SAMPLERS = ("tpe", "random", "grid")
@@ -81,8 +82,9 @@ def read_tune(table: Any, where: str = "tune") -> TuneSettings:
                                                                            "high = 1e-2}")
     parsed = {method: {key: _space(value, f"{where}.space.{method}.{key}") for key, value in keys.items()}
               for method, keys in spaces.items()}
-    return TuneSettings(trials, metric, table.get("sampler", "tpe"), table.get("pruner", "median"),
-                        table.get("seed", 0), table.get("parallel", 1), table.get("max_failures", 3), parsed)
+    given = {key: table[key] for key in ("metric", "sampler", "pruner", "seed", "parallel", "max_failures")
+             if key in table}
+    return TuneSettings(trials, **given, spaces=parsed)  # the defaults: TuneSettings' fields
 
 
 def _space(value: Any, where: str) -> SearchSpace:
@@ -144,6 +146,7 @@ def _study(runs: list, tune: TuneSettings) -> Study:
         if _section(spec, key) is None:
             raise ConfigError(f"[tune.space.{spec.method}].{key}: {spec.method} has no setting {key!r}",
                               "tune a method or train setting (`peftbench list` shows them)")
+        _check_space_type(spec, key, space[key])
         if spec.budget is not None and key == spec.budget.setting:
             raise ConfigError(f"[tune.space.{spec.method}].{key} is the setting match_params sizes",
                               "tune other settings, or drop match_params from the block")
@@ -167,9 +170,32 @@ def _section(spec: RunSpec, key: str) -> str | None:
     return None
 
 
+def _check_space_type(spec: RunSpec, key: str, space: SearchSpace) -> None:
+    """Every value the space can give parses as the setting's type (as `--set` would parse it): a
+    space of strings for an int setting, or floats for an int, is refused at the plan."""
+    config = spec.method_config if _section(spec, key) == "method_config" else spec.train
+    annotation = field_types(type(config))[key]
+    values = space.choices if space.kind == "choice" else (space.low, space.high)
+    if space.kind in ("log-uniform", "uniform") and annotation is int:
+        raise ConfigError(f"[tune.space.{spec.method}].{key}: a {space.kind} space draws floats for an int setting",
+                          f"write integer bounds, e.g. {key} = {{low = 4, high = 64}}")
+    for value in values:
+        try:
+            parse_typed(value, annotation, key)
+        except ConfigError as exc:
+            raise ConfigError(f"[tune.space.{spec.method}].{key}: {value!r} does not fit the setting ({exc})",
+                              "`peftbench list` shows each setting's type") from None
+
+
 def with_settings(spec: RunSpec, values: dict[str, Any], train: dict[str, Any] | None = None,
-                  tuning: dict[str, Any] | None = None) -> RunSpec:
-    """The spec with tuned values in their sections (checked like `--set` values) and extra train settings."""
+                  tuning: TuningSpec | None = None) -> RunSpec:
+    """The spec with tuned values in their sections, each parsed as `--set` parses it, and extra train settings."""
+    try:
+        values = {k: parse_typed(v, field_types(type(spec.method_config if _section(spec, k) == "method_config"
+                                                       else spec.train))[k], k) for k, v in values.items()}
+    except (ConfigError, KeyError) as exc:
+        raise ConfigError(f"tuned settings {values} are invalid for {spec.method}: {exc}",
+                          "narrow the space in [tune.space]") from None
     method_values = {k: v for k, v in values.items() if _section(spec, k) == "method_config"}
     train_values = {**{k: v for k, v in values.items() if _section(spec, k) == "train"}, **(train or {})}
     try:
@@ -288,16 +314,16 @@ def open_study(study: Study, tune: TuneSettings, storage: str):
                           "pass --storage with an Optuna RDB URL, e.g. sqlite:///results/tuning.db") from None
 
 
-def pruning_check(tuning: dict[str, Any], main_score: str) -> Callable[[dict[str, Any]], str | None]:
+def pruning_check(tuning: TuningSpec) -> Callable[[dict[str, Any]], str | None]:
     """For a trial's run: after each epoch, report its dev score to its study and return a reason
-    to stop when the study's pruner prunes it."""
+    to stop when the study's pruner prunes it (the pruner the suite's study was opened with)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    metric = tuning.get("metric") or main_score
-    pruner = make_pruner(tuning.get("pruner", "none"), int(tuning.get("trials", 1)), int(tuning.get("epochs", 1)))
-    study = optuna.load_study(study_name=tuning["study"], storage=trial_storage(tuning["storage"]), pruner=pruner)
-    trial = optuna.trial.Trial(study, int(tuning["trial_id"]))
+    metric = tuning.metric
+    pruner = make_pruner(tuning.pruner, tuning.trials, tuning.epochs or 1)
+    study = optuna.load_study(study_name=tuning.study, storage=trial_storage(tuning.storage), pruner=pruner)
+    trial = optuna.trial.Trial(study, int(tuning.trial_id))
 
     def check(entry: dict[str, Any]) -> str | None:
         value = entry["dev_scores"].get(metric)

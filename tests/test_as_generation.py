@@ -85,6 +85,15 @@ def test_lora_trains_to_answer_in_label_words_and_old_configs_keep_their_hash(cl
         del identity["train"][name]
 
     assert config_hash(identity) == plain.spec.hash
+    # The report scores its label-word predictions as the run did: floors and paired tests work on them.
+    _run(cli, tmp_path, "zero-shot", tiny_llama, sample_tsv)
+    from peftbench import compare, load_results
+
+    table = compare(load_results(tmp_path), "method.name=zero-shot").set_index("method")
+    assert table.loc["lora", "mean"] == record["scores"]["test"]["accuracy"]
+    assert not table["note"].str.contains("Error").any() and table["learned"].notna().all(), table.to_dict()
+    shown = cli("report", str(tmp_path))
+    assert shown.code == 0 and "vs majority floor" in shown.stdout, shown.stderr
 
 
 def test_what_cannot_answer_in_words_is_refused_in_one_line(cli, tiny_llama, tiny_bert, sample_tsv):

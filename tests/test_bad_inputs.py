@@ -160,3 +160,17 @@ def test_a_damaged_safetensors_file_is_one_line(cli, tiny_llama, tmp_path, damag
     result = cli("run", "--method", "lora", "--task", "gsm8k", "--backbone", str(folder), "--results",
                  str(tmp_path / "r"), "--set", f"data_dir={GSM8K_FIXTURE}")
     _one_line(result, "are not a readable safetensors file")
+
+
+def test_a_backbone_folder_without_tokenizer_files_is_one_line(cli, tiny_bert, tmp_path, sample_dir):
+    """transformers 5 would build a tokenizer of the special tokens alone: every word [UNK], chance
+    accuracy, exit 0. The folder is refused before anything trains."""
+    import shutil
+
+    folder = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_bert, folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    result = cli("run", "--method", "lora", "--task", "livedoor-news", "--backbone", str(folder), "--results",
+                 str(tmp_path / "r"), "--set", f"data_dir={sample_dir}", "--set", "per_category=10")
+    _one_line(result, "has no tokenizer files")

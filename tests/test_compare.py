@@ -120,7 +120,7 @@ def test_classification_scores_and_statistics_equal_scikit_learn_on_a_resample(s
     F1 (zero_division=0), on a resample where some classes are never predicted or never present."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    from peftbench_plugins.tasks.livedoor import LivedoorNews
+    from peftbench_plugins.tasks.livedoor_corpus import LivedoorNews
 
     rng = random.Random(seed)
     references = [rng.randrange(7) for _ in range(200)]  # of 9 labels: two classes never present
@@ -265,3 +265,18 @@ def test_a_layout_sorted_by_its_method_column_lists_methods_alphabetically(tmp_p
     assert report.code == 0, report.stderr
     rows = [line.split("|")[1].strip() for line in report.stdout.splitlines() if line.startswith("| ")][1:]
     assert rows == ["adapter", "full", "lora"]
+
+
+def test_best_is_marked_among_the_rows_of_one_task(tmp_path, cli):
+    """Scores of two tasks do not compare: each task's best row is bold, not one row across both."""
+    refs = [i % 4 for i in range(40)]
+    for number, (task, accuracy) in enumerate([("livedoor-news", 0.9), ("livedoor-news", 0.5),
+                                               ("mr", 0.4), ("mr", 0.3)]):
+        write_run(tmp_path, number, f"m{number}", 1, predictions_with_accuracy(refs, accuracy, classes=4), refs,
+                  record={"task.name": task, "config.task": task})
+    report = cli("report", str(tmp_path))
+    assert report.code == 0, report.stderr
+    lines = {line.split("|")[1].strip(): line for line in report.stdout.splitlines() if line.startswith("| m")}
+    assert "**0.9" in lines["m0"] and "**0.4" in lines["m2"], report.stdout
+    assert "**0." not in lines["m1"] + lines["m3"], report.stdout
+    assert "best marks compare the rows of one task at a time" in report.stdout

@@ -74,7 +74,7 @@ def test_what_cannot_be_composed_is_one_line(method, message, cli):
 
 
 def test_a_settings_clash_is_refused():
-    from peftbench_plugins.methods.full import FullFineTuning
+    from peftbench_plugins.methods.full_model import FullFineTuning
 
     class Clashing(FullFineTuning):
         name = "clashing"

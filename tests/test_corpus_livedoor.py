@@ -9,7 +9,7 @@ import pytest
 from conftest import corpus_or_skip
 from peftbench import records
 from peftbench.files import published
-from peftbench_plugins.tasks.livedoor import CATEGORIES, LivedoorConfig, LivedoorNews
+from peftbench_plugins.tasks.livedoor_corpus import CATEGORIES, LivedoorConfig, LivedoorNews
 
 # The copy CI reads: article counts (S2 lists livedoor-homme as 512; this copy has 511).
 COUNTS = {"dokujo-tsushin": 870, "it-life-hack": 870, "kaden-channel": 864, "livedoor-homme": 511,

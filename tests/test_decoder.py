@@ -372,3 +372,14 @@ def test_a_kbit_run_merges_nothing_and_records_bitsandbytes(cli, tiny_llama, tmp
     record = json.loads(next(tmp_path.glob("*/record.json")).read_text(encoding="utf-8"))
     assert record["inference"]["mergeable"] is False
     assert record["environment"]["packages"].get("bitsandbytes")
+
+
+def test_a_dry_run_records_what_quantization_would_do(tiny_llama):
+    """The dry run passes the quantize keywords too: the backbone says what it would load, and that
+    nothing was quantized (the architecture is counted unquantized; trainable counts are the same)."""
+    from peftbench.counting import dry_run
+
+    (row,) = dry_run(resolve(default(), "lora", "gsm8k", str(tiny_llama), ["quantize=4bit"]))
+    assert row["backbone"]["quantize"]["bits"] == 4 and row["backbone"]["quantize"]["applied"] is False
+    (plain,) = dry_run(resolve(default(), "lora", "gsm8k", str(tiny_llama), []))
+    assert "quantize" not in plain["backbone"] and plain["params"] == row["params"]

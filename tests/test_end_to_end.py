@@ -214,7 +214,7 @@ def test_nan_loss_stops_the_run_and_records_failure(tiny_bert, sample_dir, tmp_p
     from peftbench import plugins, runner, spec
     from peftbench.errors import TrainingError
     from peftbench.progress import Progress
-    from peftbench_plugins.methods.full import FullFineTuning
+    from peftbench_plugins.methods.full_model import FullFineTuning
 
     class NaNMethod(FullFineTuning):
         name = "nan-loss"
@@ -306,3 +306,14 @@ def test_log_lines_are_not_wrapped_when_output_is_not_a_terminal(tiny_bert, samp
     epoch = [line for line in shown.stderr.splitlines() if "epoch 1:" in line]
     assert len(epoch) == 1 and re.search(r"dev accuracy \d\.\d{4}, [\d.]+s$", epoch[0]), shown.stderr
     assert re.fullmatch(r"run \S+: test accuracy .*, record \S+record\.json", shown.stdout.strip()), shown.stdout
+
+
+def test_the_learning_rate_is_read_back_from_the_optimizer_as_it_ran(two_runs):
+    """The record's rate is the optimizer's own peak; each epoch line says where the schedule left it
+    (linear decay to 0 over the run, after the warmup)."""
+    for path, record in records.iter_records(two_runs):
+        configured = record["config"]["method_config"]["lr"]
+        (stage,) = record["stages"].values()
+        assert stage["learning_rate"] == configured
+        rates = [json.loads(line)["learning_rate"] for line in (path.parent / "epochs.jsonl").read_text().splitlines()]
+        assert len(rates) == 2 and configured > rates[0] > rates[1] == 0.0

@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 
 from peftbench import records
 from peftbench.files import write_json_atomic
+from suite_files import livedoor_suite
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "livedoor-sample"
@@ -36,23 +36,8 @@ def one_line_error(result) -> str:
 
 
 def two_run_suite(tmp_path: Path, tiny_bert: Path) -> Path:
-    path = tmp_path / "suite.toml"
-    path.write_text(textwrap.dedent(f"""
-        [defaults]
-        task = "livedoor-news"
-        backbone = "{tiny_bert}"
-        seeds = [1, 2]
-        [defaults.set]
-        data_dir = "{SAMPLE}"
-        per_category = 10
-        max_length = 32
-        epochs = 1000  # outlasts the suite's 3-second grace before it interrupts its runs itself
-        inference_repeats = 0
-        save_artifact = false
-        [[runs]]
-        method = "full"
-    """), encoding="utf-8")
-    return path
+    # 1000 epochs outlast the suite's 3-second grace before it interrupts its runs itself
+    return livedoor_suite(tmp_path, tiny_bert, methods=["full"], settings={"epochs": 1000})
 
 
 def wait_for_running(results: Path, process: subprocess.Popen, timeout: float = 120) -> None:

@@ -33,3 +33,13 @@ def test_a_run_at_its_majority_floor_is_marked_did_not_learn(tmp_path):
     assert any(line.startswith(f"{DID_NOT_LEARN}: lora") for line in notes)
     result = compare(frame, "method.name=full")
     assert dict(zip(result["method"], result["learned"])) == {"full": True, "lora": False}
+
+
+def test_resamples_named_on_the_command_line_reach_the_floor_test(tmp_path, cli):
+    references = [i % 9 if i % 3 == 0 else 0 for i in range(120)]
+    write_run(tmp_path, 1, "lora", 1, [0] * len(references), references)
+    named = cli("report", str(tmp_path), "--resamples", "300")
+    assert named.code == 0, named.stderr
+    assert "(1 seed(s) pooled), 300 resamples" in named.stdout and "pooled, 300 resamples" in named.stdout
+    default = cli("report", str(tmp_path))
+    assert "pooled, 1000 resamples" in default.stdout and "300 resamples" not in default.stdout

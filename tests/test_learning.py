@@ -207,7 +207,7 @@ def refused_here(components) -> set[str]:
 
     from transformers import BertForSequenceClassification
 
-    from peftbench_plugins.methods.peft_tuners import PREFIX_TYPES
+    from peftbench_plugins.methods.peft_catalogue import PREFIX_TYPES
 
     if "past_key_values" in inspect.signature(BertForSequenceClassification.forward).parameters:
         return set()

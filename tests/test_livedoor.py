@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from peftbench.errors import DataError
-from peftbench_plugins.tasks.livedoor import (CATEGORIES, LivedoorConfig, LivedoorNews, clean, parse_article,
+from peftbench_plugins.tasks.livedoor_corpus import (CATEGORIES, LivedoorConfig, LivedoorNews, clean, parse_article,
                                               stratified_split)
 
 FIXTURES = Path(__file__).parent / "fixtures"

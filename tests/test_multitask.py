@@ -11,7 +11,7 @@ from peftbench import records
 from peftbench.plugins import default
 from peftbench.counting import dry_run
 from peftbench.spec import resolve
-from peftbench_plugins.methods.multitask import structural_ids
+from peftbench_plugins.methods.auxiliary_tasks import structural_ids
 
 
 def _settings(sample_tsv, *extra):

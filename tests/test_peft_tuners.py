@@ -15,7 +15,7 @@ import torch
 from peftbench import counting, plugins, spec
 from peftbench.errors import ConfigError
 from peftbench.measure import count_parameters
-from peftbench_plugins.methods.peft_tuners import PeftTuner
+from peftbench_plugins.methods.peft_catalogue import PeftTuner
 
 COMPONENTS = plugins.load()
 TUNERS = sorted(e.name for e in COMPONENTS.methods if isinstance(e.component, PeftTuner))

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from peftbench import hookspecs, plugins, sdk
 from peftbench.errors import RegistryError
 from peftbench.sdk import Column, HeadSpec, LoadedBackbone, TableSpec, hookimpl
-from peftbench_plugins.backbones.hf_backbone import HuggingFaceBackbone
-from peftbench_plugins.methods.full import FullFineTuning
-from peftbench_plugins.tasks.livedoor import LivedoorNews
+from peftbench_plugins.backbones.huggingface import HuggingFaceBackbone
+from peftbench_plugins.methods.full_model import FullFineTuning
+from peftbench_plugins.tasks.livedoor_corpus import LivedoorNews
 
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = sorted(name for name, f in inspect.getmembers(hookspecs, inspect.isfunction)

@@ -31,7 +31,7 @@ def test_builtins_come_from_entry_points():
 
 
 def test_a_plugin_cannot_silently_replace_a_builtin():
-    from peftbench_plugins.methods.lora import Lora
+    from peftbench_plugins.methods.lora_model import Lora
 
     class Clash:
         @hookimpl

@@ -43,6 +43,11 @@ def test_build_then_use_as_backbone(tmp_path, cli):
     (_, record), = list(records.iter_records(tmp_path / "r"))
     assert record["backbone"]["info"]["build"]["corpus_sha256_16"] == info["corpus_sha256_16"]
     assert record["data"]["unk_token_rate"]["train"] < 0.05  # its own vocabulary covers the text
+    # Its load takes no quantize arguments: refused in one line when the spec resolves, dry runs included.
+    quantized = cli("run", "--method", "lora", "--task", "livedoor-news", "--backbone", "test-ja", "--results",
+                    str(tmp_path / "r"), "--set", f"data_dir={SAMPLE}", "--set", "quantize=4bit", "--dry-run")
+    assert quantized.code == 1 and quantized.stderr.strip().splitlines() == [
+        "error: backbone test-ja cannot load a quantized base -- use a Hugging Face checkpoint, or drop quantize"]
 
 
 class Planted:
@@ -58,7 +63,7 @@ class Planted:
 def test_existing_output_needs_overwrite_and_resume_continues(tmp_path, cli):
     # A build interrupted during epoch 2 leaves epoch 1's checkpoint; the next call resumes from it.
     from peftbench import plugins
-    from peftbench_plugins.backbones import scratch_backbone
+    from peftbench_plugins.backbones import scratch_build as scratch_backbone
 
     out = tmp_path / "bb"
     real_evaluate, calls = scratch_backbone.evaluate, []

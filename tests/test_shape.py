@@ -34,9 +34,9 @@ def _imports(path: Path) -> list[str]:
     return names
 
 
-def test_no_function_in_the_core_is_longer_than_a_reader_can_hold():
+def test_no_function_in_the_core_or_a_plugin_is_longer_than_a_reader_can_hold():
     long = []
-    for path in _python_files("peftbench"):
+    for path in _python_files("peftbench", "plugins"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
@@ -45,8 +45,8 @@ def test_no_function_in_the_core_is_longer_than_a_reader_can_hold():
     assert not long, long
 
 
-def test_no_core_module_is_longer_than_a_room():
-    long = [f"{p.relative_to(REPO)} ({n} lines)" for p in _python_files("peftbench")
+def test_no_core_or_plugin_module_is_longer_than_a_room():
+    long = [f"{p.relative_to(REPO)} ({n} lines)" for p in _python_files("peftbench", "plugins")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES]
     assert not long, long
 
@@ -59,6 +59,36 @@ def plugin_sources() -> list[Path]:
 def test_plugins_import_only_the_sdk(path):
     core = {name for name in _imports(path) if name == "peftbench" or name.startswith("peftbench.")}
     assert core <= {"peftbench.sdk"}, f"{path.name} imports {sorted(core - {'peftbench.sdk'})}"
+
+
+def _plugin_imports(path: Path) -> set[str]:
+    """The plugin modules a plugin file imports: absolute (peftbench_plugins.x) or relative (.x, ..x.y)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            package = path.parent.relative_to(REPO / "plugins").parts[: len(path.parent.relative_to(REPO / "plugins").parts)
+                                                                         - node.level + 1]
+            base = ".".join(("plugins", *package, *([node.module] if node.module else [])))
+            found |= {base} if node.module else {f"{base}.{alias.name}" for alias in node.names}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found |= {n.replace("peftbench_plugins", "plugins", 1) for n in names if n.startswith("peftbench_plugins")}
+    return found
+
+
+@pytest.mark.parametrize("path", _python_files("plugins"), ids=lambda p: str(p.relative_to(REPO)))
+def test_no_plugin_imports_another_plugin(path):
+    """Shared pieces go through the SDK or a module of their own (a name starting with _ or ending in
+    _shared is a helper, not a plugin: it registers nothing)."""
+    others = {name for name in _plugin_imports(path)
+              if not _is_helper(REPO / Path(*name.split("."))) and name != ".".join(path.with_suffix("").relative_to(REPO).parts)}
+    assert not others, f"{path.relative_to(REPO)} imports the plugin(s) {sorted(others)}"
+
+
+def _is_helper(module: Path) -> bool:
+    """A helper module registers no component: it has no @hookimpl."""
+    file = module.with_suffix(".py") if module.with_suffix(".py").exists() else module / "__init__.py"
+    return not file.exists() or "@hookimpl" not in file.read_text(encoding="utf-8")
 
 
 def _declared() -> set[str]:

@@ -11,36 +11,19 @@ import time
 from pathlib import Path
 
 from peftbench import records
-from test_suite import write
+from suite_files import livedoor_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def two_methods(tmp_path: Path, tiny_bert: Path, seeds: str = "[1, 2]") -> Path:
-    return write(tmp_path, f"""
-        description = "2 methods x seeds {seeds}"
-        [defaults]
-        task = "livedoor-news"
-        backbone = "{tiny_bert}"
-        seeds = {seeds}
-        [defaults.set]
-        data_dir = "{REPO / 'examples' / 'livedoor-sample'}"
-        per_category = 10
-        max_length = 32
-        epochs = 1
-        inference_repeats = 0
-        save_artifact = false
-        [[runs]]
-        method = "full"
-        [[runs]]
-        method = "lora"
-    """)
+def two_methods(tmp_path: Path, tiny_bert: Path, seeds: tuple[int, ...] = (1, 2)) -> Path:
+    return livedoor_suite(tmp_path, tiny_bert, seeds=seeds, before=f'description = "2 methods x seeds {list(seeds)}"')
 
 
 def test_a_suite_completes_as_submitit_jobs_with_the_records_the_local_executor_writes(tiny_bert, tmp_path, cli):
     """Two runs per job (runs_per_job=2): the job's runs one after another in its warm worker.
     (One run per job, a fresh process each, is benchmarks/executors.py's smoke.)"""
-    path = two_methods(tmp_path, tiny_bert, seeds="[1]")
+    path = two_methods(tmp_path, tiny_bert, seeds=(1,))
     results = tmp_path / "results"
     done = cli("suite", "run", str(path), "--results", str(results), "--executor", "slurm", "--set", "cluster=local",
                "--set", "gpus_per_run=0", "--set", "poll_seconds=0.2", "--set", "runs_per_job=2")

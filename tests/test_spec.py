@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from peftbench import counting, plugins, records, spec
 from peftbench.errors import ConfigError, ResultsError
+from suite_files import livedoor_suite
 
 REPO = Path(__file__).resolve().parents[1]
 V1_RECORDS = REPO / "tests" / "fixtures" / "records-v1"
@@ -96,22 +96,8 @@ def test_every_table_column_names_a_field_of_the_schema(comps):
 
 def test_suite_with_a_parameter_budget_records_it(tiny_bert, sample_dir, tmp_path, cli):
     """The budget crosses to the child run inside the spec, so the record has it (it used to be lost)."""
-    suite_file = tmp_path / "budget.toml"
-    suite_file.write_text(textwrap.dedent(f"""
-        [defaults]
-        task = "livedoor-news"
-        backbone = "{tiny_bert}"
-        match_params = 2000
-        [defaults.set]
-        data_dir = "{sample_dir}"
-        per_category = 10
-        max_length = 32
-        epochs = 1
-        inference_repeats = 0
-        save_artifact = false
-        [[runs]]
-        method = "lora"
-    """), encoding="utf-8")
+    suite_file = livedoor_suite(tmp_path / "budget.toml", tiny_bert, methods=["lora"], seeds=None,
+                                settings={"data_dir": str(sample_dir)}, defaults="match_params = 2000")
     done = cli("suite", "run", str(suite_file), "--results", str(tmp_path / "results"))
     assert done.code == 0, done.stderr + done.stdout
     (path, record), = records.iter_records(tmp_path / "results")

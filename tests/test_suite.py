@@ -16,6 +16,7 @@ import pytest
 
 from peftbench import plugins, records, suite
 from peftbench.errors import ConfigError
+from suite_files import livedoor_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,28 +104,9 @@ def test_dry_run_lists_plan(cli):
 
 
 def suite_file(tmp_path: Path, tiny_bert: Path) -> Path:
-    return write(tmp_path, f"""
-        description = "2 methods x 3 seeds"
-        [defaults]
-        task = "livedoor-news"
-        backbone = "{tiny_bert}"
-        seeds = [1, 2, 3]
-        [defaults.set]
-        data_dir = "{REPO / 'examples' / 'livedoor-sample'}"
-        per_category = 10
-        max_length = 32
-        epochs = 1
-        inference_repeats = 0
-        save_artifact = false
-        [[runs]]
-        method = "full"
-        [runs.set]
-        lr = 1e-3
-        [[runs]]
-        method = "lora"
-        [runs.set]
-        lr = 5e-3
-    """)
+    return livedoor_suite(tmp_path, tiny_bert, seeds=[1, 2, 3], before='description = "2 methods x 3 seeds"',
+                          runs='[[runs]]\nmethod = "full"\nset = { lr = 1e-3 }\n'
+                               '[[runs]]\nmethod = "lora"\nset = { lr = 5e-3 }')
 
 
 def gone(pid: int) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -10,34 +9,13 @@ import pytest
 from peftbench import plugins, records, suite
 from peftbench.errors import ConfigError
 from peftbench.tuning import grid, plan_studies, read_tune
+from suite_files import livedoor_suite
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "examples" / "livedoor-sample"
 
 
 def tuned_suite(tmp_path: Path, tiny_bert: Path, tune: str) -> Path:
-    path = tmp_path / "tuned.toml"
-    path.write_text(textwrap.dedent(f"""
-        description = "2 methods, 2 trials each, then 2 seeds"
-        [tune]
-        TUNE
-        [defaults]
-        task = "livedoor-news"
-        backbone = "{tiny_bert}"
-        seeds = [1, 2]
-        [defaults.set]
-        data_dir = "{SAMPLE}"
-        per_category = 10
-        max_length = 24
-        epochs = 2
-        inference_repeats = 0
-        save_artifact = false
-        [[runs]]
-        method = "full"
-        [[runs]]
-        method = "lora"
-    """).replace("TUNE", tune), encoding="utf-8")
-    return path
+    return livedoor_suite(tmp_path / "tuned.toml", tiny_bert, settings={"max_length": 24, "epochs": 2},
+                          before=f'description = "2 methods, 2 trials each, then 2 seeds"\n[tune]\n{tune}')
 
 
 def test_a_tuned_suite_leaves_its_studies_and_finals(tmp_path, tiny_bert, cli):
@@ -228,3 +206,72 @@ def test_trial_specs_hold_the_storage_masked_and_trials_read_it_from_the_environ
     monkeypatch.delenv(STORAGE_ENV)
     with pytest.raises(ConfigError, match="needs its password"):
         trial_storage(written)
+
+
+@pytest.mark.parametrize("space, message", [
+    ('r = ["four", "eight"]', r"\[tune.space.lora\].r: 'four' does not fit the setting"),
+    ("r = {low = 1.5, high = 8.0}", r"\[tune.space.lora\].r: a log-uniform space draws floats for an int setting"),
+    ('lr = ["fast"]', r"\[tune.space.lora\].lr: 'fast' does not fit the setting"),
+])
+def test_a_space_of_the_wrong_type_is_refused_at_the_plan(tmp_path, tiny_bert, cli, space, message):
+    path = tuned_suite(tmp_path, tiny_bert, f"trials = 2\n[tune.space.lora]\n{space}")
+    with pytest.raises(ConfigError, match=message):
+        plan_studies(suite.expand(path, plugins.load())[1], suite.tune_settings(path))
+    plan = cli("suite", "run", str(path), "--results", str(tmp_path / "r"), "--dry-run")
+    assert plan.code == 1 and len(plan.stderr.strip().splitlines()) == 1, plan.stderr
+
+
+def test_tuned_values_are_parsed_as_set_parses_them(tmp_path, tiny_bert):
+    from peftbench.tuning import with_settings
+
+    path = tuned_suite(tmp_path, tiny_bert, "trials = 2")
+    lora = next(run.resolved.spec for run in suite.expand(path, plugins.load())[1] if run.resolved.spec.method == "lora")
+    tuned = with_settings(lora, {"lr": 1, "r": 4})
+    assert tuned.method_config.lr == 1.0 and isinstance(tuned.method_config.lr, float)
+    with pytest.raises(ConfigError, match="tuned settings"):
+        with_settings(lora, {"r": 2.5})
+
+
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])
+def test_a_suite_stopped_mid_trial_trains_each_setting_once_when_resumed(tmp_path, tiny_bert, cli, stop):
+    """kill -9 (or Ctrl-C) while the third trial trains, after two complete: the rerun ends with
+    every study having trained ``trials`` distinct settings, each counted trial on a record of its own."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+
+    path = tuned_suite(tmp_path, tiny_bert, 'trials = 3\nsampler = "random"')
+    path.write_text(path.read_text(encoding="utf-8").replace('[[runs]]\nmethod = "full"\n', "")
+                    .replace("seeds = [1, 2]", "seeds = [1]").replace("epochs = 2", "epochs = 4"), encoding="utf-8")
+    results = tmp_path / "results"
+    process = subprocess.Popen([sys.executable, "-m", "peftbench.cli", "suite", "run", str(path), "--results",
+                                str(results)], start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        if not results.exists():
+            time.sleep(0.2)
+            continue
+        states = [r.get("status") for _, r in records.iter_records(results) if r.get("tuning", {}).get("role") == "trial"]
+        if states.count("success") == 2 and "running" in states:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the suite ended before its third trial could be stopped"
+    os.killpg(process.pid, getattr(signal, stop))
+    process.wait(timeout=120)
+    result = cli("suite", "run", str(path), "--results", str(results))
+    assert result.code == 0, result.stderr + result.stdout
+    storage = f"sqlite:///{results / 'tuning.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3 and len({t.params["lr"] for t in complete}) == 3
+    trials = [r for _, r in records.iter_records(results)
+              if r["tuning"]["role"] == "trial" and r["status"] == "success"]
+    assert len(trials) == 3 and len({r["config_hash"] for r in trials}) == 3
+    final = next(r for _, r in records.iter_records(results) if r["tuning"]["role"] == "final")
+    assert final["tuning"]["trials_complete"] == 3

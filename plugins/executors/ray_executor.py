@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from peftbench.sdk import ConfigError, Job, hookimpl, renewed
+from peftbench.sdk import ConfigError, ConfiguredExecutor, Job, hookimpl, renewed
 
 from .child import run_command
 
@@ -58,17 +58,11 @@ class WarmSlot:
             self.worker.send_signal(signal.SIGINT)
 
 
-class RayExecutor:
+class RayExecutor(ConfiguredExecutor):
     name = "ray"
     description = ("one Ray actor per slot with a warm worker: a local Ray instance, or a cluster with "
                    "--set address=auto|ray://...")
     Config = RayConfig
-
-    def __init__(self, config: RayConfig | None = None) -> None:
-        self.config = config or RayConfig()
-
-    def configure(self, config: RayConfig) -> "RayExecutor":
-        return RayExecutor(config)
 
     def _start(self) -> Any:
         try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
-from peftbench.sdk import ConfigError, Job, hookimpl
+from peftbench.sdk import ConfigError, ConfiguredExecutor, Job, hookimpl
 
 from .child import run_batch, run_command
 
@@ -47,17 +47,11 @@ class SlurmConfig:
                              "gpus_per_run >= 0")
 
 
-class SlurmExecutor:
+class SlurmExecutor(ConfiguredExecutor):
     name = "slurm"
     description = ("Slurm jobs through submitit (an array; runs_per_job runs each); --set cluster=local runs "
                    "them here")
     Config = SlurmConfig
-
-    def __init__(self, config: SlurmConfig | None = None) -> None:
-        self.config = config or SlurmConfig()
-
-    def configure(self, config: SlurmConfig) -> "SlurmExecutor":
-        return SlurmExecutor(config)
 
     def _executor(self, folder: Path) -> Any:
         try:

@@ -12,7 +12,7 @@ beside this file, so the methods still appear and a run of one says what to inst
 library's modules and the head train. LoRA, IA3 and VeRA merge into the weights for
 inference (timed both ways); the others are timed unmerged.
 
-`adapter` (plugins/methods/adapter.py) is S1/S2's bottleneck method with its study settings.
+`adapter` (plugins/methods/bottleneck.py) is S1/S2's bottleneck method with its study settings.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from peftbench.sdk import ConfigError, LoadedBackbone, Stage, hookimpl, is_installed
 
-from .adapter import BottleneckAdapter, set_head_trainable
+from .bottleneck import BottleneckAdapter, set_head_trainable
 from .learning_rates import adapters_family
-from .peft_tuners import cached_catalogue, command_line_type, describe_type, field_default, settings_class
+from .peft_catalogue import cached_catalogue, command_line_type, describe_type, field_default, settings_class
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage, hookimpl
 
-from .bitfit import in_head, save_tensors, trained_tensors
+from .bias_terms import in_head, save_tensors, trained_tensors
 from .learning_rates import FAMILIES
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from peftbench.sdk import ConfigError, HeadSpec, LoadedBackbone, Method, MethodWrapper, Stage, hookimpl
 
-from .adapter import BottleneckAdapter
-from .lora import Lora
+from .bottleneck import BottleneckAdapter
+from .lora_model import Lora
 from .mlm import MaskedLMObjective
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast

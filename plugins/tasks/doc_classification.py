@@ -68,7 +68,7 @@ class DocumentClassification(Task):
         predicted, gold = np.asarray(predictions, dtype=np.int64), np.asarray(references, dtype=np.int64)
         if score in ("accuracy", "micro_f1"):  # one label per document, F1 over all labels: micro-F1 = accuracy
             values = np.stack([predicted == gold, np.ones(len(gold), dtype=bool)], axis=1).astype(np.int64)
-            return ExampleStatistics(values, lambda t: t[0] / t[1] if t[1] else 0.0)
+            return ExampleStatistics(values, lambda t: t[0] / t[1] if t[1] else 0.0, _accuracies)
         if score != "macro_f1":
             return None
         labels = np.arange(self.label_count(config))
@@ -103,3 +103,10 @@ def _macro_f1(totals, classes: int) -> float:
     tp, fp, fn = totals[:classes], totals[classes:2 * classes], totals[2 * classes:]
     denominator = 2 * tp + fp + fn
     return float(np.mean(np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)))
+
+
+def _accuracies(totals):
+    """Accuracy of many resamples at once: (resamples, 2) totals of [correct, 1]."""
+    import numpy as np
+
+    return np.divide(totals[:, 0], totals[:, 1], out=np.zeros(len(totals)), where=totals[:, 1] > 0)

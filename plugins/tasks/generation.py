@@ -30,7 +30,7 @@ from peftbench.sdk import (ConfigError, DataError, Example, ExampleStatistics, H
                            TaskMetadata, hookimpl, locate)
 
 from .families import UNMASKED_FAMILIES
-from .livedoor import CATEGORIES, SOURCE, _articles
+from .livedoor_corpus import CATEGORIES, SOURCE, _articles
 
 if TYPE_CHECKING:  # annotations only; imported where used, so listing plugins stays fast
     import torch
@@ -110,7 +110,7 @@ class _Words:
     @classmethod
     def split(cls, text: str) -> str:
         if cls._tagger is None:
-            from ..backbones.scratch_backbone import WordSplitter
+            from ..backbones.scratch_build import WordSplitter
 
             cls._tagger = WordSplitter()
         return " ".join(cls._tagger("".join(text.split())))

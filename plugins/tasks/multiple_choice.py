@@ -3,7 +3,7 @@ accuracy. Each (context, choice) pair is encoded as one input; the model scores 
 (Hugging Face's ...ForMultipleChoice head) and the best-scored one is the prediction.
 
 Data as for the sentence-pair tasks (``data_dir`` files or a Hugging Face ``dataset``; see
-plugins/tasks/sentence_pairs.py). Columns: ``context`` (JCommonsenseQA: question, the default),
+plugins/tasks/pair_rows.py). Columns: ``context`` (JCommonsenseQA: question, the default),
 ``choices`` (comma-separated column names; default choice0..choice4 as in JCommonsenseQA),
 ``label`` (the right choice's index, 0-based).
 """
@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from peftbench.sdk import DataError, Example, ExampleStatistics, HeadSpec, Splits, Task, TaskMetadata, hookimpl
 
-from .sentence_pairs import Row, dev_rows, read_rows, sample_rows
+from .pair_rows import Row, dev_rows, read_rows, sample_rows
 
 KIND = "multiple-choice"
 
