@@ -120,8 +120,7 @@ def report(
     from .api import Column
     from .report import build_table, stats_table
 
-    if fmt not in ("md", "csv", "json"):
-        raise ConfigError(f"--format {fmt!r} is not md, csv or json")
+    _check_options(fmt, resamples)
     frame = _report_frame(results, include_failed, task)
     if fields:
         for name in frame.columns:
@@ -141,6 +140,14 @@ def report(
             if line.startswith("confound: "):
                 err.print(f"warning: {line}", highlight=False, markup=False)
     _write_report(frame, table, notes, title, fmt, output, html, plot, sweep)
+
+
+def _check_options(fmt: str, resamples: int | None) -> None:
+    if fmt not in ("md", "csv", "json"):
+        raise ConfigError(f"--format {fmt!r} is not md, csv or json")
+    if resamples is not None and resamples < 1:  # 0 would otherwise read as "the default"
+        raise ConfigError(f"--resamples {resamples}: a resampling test needs at least 1 resample",
+                          "drop --resamples for the defaults (2000, and 1000 for the floor test)")
 
 
 def _write_report(frame, table, notes: list[str], title: str | None, fmt: str, output: Path | None,

@@ -191,12 +191,14 @@ def parse_value(raw: str, annotation: Any, key: str) -> Any:
 def parse_typed(value: Any, annotation: Any, key: str) -> Any:
     """A value that arrived typed (TOML, JSON, a tuning trial) checked by the parser `--set` uses:
     0.5 for an int setting or "abc" for a float one is refused as it would be on the command line."""
+    if value is None:  # only where the setting may be unset: as a string "none" would stand for it
+        if type(None) in typing.get_args(annotation):
+            return None
+        raise ConfigError(f"{key} cannot be unset (null)", "give it a value")
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, (list, tuple)):
         text = ",".join(map(str, value))
-    elif value is None:
-        text = "none"
     else:
         text = str(value)
     return parse_value(text, annotation, key)

@@ -92,9 +92,6 @@ def ensure_writable(results_dir: Path) -> None:
 def process_alive(pid: int | None, hostname: str | None, started_at: str | None = None) -> bool:
     """Whether the process that wrote a running record still runs. A zombie (killed, not yet reaped
     by its new parent) has ended; so has a pid the system gave to a process started after the run."""
-    import datetime as dt
-    import platform
-
     import psutil
 
     if pid is None or hostname != platform.node():

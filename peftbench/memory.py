@@ -21,7 +21,6 @@ import contextlib
 import copy
 import dataclasses
 import math
-from typing import Any
 
 import torch
 

@@ -302,8 +302,9 @@ def load_frame(results_dir: Path, statuses: tuple[str, ...] = ("success",)):
     (the run's folder, where its predictions and artefact are)."""
     import pandas as pd
 
-    rows = [{**record, "status": shown_status(record), "record_path": str(path.parent)}
-            for path, record in iter_records(results_dir) if shown_status(record) in statuses]
+    shown = ((path, record, shown_status(record)) for path, record in iter_records(results_dir))
+    rows = [{**record, "status": status, "record_path": str(path.parent)}
+            for path, record, status in shown if status in statuses]
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame([_flatten(row, "", {}) for row in rows])

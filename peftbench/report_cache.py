@@ -3,10 +3,11 @@
 A lab's results folder grows to thousands of records, and each report would read every record
 and every run's predictions again and resample them: the floor tests ("did not learn") cost most.
 Each configuration's floor test, bootstrap interval and paired test against a baseline are kept
-in ``cache_root()/report/`` (``floors.json``, ``tests.json``) (JSON: nothing is
-unpickled; never in the results folder, which may be read-only or published), keyed by a hash of
-its runs' predictions files (path, size, modification time), the task settings, the metric, its
-direction and the number of resamples: a run added, rerun or rewritten is tested again.
+in ``cache_root()/report/`` (``floors.json``, ``tests.json``; JSON: nothing is unpickled; never
+in the results folder, which may be read-only or published), keyed by a hash of its runs' record
+and predictions files (path, size, modification time: the record holds the task settings, the
+scores and their direction), the metric and the test's parameters: a run added, rerun or
+rewritten is tested again.
 
 A cache that cannot be read is ignored and one that cannot be written is skipped: a report never
 fails because of its cache. ``PEFTBENCH_REPORT_CACHE=0`` turns it off.

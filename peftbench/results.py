@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import significance
 from . import report_cache
-from .run_predictions import NotPaired, missing, scored_runs, task_and_config, test_predictions
+from .run_predictions import NotPaired, missing, scored_runs, task_and_config
 from .errors import ConfigError, ResultsError
 
 if TYPE_CHECKING:

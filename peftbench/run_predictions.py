@@ -44,18 +44,16 @@ def task_and_config(components: Any, row: "pd.Series"):
 def _as_run(task: Any, row: "pd.Series") -> Any:
     """The task bound to the run's backbone as the run bound it (``Task.for_backbone``), from what the
     record says of that backbone: classification as generation scores label words, not indices. No
-    weights or tokenizer are loaded (scoring needs neither); a task that cannot bind so stays as it is."""
+    weights or tokenizer are loaded (scoring needs neither). A record whose backbone was not a text
+    generator (or that predates ``generation_format``) is scored by the task as registered."""
     from .api import LoadedBackbone
 
     prefix = "backbone.info."
+    if missing(row.get(f"{prefix}generation_format")):
+        return task
     info = {k[len(prefix):]: v for k, v in row.items()
             if k.startswith(prefix) and "." not in k[len(prefix):] and not missing(v)}
-    if not info:
-        return task
-    try:
-        return task.for_backbone(LoadedBackbone(None, None, (), info))
-    except (ConfigError, AttributeError, TypeError):
-        return task
+    return task.for_backbone(LoadedBackbone(None, None, (), info))
 
 
 def missing(value: Any) -> bool:

@@ -170,11 +170,16 @@ def _section(spec: RunSpec, key: str) -> str | None:
     return None
 
 
+def _annotation(spec: RunSpec, key: str) -> Any:
+    """The declared type of a method or train setting (KeyError: neither has it)."""
+    config = spec.method_config if _section(spec, key) == "method_config" else spec.train
+    return field_types(type(config))[key]
+
+
 def _check_space_type(spec: RunSpec, key: str, space: SearchSpace) -> None:
     """Every value the space can give parses as the setting's type (as `--set` would parse it): a
     space of strings for an int setting, or floats for an int, is refused at the plan."""
-    config = spec.method_config if _section(spec, key) == "method_config" else spec.train
-    annotation = field_types(type(config))[key]
+    annotation = _annotation(spec, key)
     values = space.choices if space.kind == "choice" else (space.low, space.high)
     if space.kind in ("log-uniform", "uniform") and annotation is int:
         raise ConfigError(f"[tune.space.{spec.method}].{key}: a {space.kind} space draws floats for an int setting",
@@ -191,8 +196,7 @@ def with_settings(spec: RunSpec, values: dict[str, Any], train: dict[str, Any] |
                   tuning: TuningSpec | None = None) -> RunSpec:
     """The spec with tuned values in their sections, each parsed as `--set` parses it, and extra train settings."""
     try:
-        values = {k: parse_typed(v, field_types(type(spec.method_config if _section(spec, k) == "method_config"
-                                                       else spec.train))[k], k) for k, v in values.items()}
+        values = {k: parse_typed(v, _annotation(spec, k), k) for k, v in values.items()}
     except (ConfigError, KeyError) as exc:
         raise ConfigError(f"tuned settings {values} are invalid for {spec.method}: {exc}",
                           "narrow the space in [tune.space]") from None

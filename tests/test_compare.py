@@ -137,6 +137,10 @@ def test_classification_scores_and_statistics_equal_scikit_learn_on_a_resample(s
     for metric in ("accuracy", "macro_f1", "micro_f1"):
         statistics = task.example_statistics(predictions, references, config, metric)
         assert statistics.score(statistics.values[index].sum(axis=0)) == pytest.approx(expected[metric])
+        # Many resamples at once (the batched path floor tests and bootstraps take) give each one's score exactly.
+        indices = np.random.default_rng(seed).integers(0, 200, (50, 200))
+        run = significance.ScoredRun(predictions, references, None, statistics)
+        assert significance.resampled_scores(run, indices, chunk=16).tolist() == [run.score(i) for i in indices]
 
 
 # ------------------------------------------------------------------ comparisons over run records

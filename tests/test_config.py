@@ -96,3 +96,17 @@ def test_hash_is_stable_and_sensitive():
     assert a.hash == b.hash
     assert RunSpec("m", "t", "b", MethodCfg(r=4), TaskCfg(), TrainConfig()).hash != a.hash
     assert RunSpec("m", "t", "b", MethodCfg(), TaskCfg(), TrainConfig(seed=1)).hash != a.hash
+
+
+def test_typed_values_are_parsed_as_set_parses_them():
+    from typing import Optional
+
+    from peftbench.config import parse_typed
+    from peftbench.errors import ConfigError
+
+    assert parse_typed(1, float, "lr") == 1.0 and isinstance(parse_typed(1, float, "lr"), float)
+    assert parse_typed(None, Optional[int], "bottleneck") is None
+    assert parse_typed(True, bool, "train_head") is True and parse_typed(["q", "v"], tuple[str, ...], "t") == ("q", "v")
+    for value, annotation in ((None, str), (2.5, int), ("fast", float), (float("inf"), float)):
+        with pytest.raises(ConfigError):
+            parse_typed(value, annotation, "x")

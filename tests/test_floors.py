@@ -43,3 +43,12 @@ def test_resamples_named_on_the_command_line_reach_the_floor_test(tmp_path, cli)
     assert "(1 seed(s) pooled), 300 resamples" in named.stdout and "pooled, 300 resamples" in named.stdout
     default = cli("report", str(tmp_path))
     assert "pooled, 1000 resamples" in default.stdout and "300 resamples" not in default.stdout
+
+
+def test_zero_resamples_is_one_line_not_the_default(tmp_path, cli):
+    references = [i % 9 for i in range(60)]
+    write_run(tmp_path, 1, "lora", 1, references, references)
+    result = cli("report", str(tmp_path), "--resamples", "0")
+    assert result.code == 1 and result.stderr.strip().splitlines() == [
+        "error: --resamples 0: a resampling test needs at least 1 resample -- drop --resamples for the defaults "
+        "(2000, and 1000 for the floor test)"]

@@ -29,12 +29,10 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
-
-from peftbench.sdk import (CommandContext, Components, ConfigError, DataError, TrainingError, apply_sets, cache_root,
-                           field_types, load_splits, parse_sets, parse_value)
+from peftbench.sdk import (Components, ConfigError, DataError, TrainingError, apply_sets, cache_root, load_splits,
+                           parse_sets)
 
 from .huggingface import HuggingFaceBackbone
 
