@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -116,6 +117,26 @@ def gone(pid: int) -> bool:
         return True
 
 
+def kill_mid_run(process: subprocess.Popen, results: Path) -> list[int]:
+    """SIGKILL the suite once its first run finished and a later one is under way; the pids of the runs
+    it killed. The suite and its workers are frozen (SIGSTOP) while their records are read: a fast run
+    cannot finish between being seen running and the kill (CI once saw it finish there)."""
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        os.killpg(process.pid, signal.SIGSTOP)
+        done = [r for _, r in records.iter_records(results)] if results.exists() else []
+        if any(r["status"] == "success" for r in done) and any(r["status"] == "running" for r in done):
+            os.kill(process.pid, signal.SIGKILL)  # the frozen runs die with it (PR_SET_PDEATHSIG)
+            process.wait()
+            with contextlib.suppress(ProcessLookupError):  # nothing of the group may be left to wake
+                os.killpg(process.pid, signal.SIGCONT)
+            return [r["pid"] for r in done if r["status"] == "running"]
+        os.killpg(process.pid, signal.SIGCONT)
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail("the suite ended, or did not get going in time, before a run could be killed")
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(tiny_bert, tmp_path_factory):
     """A 6-run suite SIGKILLed once its first run finished and a later one is under way, then resumed.
@@ -123,19 +144,8 @@ def killed_and_resumed(tiny_bert, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("killed-suite")
     path, results = suite_file(tmp_path, tiny_bert), tmp_path / "results"
     command = [sys.executable, "-m", "peftbench.cli", "suite", "run", str(path), "--results", str(results)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill it once the first run finished and a later one is under way
-        done = [r for _, r in records.iter_records(results)] if results.exists() else []
-        if any(r["status"] == "success" for r in done) and any(r["status"] == "running" for r in done):
-            break
-        time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("the suite did not get going in time")
-    running = [r["pid"] for _, r in records.iter_records(results) if r["status"] == "running"]
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    running = kill_mid_run(process, results)
     for pid in running:  # the run dies with its suite (PR_SET_PDEATHSIG); a busy machine may take a moment
         deadline = time.time() + 30
         while time.time() < deadline and gone(pid) is False:
