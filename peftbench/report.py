@@ -126,8 +126,17 @@ def _tuning_notes(groups: list[pd.DataFrame], varying: list[str]) -> list[str]:
         ran = int(first.get("tuning.trials_complete") or 0) + pruned
         notes.append(f"tuning: {configuration_label(group, varying)}: {ran} trials ({pruned} pruned) of a budget of "
                      f"{int(first['tuning.trials'])}, chosen on dev {first.get('tuning.metric')}: "
-                     + ", ".join(f"{k}={_setting(v)}" for k, v in chosen.items()))
+                     + ", ".join(f"{k}={_setting(v)}" for k, v in chosen.items()) + _tie(first))
     return notes
+
+
+def _tie(first: pd.Series) -> str:
+    """What the note says where the chosen trial tied with others on dev (records before ties were kept: nothing)."""
+    tied = first.get("tuning.tied_with")
+    if not isinstance(tied, (list, tuple)) or not tied:
+        return ""
+    return (f" (trial {int(first['tuning.trial'])}, tied on dev with trial{'s' if len(tied) > 1 else ''} "
+            f"{', '.join(str(t) for t in tied)}: {first.get('tuning.tie_rule')})")
 
 
 def runs_without_scores(frame: pd.DataFrame) -> list[str]:

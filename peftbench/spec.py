@@ -52,6 +52,8 @@ class TuningSpec:
     trials_complete: int | None = None
     trials_pruned: int | None = None
     trials_failed: int | None = None
+    tied_with: list[int] | None = None  # other trials with the chosen one's dev score
+    tie_rule: str | None = None  # how the tie was broken (where there was one)
 
     def to_json(self, storage: bool = True) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and (storage or k != "storage")}

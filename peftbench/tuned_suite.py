@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 from . import records
 from .spec import Resolved, TuningSpec
-from .tuning import (PRUNED_PREFIX, TRIAL_TRAIN, Study, TuneSettings, distributions, open_study, share_storage,
-                     with_settings)
+from .tuning import (PRUNED_PREFIX, TIE_RULE, TRIAL_TRAIN, Study, TuneSettings, chosen_trial, distributions,
+                     open_study, share_storage, with_settings)
 
 
 def _records_by_hash(results: Path) -> dict[str, dict[str, Any]]:
@@ -192,8 +192,9 @@ def finals(studies: list[Study], opened: dict, tune: TuneSettings) -> tuple[list
             without.append(f"study {study.name}: no trial completed, so no settings to choose; its finals do not "
                            "run (see the trials' logs in suite-logs/)")
             continue
-        best = optuna_study.best_trial
+        best, tied = chosen_trial(complete, study.maximize)
         tuning = _tuning("final", study, tune, best, dev_value=best.value, trials_complete=len(complete),
+                         tied_with=tied, tie_rule=TIE_RULE if tied else None,
                          trials_pruned=sum(t.state == TrialState.PRUNED for t in trials),
                          trials_failed=sum(t.state == TrialState.FAIL for t in trials))
         for run in study.runs:

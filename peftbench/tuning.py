@@ -40,6 +40,9 @@ SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 # What a trial does not need: it is scored on dev only, and neither timed nor kept.
 TRIAL_TRAIN = {"evaluate_test": False, "inference_repeats": 0, "save_artifact": False}
+# A trial's dev loss at its last reported epoch (an Optuna user attribute), and the rule that uses it.
+DEV_LOSS = "dev_loss"
+TIE_RULE = "ties on the dev score go to the lower dev loss at the last epoch, then to the earlier trial"
 # How a pruned trial's record says why it stopped (read back when the suite tells its study).
 PRUNED_PREFIX = "pruned by the tuning study"
 
@@ -334,6 +337,20 @@ def pruning_check(tuning: TuningSpec) -> Callable[[dict[str, Any]], str | None]:
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             return None
         trial.report(float(value), entry["epoch"])
+        if isinstance(entry.get("dev_loss"), (int, float)):  # breaks ties on the dev score (tie_break)
+            trial.set_user_attr(DEV_LOSS, float(entry["dev_loss"]))
+        if tuning.epochs and entry["epoch"] >= tuning.epochs:
+            return None  # a trial that trained to the end is complete: pruning it then would only hide it
         return f"{PRUNED_PREFIX} after epoch {entry['epoch']}" if trial.should_prune() else None
 
     return check
+
+
+def chosen_trial(complete: list, maximize: bool) -> tuple[Any, list[int]]:
+    """The complete trial a study's finals use, and the numbers of the others that tied with it on the
+    dev score (``TIE_RULE``: Optuna alone keeps the earliest of equal values, whatever they lost)."""
+    best = (max if maximize else min)(t.value for t in complete)
+    tied = [t for t in complete if t.value == best]
+    loss = lambda t: t.user_attrs.get(DEV_LOSS, math.inf)  # noqa: E731 - no loss recorded: loses the tie
+    chosen = min(tied, key=lambda t: (loss(t), t.number))
+    return chosen, sorted(t.number for t in tied if t is not chosen)

@@ -8,7 +8,7 @@ import pytest
 
 from peftbench import plugins, records, suite
 from peftbench.errors import ConfigError
-from peftbench.tuning import grid, plan_studies, read_tune
+from peftbench.tuning import chosen_trial, grid, plan_studies, read_tune
 from suite_files import livedoor_suite
 
 
@@ -35,7 +35,7 @@ def test_a_tuned_suite_leaves_its_studies_and_finals(tmp_path, tiny_bert, cli):
         assert len(complete) == 2
         low, high = (1e-5, 2e-4) if name.startswith("full") else (5e-5, 5e-3)  # the families' ranges
         assert all(low <= t.params["lr"] <= high for t in complete)
-        chosen[name.split("@")[0]] = study.best_trial.params["lr"]
+        chosen[name.split("@")[0]] = chosen_trial(complete, maximize=True)[0].params["lr"]
     found = [record for _, record in records.iter_records(results)]
     trials = [r for r in found if r["tuning"]["role"] == "trial"]
     final = [r for r in found if r["tuning"]["role"] == "final"]
@@ -275,3 +275,29 @@ def test_a_suite_stopped_mid_trial_trains_each_setting_once_when_resumed(tmp_pat
     assert len(trials) == 3 and len({r["config_hash"] for r in trials}) == 3
     final = next(r for _, r in records.iter_records(results) if r["tuning"]["role"] == "final")
     assert final["tuning"]["trials_complete"] == 3
+
+
+def test_a_dev_tie_goes_to_the_lower_dev_loss_then_the_earlier_trial_and_is_reported():
+    """The zoo's IA3 was chosen from a dev tie that Optuna broke by trial order alone."""
+    import optuna
+    import pandas as pd
+
+    from peftbench.report import _tie
+    from peftbench.tuning import TIE_RULE
+
+    def trial(number, value, loss=None):
+        made = optuna.trial.create_trial(value=value, params={}, distributions={},
+                                         user_attrs={} if loss is None else {"dev_loss": loss})
+        made.number = number
+        return made
+
+    complete = [trial(0, 0.6, 0.5), trial(1, 0.625, 0.7), trial(2, 0.625, 0.4), trial(3, 0.625)]
+    chosen, tied = chosen_trial(complete, maximize=True)
+    assert chosen.number == 2 and tied == [1, 3]
+    chosen, tied = chosen_trial([trial(0, 0.7, None), trial(1, 0.7, None)], maximize=True)
+    assert chosen.number == 0 and tied == [1]  # no loss on either: the earlier trial
+    chosen, tied = chosen_trial(complete, maximize=False)
+    assert chosen.number == 0 and tied == []
+    note = _tie(pd.Series({"tuning.trial": 2, "tuning.tied_with": [1, 3], "tuning.tie_rule": TIE_RULE}))
+    assert note == f" (trial 2, tied on dev with trials 1, 3: {TIE_RULE})"
+    assert _tie(pd.Series({"tuning.trial": 2})) == ""
