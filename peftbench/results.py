@@ -206,10 +206,10 @@ def _paired_test(test: str, base_runs: list, runs: list, base: "pd.DataFrame", o
     if len(base_runs) != 1 or len(runs) != 1:
         raise NotPaired(f"McNemar compares one run with one run ({len(runs)} vs {len(base_runs)} here); "
                         "with several seeds use --test bootstrap")
-    if not (significance.atomic(pick[0].predictions) and significance.atomic(pick[0].references)):
-        raise NotPaired("McNemar needs one label per example; this task's predictions are structured")
-    return significance.mcnemar([p == r for p, r in zip(pick[0].predictions, pick[0].references)],
-                                [p == r for p, r in zip(pick_base[0].predictions, pick_base[0].references)])
+    right, base_right = significance.correct(pick[0]), significance.correct(pick_base[0])
+    if right is None or base_right is None:
+        raise NotPaired("McNemar needs each example right or wrong; this task's predictions are scored as a whole")
+    return significance.mcnemar(right, base_right)
 
 
 def _same_test_content(base: "pd.DataFrame", other: "pd.DataFrame") -> None:

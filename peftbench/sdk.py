@@ -23,9 +23,10 @@ from .hookspecs import hookimpl
 from .installed import install_hint, is_installed, missing_libraries
 from .command_context import CommandContext
 from .plugins import Components
+from .plugins import load as load_components
 from .progress import Progress
 from .progress import current as current_progress
-from .files import write_json_atomic
+from .files import published, write_json_atomic
 from .records import PREDICTIONS_FILE, RunRecord, iter_records, load_record
 from .spec import Resolved, RunSpec
 from .workers import WarmWorker, renewed
@@ -36,7 +37,7 @@ __all__ = [
     "LoadedBackbone", "ExampleStatistics", "SearchSpace",
     "Example", "Encoded", "TableSpec", "Column", "Executor", "ConfiguredExecutor", "Job",
     # registering
-    "hookimpl", "CommandContext", "Components",
+    "hookimpl", "CommandContext", "Components", "load_components",
     # errors: one line and exit 1 in the CLI
     "PeftbenchError", "ConfigError", "DataError", "BackboneError", "TrainingError", "ResultsError", "RegistryError",
     # data location and caching
@@ -48,7 +49,7 @@ __all__ = [
     # progress bars inside a run
     "Progress", "current_progress",
     # runs and their records
-    "RunSpec", "Resolved", "RunRecord", "iter_records", "load_record", "write_json_atomic", "PREDICTIONS_FILE",
+    "RunSpec", "Resolved", "RunRecord", "iter_records", "load_record", "write_json_atomic", "published", "PREDICTIONS_FILE",
     # executors: a process that runs job after job (imports once), renewed when spent
     "WarmWorker", "renewed",
 ]

@@ -59,6 +59,19 @@ class ScoredRun:
         return self.score_lists(predictions, self.references)
 
 
+def correct(run: ScoredRun) -> list[bool] | None:
+    """Per example, right or wrong, for McNemar: from per-example statistics of the form [hit, 1] with
+    a 0/1 hit (accuracy, exact match, lm-eval's acc), else from one label per example compared with
+    its reference; None where neither holds (structured predictions scored as a whole)."""
+    values = run.statistics.values if run.statistics is not None else None
+    if values is not None and values.ndim == 2 and values.shape[1] == 2 and (values[:, 1] == 1).all() \
+            and ((values[:, 0] == 0) | (values[:, 0] == 1)).all():
+        return [bool(v) for v in values[:, 0]]
+    if atomic(run.predictions) and atomic(run.references):
+        return [p == r for p, r in zip(run.predictions, run.references)]
+    return None
+
+
 @dataclass(frozen=True)
 class TestResult:
     delta: float  # mean score of ``a`` minus mean score of ``b``

@@ -1,0 +1,84 @@
+"""lm-evaluation-harness on peftbench's runs (`peftbench lm-eval`): the base loaded once, each run's model
+put on it, lm-eval's per-sample log kept beside the run, and reports over lm-eval's values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from peftbench import records
+
+pytest.importorskip("lm_eval")
+
+MR = Path(__file__).resolve().parents[2] / "shared" / "data" / "textgcn"
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_llama, tmp_path_factory):
+    """A zero-shot run and a LoRA run of MR as generation on the tiny Llama, then `peftbench lm-eval`."""
+    import subprocess
+    import sys
+
+    if not (MR / "mr.txt").exists():
+        pytest.skip("the shared MR corpus is not beside the repository")
+    results = tmp_path_factory.mktemp("lm-eval") / "results"
+    common = ["--task", "mr", "--backbone", str(tiny_llama), "--results", str(results), "--set", "seed=1"]
+    for key, value in {"data_dir": MR, "train_per_class": 12, "test_per_class": 15, "as_generation": "true",
+                       "max_length": 400, "epochs": 1, "save_artifact": "true", "inference_repeats": 0}.items():
+        common += ["--set", f"{key}={value}"]
+    for method in ("zero-shot", "lora"):
+        done = subprocess.run([sys.executable, "-m", "peftbench.cli", "run", "--method", method, *common],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    scored = subprocess.run([sys.executable, "-m", "peftbench.cli", "lm-eval", str(results), "--tasks", "peftbench_mr"],
+                            capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    return results, scored.stdout
+
+
+def _runs(results: Path) -> dict[str, Path]:
+    return {record["method"]["name"]: path.parent for path, record in records.iter_records(results)
+            if record["config"]["task"] == "mr"}
+
+
+def test_lm_eval_scores_each_run_like_peftbench_does(evaluated):
+    """Fidelity: lm-eval's acc through the local task YAML, on the examples the run was tested on, gives
+    the same per-sample answers and log-likelihoods as peftbench's own label-word ranking."""
+    results, stdout = evaluated
+    assert "base loaded once for 2 run(s)" in stdout
+    for method, run in _runs(results).items():
+        own = json.loads((run / "predictions.json").read_text(encoding="utf-8"))["test"]
+        folder = run / "lm-eval" / "peftbench_mr"
+        samples = sorted((json.loads(line) for line in (folder / "samples.jsonl").read_text(encoding="utf-8")
+                          .splitlines()), key=lambda s: s["doc_id"])
+        assert [s["doc"]["id"] for s in samples] == own["ids"]  # the run's own test split, in its order
+        assert [s["target"] for s in samples] == own["references"]
+        for sample, prediction in zip(samples, own["predictions"]):
+            lm_eval_ll = [response[0][0] for response in sample["resps"]]
+            assert lm_eval_ll == pytest.approx(prediction["loglik"], abs=1e-4), method
+            assert sample["acc"] == float(prediction["label"] == sample["target"])
+        record = json.loads((run / "record.json").read_text(encoding="utf-8"))
+        described = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        assert described["results"]["acc,none"] == pytest.approx(record["scores"]["test"]["accuracy"])
+        assert described["lm_eval_version"] and described["task_hash"]
+        assert described["evaluated"] == ("base" if method == "zero-shot" else "adapter")
+
+
+def test_a_report_compares_runs_on_lm_evals_samples(evaluated, cli):
+    results, _ = evaluated
+    report = cli("report", str(results), "--task", "lm-eval/peftbench_mr", "--baseline", "method.name=zero-shot",
+                 "--test", "mcnemar")
+    assert report.code == 0, report.stderr
+    assert "lm-eval/peftbench_mr" in report.stdout and "p (mcnemar)" in report.stdout, report.stdout
+    derived = [r for _, r in records.iter_records(results) if r["config"]["task"] == "lm-eval"]
+    assert len(derived) == 2 and all(r["config"]["task_config"]["task"] == "peftbench_mr" for r in derived)
+
+
+def test_bad_options_are_one_line_before_any_model_loads(evaluated, cli, tmp_path):
+    results, _ = evaluated
+    bad_limit = cli("lm-eval", str(results), "--tasks", "peftbench_mr", "--limit", "0")
+    assert bad_limit.code == 1 and "--limit must be a positive number" in bad_limit.stderr
+    no_folder = cli("lm-eval", str(results), "--tasks", "peftbench_mr", "--include-path", str(tmp_path / "nope"))
+    assert no_folder.code == 1 and "is not a folder" in no_folder.stderr
