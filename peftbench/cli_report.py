@@ -108,6 +108,9 @@ def report(
     strict: Annotated[bool, typer.Option(help="refuse to compare runs that differ in train, task, data, "
                                               "backbone or library settings")] = False,
     alpha: Annotated[float, typer.Option(help="significance level for best marks and paired tests")] = 0.05,
+    groups: Annotated[bool, typer.Option("--groups", help="significance groups (rows sharing a letter are not told "
+                                                          "apart by --test over all pairs, --adjust over them) and "
+                                                          "the minimum detectable effect")] = False,
     show_stats: Annotated[bool, typer.Option("--stats", help="per configuration: n, mean, std, 95% CI of "
                                                              "every test score")] = False,
     html: Annotated[Optional[Path], typer.Option(help="also write a self-contained HTML report (tables, "
@@ -129,7 +132,8 @@ def report(
     cols, title, sort_by, frame = _report_columns(frame, results, table_name, columns, all_columns)
     if include_failed and not table_name and not columns:
         cols = [Column("status", "status"), *cols]
-    options = {"test": test, "adjust": adjust, "metric": metric, "resamples": resamples, "strict": strict}
+    options = {"test": test, "adjust": adjust, "metric": metric, "resamples": resamples, "strict": strict,
+               "groups": groups}
     if show_stats:
         table, notes = stats_table(frame, strict=strict)
     else:

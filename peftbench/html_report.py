@@ -73,6 +73,24 @@ def _pareto_figure(points: pd.DataFrame, x: str, title: str, metric: str):
     return figure
 
 
+def _groups_figure(points: pd.DataFrame, letters: dict[str, str], metric: str):
+    """Each configuration's mean (seed std as error bars), best at the top, coloured by its first
+    significance group and labelled with all its letters: rows sharing a letter are not told apart."""
+    import plotly.graph_objects as go
+
+    shown = points[points["label"].isin(letters)].sort_values("mean")
+    group = [letters[label] for label in shown["label"]]
+    palette = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+    colours = [palette[(ord(g[0]) - ord("a")) % len(palette)] if g else "#999999" for g in group]
+    figure = go.Figure(go.Scatter(
+        x=shown["mean"], y=shown["label"], mode="markers+text", text=group, textposition="middle right",
+        error_x={"type": "data", "array": shown["std"], "visible": True}, hovertext=shown["hover"],
+        hoverinfo="text", marker={"size": 11, "color": colours}))
+    figure.update_layout(title=f"significance groups: test {metric} (a shared letter = not told apart)",
+                         xaxis={"title": f"test {metric}"}, width=900, height=160 + 24 * len(shown), showlegend=False)
+    return figure
+
+
 def _curves_figure(frame: pd.DataFrame, metric: str):
     """Dev ``metric`` per epoch of every run (each stage's own epochs)."""
     import plotly.graph_objects as go
@@ -131,6 +149,8 @@ def write_html(path: Path, frame: pd.DataFrame, table: pd.DataFrame, notes: list
         points = _points(runs, metric)
         axes = [x for x in _AXES if points[x].fillna(0).gt(0).any()]  # runs that saved no artefact: no size plot
         figures = [_pareto_figure(points, x, f"{task}: test {metric} vs {_AXES[x][0]}", metric) for x in axes]
+        if table.attrs.get("groups"):
+            figures.insert(0, _groups_figure(points, table.attrs["groups"], metric))
         figures.append(_curves_figure(runs, metric))
         parts.append(f"<h2>{html.escape(str(task))}</h2><div class=\"plots\">")
         parts += [figure.to_html(full_html=False, include_plotlyjs=False) for figure in figures]

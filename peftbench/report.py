@@ -276,6 +276,8 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
         notes.append("best marks compare the rows of one task at a time")
     if baseline:
         notes += _add_comparison(frame, table, baseline, options, confound_lines)
+    if options.get("groups"):
+        notes += _add_groups(frame, table, options)
     notes += _add_floor_column(frame, groups, table, alpha, options.get("resamples"))
     from .results import varying_columns
 
@@ -297,7 +299,7 @@ def _add_comparison(frame: pd.DataFrame, table: pd.DataFrame, baseline: str, opt
     adjusted p. Returns the notes that explain them; ``confound_lines`` gets compare's confounds."""
     from .results import compare
 
-    result = compare(frame, baseline, **options)
+    result = compare(frame, baseline, **{k: v for k, v in options.items() if k != "groups"})
     confound_lines.extend(result.attrs["confounds"])
     metric, test, adjust = result["metric"].iloc[0], result["test"].iloc[0], result.attrs["adjust"]
     level = int(result.attrs["confidence"] * 100)
@@ -316,6 +318,29 @@ def _add_comparison(frame: pd.DataFrame, table: pd.DataFrame, baseline: str, opt
     notes += [f"not tested: {label}: {note}" for label, note, p, b in
               zip(result["configuration"], result["note"], result["p"], result["baseline"]) if _absent(p) and not b]
     return notes
+
+
+def _add_groups(frame: pd.DataFrame, table: pd.DataFrame, options: dict[str, Any]) -> list[str]:
+    """The significance-group letters beside the compared score, and the notes on them and on the
+    minimum detectable effect (``groups.significance_groups``)."""
+    from .groups import significance_groups
+    from .results import _components, _main_metric
+    from .significance import DEFAULT_RESAMPLES
+
+    if "task.name" in frame and frame["task.name"].nunique() > 1:
+        raise ConfigError("significance groups compare the rows of one task", "filter with --task")
+    metric = _main_metric(frame, options.get("metric"))
+    test = options.get("test", "bootstrap")
+    found = significance_groups(frame, metric, test, options.get("adjust", "holm"), options["alpha"],
+                                options.get("resamples") or DEFAULT_RESAMPLES, None if test == "t" else _components())
+    after = next((i + 1 for i, header in enumerate(table.columns) if metric in str(header)), len(table.columns))
+    table.insert(after, "group", found["letters"])
+    from .results import configuration_label, configurations, varying_columns
+
+    varying = varying_columns(frame)  # the HTML report draws the groups by configuration
+    table.attrs["groups"] = {configuration_label(g, varying): letters
+                             for g, letters in zip(configurations(frame), found["letters"])}
+    return found["notes"]
 
 
 FLOOR_HEADER = "vs majority floor"

@@ -185,6 +185,10 @@ def test_report_statistics_on_seeds(killed_and_resumed, cli):
     assert all(r["bootstrap CI95 low"] <= r["bootstrap CI95 high"] for r in accuracy)
     for name in ("pareto.png", "pareto.svg"):
         assert (tmp_path / "plots" / name).stat().st_size > 1000
+    grouped = cli("report", str(results), "--groups", "--html", str(tmp_path / "groups.html"))
+    assert grouped.code == 0, grouped.stderr
+    assert "| group" in grouped.stdout and "minimum detectable effect: " in grouped.stdout
+    assert "significance groups" in (tmp_path / "groups.html").read_text(encoding="utf-8")
     swept = cli("report", str(results), "--plot", str(tmp_path / "plots"), "--sweep", "lr")
     assert swept.code == 0, swept.stderr
     assert (tmp_path / "plots" / "sweep-lr.png").exists()
