@@ -39,9 +39,37 @@ def score(current: RunState, prepared: PreparedStage) -> bool:
                 "mergeable": mergeable(current), "seconds": seconds,
                 "examples_per_second": len(scored.predictions) / seconds, "generated_tokens": tokens,
                 "tokens_per_second": tokens / seconds if tokens is not None else None}
+    if predicted and "test" in predictions and record.inference and record.inference.get("mergeable"):
+        record.inference["merged"] = merged_agreement(current, prepared, predictions["test"])
     if current.writes:
         files.write_json_atomic(current.run_dir / records.PREDICTIONS_FILE, files.published(predictions))
     return predicted
+
+
+def merged_agreement(current: RunState, prepared: PreparedStage, unmerged: dict[str, Any]) -> dict[str, Any] | None:
+    """The test split predicted again with the adapter merged into the base: how many predictions
+    (label-word choices, greedy answers) stay the same. A merge is meant to change nothing; where it
+    does (rounding in the merged weights, a method whose merge is approximate), the record says which."""
+    spec, model = current.resolved.spec, current.accelerator.unwrap_model(prepared.model)
+    with torch.no_grad(), current.resolved.method.inference_modes(model) as modes:
+        for mode in modes:
+            if mode != "merged":
+                continue
+            scored = evaluate(prepared.model, prepared.loaders["test"], prepared.objective, spec.task_config,
+                              current.accelerator, current.progress, "test (merged)", final=True)
+            same = [_decision(a) == _decision(b) for a, b in zip(unmerged["predictions"], scored.predictions)]
+            ids = unmerged["ids"] or list(range(len(same)))
+            return {"examples": len(same), "agreement": sum(same) / len(same) if same else None,
+                    "changed": [ids[i] for i, kept in enumerate(same) if not kept], "scores": scored.scores}
+    return None
+
+
+def _decision(prediction: Any) -> Any:
+    """What a prediction decides, without the scores behind it (log-likelihoods move a little in a merge)."""
+    if isinstance(prediction, dict):
+        return {k: v for k, v in prediction.items()
+                if not isinstance(v, float) and not (isinstance(v, list) and v and isinstance(v[0], float))}
+    return prediction
 
 
 def mergeable(current: RunState) -> bool | None:

@@ -130,6 +130,24 @@ def _tuning_notes(groups: list[pd.DataFrame], varying: list[str]) -> list[str]:
     return notes
 
 
+def _merge_notes(groups: list[pd.DataFrame], varying: list[str]) -> list[str]:
+    """Where merging the adapter into the base changed test predictions (``inference.merged``)."""
+    from .results import configuration_label
+
+    notes = []
+    for group in groups:
+        if "inference.merged.agreement" not in group:
+            continue
+        for _, row in group.iterrows():
+            agreement, examples = row["inference.merged.agreement"], row.get("inference.merged.examples")
+            if not _absent(agreement) and agreement < 1:
+                changed = round((1 - agreement) * examples)
+                notes.append(f"merging changes predictions: {configuration_label(group, varying)} seed "
+                             f"{row.get('config.train.seed')}: {changed} of {int(examples)} test predictions differ "
+                             "merged vs unmerged (record: inference.merged.changed)")
+    return notes
+
+
 def _tie(first: pd.Series) -> str:
     """What the note says where the chosen trial tied with others on dev (records before ties were kept: nothing)."""
     tied = first.get("tuning.tied_with")
@@ -282,6 +300,7 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
     from .results import varying_columns
 
     notes += _tuning_notes(groups, varying_columns(frame))
+    notes += _merge_notes(groups, varying_columns(frame))
     notes += [f"confound: {line}" for line in confound_lines]
     if sort_by and all(value is None for value in numeric[sort_by]):  # a text column, e.g. the method
         table = table.iloc[sorted(range(len(rows)), key=lambda i: str(table[sort_by].iloc[i]))].reset_index(drop=True)

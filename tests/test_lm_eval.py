@@ -82,3 +82,26 @@ def test_bad_options_are_one_line_before_any_model_loads(evaluated, cli, tmp_pat
     assert bad_limit.code == 1 and "--limit must be a positive number" in bad_limit.stderr
     no_folder = cli("lm-eval", str(results), "--tasks", "peftbench_mr", "--include-path", str(tmp_path / "nope"))
     assert no_folder.code == 1 and "is not a folder" in no_folder.stderr
+
+
+def test_a_merged_adapter_is_checked_against_the_unmerged_one(evaluated):
+    """A mergeable adapter on a causal LM: the test split is predicted again merged; the record says how
+    many label-word choices and greedy answers stayed the same, and which did not."""
+    results, _ = evaluated
+    record = json.loads((_runs(results)["lora"] / "record.json").read_text(encoding="utf-8"))
+    merged = record["inference"]["merged"]
+    assert merged["examples"] == 30 and 0.9 <= merged["agreement"] <= 1
+    assert len(merged["changed"]) == round((1 - merged["agreement"]) * 30)
+
+
+def test_the_report_says_where_merging_changed_a_prediction():
+    import pandas as pd
+
+    from peftbench.report import _merge_notes
+
+    group = pd.DataFrame([{"method.name": "ia3", "config.train.seed": 1, "inference.merged.agreement": 0.95,
+                           "inference.merged.examples": 40},
+                          {"method.name": "ia3", "config.train.seed": 2, "inference.merged.agreement": 1.0,
+                           "inference.merged.examples": 40}])
+    (note,) = _merge_notes([group], [])
+    assert "seed 1: 2 of 40 test predictions differ merged vs unmerged" in note
