@@ -290,6 +290,16 @@ class Method(Component):
     a row, told apart by position ids. A method that adds tokens or states per row (prompt and
     prefix tuners) or replaces the attention cannot: its rows would mix examples."""
 
+    family: ClassVar[str | None] = None
+    """The family the method belongs to (e.g. "lora" for LoRA, DoRA, rsLoRA, PiSSA), where its
+    members share settings under other names; see ``family_settings``."""
+
+    def family_settings(self, config: Any) -> dict[str, Any]:
+        """The run's values of the settings its family shares, under the family's names (the LoRA
+        family: r, alpha, dropout, target). Recorded; a report warns where two methods of one family
+        differ in them, since then they differ in more than their own idea."""
+        return {}
+
     capacity: ClassVar[tuple[str, Sequence[int]] | None] = None
     """The setting that sizes the method and its allowed values (e.g. ("r", range(1, 1025))),
     so a parameter budget can be matched (`--match-params`)."""

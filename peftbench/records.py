@@ -164,6 +164,14 @@ class ComponentRef:
 
 
 @dataclass
+class MethodRef(ComponentRef):
+    # The method's family and its settings under the names the family shares (``Method.family``): two
+    # methods of one family that differ in these differ in more than their own idea (a confound).
+    family: str | None = None
+    family_settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class TaskRef(ComponentRef):
     main_score: str | None = None
     greater_is_better: dict[str, bool] = field(default_factory=dict)
@@ -224,7 +232,7 @@ class RunRecord:
     finished_at: str | None = None
     config: dict[str, Any] | None = None  # the RunSpec: components and their resolved settings
     config_hash: str | None = None
-    method: ComponentRef = field(default_factory=ComponentRef)
+    method: MethodRef = field(default_factory=MethodRef)
     task: TaskRef = field(default_factory=TaskRef)
     backbone: BackboneRef = field(default_factory=BackboneRef)
     seed: int | None = None

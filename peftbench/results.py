@@ -125,6 +125,26 @@ def confounds(frame: "pd.DataFrame") -> list[Confound]:
             if label not in values.setdefault(value, []):
                 values[value].append(label)
         found.append(Confound(kind, column, values))
+    return found + family_confounds(frame)
+
+
+def family_confounds(frame: "pd.DataFrame") -> list[Confound]:
+    """Methods of one family (``Method.family``) that differ in a setting the family shares (LoRA's
+    alpha 16 beside DoRA's 8): the variants then differ in more than their own idea."""
+    found = []
+    if "method.family" not in frame:
+        return found
+    for family, members in frame[frame["method.family"].notna()].groupby("method.family"):
+        if members["method.name"].nunique() < 2:
+            continue
+        for column in [c for c in members.columns if c.startswith("method.family_settings.")]:
+            values: dict[str, list[str]] = {}
+            for value, method in zip(members[column].dropna().map(_shown), members.loc[members[column].notna(),
+                                                                                    "method.name"]):
+                if method not in values.setdefault(value, []):
+                    values[value].append(method)
+            if len(values) > 1:
+                found.append(Confound(f"{family} family", column.rsplit(".", 1)[1], values))
     return found
 
 

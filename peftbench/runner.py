@@ -40,8 +40,8 @@ from .errors import ConfigError, PeftbenchError, Terminated
 from .measure import EnergyMeter, PeakMemory, count_parameters, environment, tensor_bytes
 from .plugins import Components, distributions
 from .progress import Progress
-from .records import (BackboneRef, ComponentRef, Energy, Environment, Forgetting, Memory, Params, RunRecord,
-                      StageRecord, StepTimes, TaskRef)
+from .records import (BackboneRef, ComponentRef, Energy, Environment, Forgetting, Memory, MethodRef, Params,
+                      RunRecord, StageRecord, StepTimes, TaskRef)
 from .run_state import PreparedStage, RunState, loader
 from .spec import Resolved
 from .trainer import FitContext, FitResult, fit
@@ -136,7 +136,8 @@ def _start(components: Components, resolved: Resolved, results_dir: Path, progre
         config=spec.config_dict(), config_hash=spec.hash, seed=spec.seed, budget=spec.budget,
         # the storage URL stays out of the record: an RDB URL may hold a password
         tuning=spec.tuning.to_json(storage=False) if spec.tuning else None,
-        method=ComponentRef(spec.method, components.method_source(spec.method)),
+        method=MethodRef(spec.method, components.method_source(spec.method), resolved.method.family,
+                         resolved.method.family_settings(spec.method_config)),
         task=TaskRef(spec.task, source(components.tasks, spec.task), metadata.main_score,
                      dict(metadata.greater_is_better)),
         backbone=BackboneRef(spec.backbone, source(components.backbones, spec.backbone)),

@@ -190,6 +190,24 @@ def test_every_kind_of_confound_is_found(tmp_path, kind, overrides):
         peftbench.compare(peftbench.load_results(tmp_path), baseline="method.name=full", strict=True)
 
 
+def test_methods_of_one_family_with_other_shared_settings_are_a_confound(tmp_path):
+    """LoRA at alpha 16 / dropout 0.1 beside DoRA at peft's 8 / 0.0 (the first MR zoo): a family confound;
+    the same shared settings (or methods of no family) are none."""
+    def family(alpha, dropout):
+        return {"record": {"method.family": "lora", "method.family_settings.r": 8,
+                           "method.family_settings.alpha": alpha, "method.family_settings.dropout": dropout}}
+
+    write_run(tmp_path, 1, "lora", 1, REFERENCES, REFERENCES, **family(16.0, 0.1))
+    write_run(tmp_path, 2, "dora", 1, REFERENCES, REFERENCES, **family(8.0, 0.0))
+    write_run(tmp_path, 3, "full", 1, REFERENCES, REFERENCES)
+    lines = [c.line() for c in results_api.confounds(peftbench.load_results(tmp_path))]
+    assert lines == ["lora family setting alpha differs: 16 (lora); 8 (dora)",
+                     "lora family setting dropout differs: 0.1 (lora); 0 (dora)"]
+    write_run(tmp_path / "alike", 1, "lora", 1, REFERENCES, REFERENCES, **family(16.0, 0.1))
+    write_run(tmp_path / "alike", 2, "dora", 1, REFERENCES, REFERENCES, **family(16.0, 0.1))
+    assert results_api.confounds(peftbench.load_results(tmp_path / "alike")) == []
+
+
 def test_method_settings_and_seeds_are_not_confounds(tmp_path):
     write_run(tmp_path, 1, "lora", 1, REFERENCES, REFERENCES, record={"config.method_config.lr": 0.01})
     write_run(tmp_path, 2, "lora", 2, REFERENCES, REFERENCES, record={"config.method_config.lr": 0.02})

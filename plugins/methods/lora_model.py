@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from peftbench.sdk import ConfigError, LoadedBackbone, Method, Stage
 
@@ -100,6 +100,10 @@ class Lora(Method):
     quantized_base = True
     packed_batches = True  # LoRA changes weights only: a packed row is read as given
     capacity = ("r", range(1, 1025))
+    family = "lora"
+
+    def family_settings(self, config: LoraSettings) -> dict[str, Any]:
+        return {"r": config.r, "alpha": float(config.alpha), "dropout": float(config.dropout), "target": list(config.target)}
 
     def prepare(self, loaded: LoadedBackbone, config: LoraSettings, stage: Stage, previous=None) -> torch.nn.Module:
         from peft import LoraConfig

@@ -209,6 +209,15 @@ class PeftTuner(Method):
         # A config with an initial rank (AdaLoRA: init_r, target_r) ignores r, and its count is set
         # by two settings: no single size to match a budget with.
         self.capacity = (size, range(1, 1025)) if size in names and "init_r" not in names else None
+        # LoRA's variants are one LoraConfig setting away from LoRA: the same family, compared by its settings.
+        self.family = "lora" if self.peft_type == "LORA" else None
+
+    def family_settings(self, config: Any) -> dict[str, Any]:
+        if self.family != "lora":
+            return {}
+        target = config.target_modules
+        return {"r": config.r, "alpha": float(config.lora_alpha), "dropout": float(config.lora_dropout),
+                "target": ["auto"] if target is None else ([target] if isinstance(target, str) else list(target))}
 
     def prepare(self, loaded: LoadedBackbone, config: Any, stage: Stage, previous=None) -> torch.nn.Module:
         from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
