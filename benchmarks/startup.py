@@ -7,7 +7,7 @@ pays before its first step (importing torch and transformers), and
 prints peftbench's own share: start -> first step, minus model loading, minus that
 import floor. Last, the imports a run makes (torch, transformers' BERT, peft) under
 CPython's default cycle-collector thresholds and under the ones every peftbench
-process sets (cli.tune_collection), alternating, and their ratio.
+process sets (collector.tune_collection), alternating, and their ratio.
 
     python benchmarks/startup.py            # MiniLM-L6 + LoRA on the livedoor sample
     python benchmarks/startup.py --data ../shared/data/livedoor   # full corpus (7,367 files)
@@ -78,12 +78,12 @@ def _seconds(code: str) -> float:
 
 def print_collector_comparison(run_imports: str, repeats: int) -> None:
     """A run's imports under CPython's default young-generation threshold (this script never changes
-    it) and under peftbench's (cli.tune_collection), in turn; the ratio is taken pair by pair, as the
+    it) and under peftbench's (collector.tune_collection), in turn; the ratio is taken pair by pair, as the
     machine's speed drifts."""
     import gc
     import statistics
 
-    from peftbench.cli import COLLECT_YOUNG_EVERY as ours
+    from peftbench.collector import COLLECT_YOUNG_EVERY as ours
 
     default = gc.get_threshold()[0]
     pairs = [(_seconds(f"import gc; gc.set_threshold({ours}); {run_imports}"),

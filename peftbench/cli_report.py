@@ -140,10 +140,14 @@ def report(
         table, notes = build_table(frame, cols, sort_by, require_fields=not table_name, alpha=alpha,
                                    baseline=baseline, compare_options=options)
     if baseline:  # one warning per confound where the user asked for a comparison
-        for line in notes:
-            if line.startswith("confound: "):
-                err.print(f"warning: {line}", highlight=False, markup=False)
+        _warn_confounds(notes)
     _write_report(frame, table, notes, title, fmt, output, html, plot, sweep)
+
+
+def _warn_confounds(notes: list[str]) -> None:
+    for line in notes:
+        if line.startswith("confound: "):
+            err.print(f"warning: {line}", highlight=False, markup=False)
 
 
 def _check_options(fmt: str, resamples: int | None) -> None:

@@ -17,7 +17,7 @@ from .spec import Resolved, resolve
 
 def dry_run(resolved: Resolved) -> list[dict[str, Any]]:
     """Per stage: trainable params and the bytes the method would save. No data, no weights."""
-    from .measure import count_parameters, tensor_bytes  # torch: a suite that counts nothing never imports it
+    from .measure.sizes import count_parameters, tensor_bytes  # torch: a suite that counts nothing never imports it
 
     spec, method = resolved.spec, resolved.method
     rows = []

@@ -12,7 +12,8 @@ import torch
 
 from . import files, records
 from .api import Splits
-from .measure import Stopwatch, directory_bytes
+from .measure.sizes import directory_bytes
+from .measure.timing import Stopwatch
 from .records import StageRecord
 from .run_state import PreparedStage, RunState, loader
 from .trainer import evaluate, model_inputs

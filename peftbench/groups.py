@@ -20,9 +20,13 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import significance
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Z_ALPHA, Z_POWER = 1.959964, 0.841621  # two-sided alpha 0.05; power 0.8
 
@@ -129,3 +133,25 @@ def significance_groups(frame: Any, metric: str, test: str, adjust: str, alpha: 
                      f"the median standard error of a row's score, {statistics.median(e for e in errors if e is not None):.4f}); "
                      "a smaller difference between two rows cannot be told from noise with this test set and these seeds")
     return {"letters": compact_letters(means, differ, higher), "mde": mde, "notes": notes}
+
+
+def add_group_column(frame: "pd.DataFrame", table: "pd.DataFrame", options: dict[str, Any]) -> list[str]:
+    """The significance-group letters beside the compared score, and the notes on them and on the
+    minimum detectable effect (``groups.significance_groups``)."""
+    from .results import _components, _main_metric
+    from .significance import DEFAULT_RESAMPLES
+
+    if "task.name" in frame and frame["task.name"].nunique() > 1:
+        raise ConfigError("significance groups compare the rows of one task", "filter with --task")
+    metric = _main_metric(frame, options.get("metric"))
+    test = options.get("test", "bootstrap")
+    found = significance_groups(frame, metric, test, options.get("adjust", "holm"), options["alpha"],
+                                options.get("resamples") or DEFAULT_RESAMPLES, None if test == "t" else _components())
+    after = next((i + 1 for i, header in enumerate(table.columns) if metric in str(header)), len(table.columns))
+    table.insert(after, "group", found["letters"])
+    from .results import configuration_label, configurations, varying_columns
+
+    varying = varying_columns(frame)  # the HTML report draws the groups by configuration
+    table.attrs["groups"] = {configuration_label(g, varying): letters
+                             for g, letters in zip(configurations(frame), found["letters"])}
+    return found["notes"]

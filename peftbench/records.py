@@ -33,7 +33,7 @@ Status = Literal["running", "success", "failed", "cancelled"]
 
 @dataclass
 class Params:
-    """Parameters by role (see measure.count_parameters); ``trainable`` is what deploys."""
+    """Parameters by role (see measure.sizes.count_parameters); ``trainable`` is what deploys."""
 
     adapter: int
     head: int

@@ -17,6 +17,8 @@ import pandas as pd
 from . import significance
 from .api import Column
 from .errors import ConfigError
+from .report_notes import merge_notes, setting_text as _setting, tuning_notes
+from .run_predictions import missing as _absent
 
 MB = 1e6  # storage in MB = 10^6 bytes (as S2 reports it)
 MIB = 2**20
@@ -78,10 +80,6 @@ def settings_label(frame: pd.DataFrame) -> pd.Series:
     return frame.apply(label, axis=1) if varying else pd.Series([""] * len(frame), index=frame.index)
 
 
-def _setting(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def compact_columns(frame: pd.DataFrame) -> list[Column]:
@@ -109,52 +107,6 @@ def set_aside_trials(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         return frame, 0
     trial = frame["tuning.role"] == "trial"
     return frame[~trial].copy(), int(trial.sum())
-
-
-def _tuning_notes(groups: list[pd.DataFrame], varying: list[str]) -> list[str]:
-    """Per tuned configuration: its study's trials (run, pruned) and the settings chosen on dev."""
-    from .results import configuration_label
-
-    notes = []
-    for group in groups:
-        if "tuning.role" not in group or group["tuning.role"].iat[0] != "final":
-            continue
-        first = group.iloc[0]
-        chosen = {c.split(".", 2)[2]: first[c] for c in group.columns
-                  if c.startswith("tuning.chosen.") and not _absent(first[c])}
-        pruned = int(first.get("tuning.trials_pruned") or 0)
-        ran = int(first.get("tuning.trials_complete") or 0) + pruned
-        notes.append(f"tuning: {configuration_label(group, varying)}: {ran} trials ({pruned} pruned) of a budget of "
-                     f"{int(first['tuning.trials'])}, chosen on dev {first.get('tuning.metric')}: "
-                     + ", ".join(f"{k}={_setting(v)}" for k, v in chosen.items()) + _tie(first))
-    return notes
-
-
-def _merge_notes(groups: list[pd.DataFrame], varying: list[str]) -> list[str]:
-    """Where merging the adapter into the base changed test predictions (``inference.merged``)."""
-    from .results import configuration_label
-
-    notes = []
-    for group in groups:
-        if "inference.merged.agreement" not in group:
-            continue
-        for _, row in group.iterrows():
-            agreement, examples = row["inference.merged.agreement"], row.get("inference.merged.examples")
-            if not _absent(agreement) and agreement < 1:
-                changed = round((1 - agreement) * examples)
-                notes.append(f"merging changes predictions: {configuration_label(group, varying)} seed "
-                             f"{row.get('config.train.seed')}: {changed} of {int(examples)} test predictions differ "
-                             "merged vs unmerged (record: inference.merged.changed)")
-    return notes
-
-
-def _tie(first: pd.Series) -> str:
-    """What the note says where the chosen trial tied with others on dev (records before ties were kept: nothing)."""
-    tied = first.get("tuning.tied_with")
-    if not isinstance(tied, (list, tuple)) or not tied:
-        return ""
-    return (f" (trial {int(first['tuning.trial'])}, tied on dev with trial{'s' if len(tied) > 1 else ''} "
-            f"{', '.join(str(t) for t in tied)}: {first.get('tuning.tie_rule')})")
 
 
 def runs_without_scores(frame: pd.DataFrame) -> list[str]:
@@ -187,8 +139,6 @@ def _welch_p(a: list[float], b: list[float]) -> float | None:
     return significance.welch_t_test(a, b)
 
 
-def _absent(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _cell(values: list, column: Column) -> tuple[str, float | None, list[float]]:
@@ -295,12 +245,14 @@ def build_table(frame: pd.DataFrame, columns: list[Column], sort_by: str | None 
     if baseline:
         notes += _add_comparison(frame, table, baseline, options, confound_lines)
     if options.get("groups"):
-        notes += _add_groups(frame, table, options)
+        from .groups import add_group_column
+
+        notes += add_group_column(frame, table, options)
     notes += _add_floor_column(frame, groups, table, alpha, options.get("resamples"))
     from .results import varying_columns
 
-    notes += _tuning_notes(groups, varying_columns(frame))
-    notes += _merge_notes(groups, varying_columns(frame))
+    notes += tuning_notes(groups, varying_columns(frame))
+    notes += merge_notes(groups, varying_columns(frame))
     notes += [f"confound: {line}" for line in confound_lines]
     if sort_by and all(value is None for value in numeric[sort_by]):  # a text column, e.g. the method
         table = table.iloc[sorted(range(len(rows)), key=lambda i: str(table[sort_by].iloc[i]))].reset_index(drop=True)
@@ -337,29 +289,6 @@ def _add_comparison(frame: pd.DataFrame, table: pd.DataFrame, baseline: str, opt
     notes += [f"not tested: {label}: {note}" for label, note, p, b in
               zip(result["configuration"], result["note"], result["p"], result["baseline"]) if _absent(p) and not b]
     return notes
-
-
-def _add_groups(frame: pd.DataFrame, table: pd.DataFrame, options: dict[str, Any]) -> list[str]:
-    """The significance-group letters beside the compared score, and the notes on them and on the
-    minimum detectable effect (``groups.significance_groups``)."""
-    from .groups import significance_groups
-    from .results import _components, _main_metric
-    from .significance import DEFAULT_RESAMPLES
-
-    if "task.name" in frame and frame["task.name"].nunique() > 1:
-        raise ConfigError("significance groups compare the rows of one task", "filter with --task")
-    metric = _main_metric(frame, options.get("metric"))
-    test = options.get("test", "bootstrap")
-    found = significance_groups(frame, metric, test, options.get("adjust", "holm"), options["alpha"],
-                                options.get("resamples") or DEFAULT_RESAMPLES, None if test == "t" else _components())
-    after = next((i + 1 for i, header in enumerate(table.columns) if metric in str(header)), len(table.columns))
-    table.insert(after, "group", found["letters"])
-    from .results import configuration_label, configurations, varying_columns
-
-    varying = varying_columns(frame)  # the HTML report draws the groups by configuration
-    table.attrs["groups"] = {configuration_label(g, varying): letters
-                             for g, letters in zip(configurations(frame), found["letters"])}
-    return found["notes"]
 
 
 FLOOR_HEADER = "vs majority floor"

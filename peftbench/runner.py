@@ -37,10 +37,13 @@ from .counting import stage_train
 from .datacache import encode_cached, examples_fingerprint, load_splits, tokenizer_fingerprint
 from .deployed import save_artifact, score, time_inference
 from .errors import ConfigError, PeftbenchError, Terminated
-from .measure import EnergyMeter, PeakMemory, count_parameters, environment, tensor_bytes
+from .measure.energy import EnergyMeter
+from .measure.environment import environment
+from .measure.peak_memory import PeakMemory
+from .measure.sizes import count_parameters, tensor_bytes
 from .plugins import Components, distributions
 from .progress import Progress
-from .records import (BackboneRef, ComponentRef, Energy, Environment, Forgetting, Memory, MethodRef, Params,
+from .records import (BackboneRef, Energy, Environment, Forgetting, Memory, MethodRef, Params,
                       RunRecord, StageRecord, StepTimes, TaskRef)
 from .run_state import PreparedStage, RunState, loader
 from .spec import Resolved

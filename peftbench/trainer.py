@@ -21,7 +21,7 @@ from .api import Method, Stage, Task
 from .compiled import compile_seconds_so_far
 from .config import TrainConfig
 from .errors import ConfigError, TrainingError, raise_if_interrupted
-from .measure import synchronize
+from .measure.timing import synchronize
 from .memory_accounting import accounted
 from .optimizers import check_optimizer, make_optimizer
 from .progress import Progress

@@ -130,9 +130,9 @@ def serve() -> None:
     for fd in (0, 1):  # a run reads no stdin, and nothing but answers may reach the suite's pipe
         os.dup2(devnull, fd)
     try:
-        from . import cli, cli_app  # noqa: F401  (the imports every run needs, once)
+        from . import cli, cli_app, collector  # noqa: F401  (the imports every run needs, once)
 
-        cli.tune_collection()  # before the heavy imports, which make most of the collector's work
+        collector.tune_collection()  # before the heavy imports, which make most of the collector's work
         import accelerate  # noqa: F401
         import transformers  # noqa: F401
 

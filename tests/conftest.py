@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench.cli import tune_collection
+from peftbench.collector import tune_collection
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "livedoor-sample"
@@ -22,7 +22,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # core, and two-thread workers on two cores would fight over them.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# As in a `peftbench` process (cli.tune_collection): fewer collector passes over torch's and
+# As in a `peftbench` process (collector.tune_collection): fewer collector passes over torch's and
 # transformers' objects, and none at exit (a test worker's heap holds every model its tests built).
 tune_collection()
 

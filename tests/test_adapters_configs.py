@@ -9,7 +9,7 @@ import torch
 
 from peftbench import plugins, spec
 from peftbench.errors import ConfigError
-from peftbench.measure import count_parameters
+from peftbench.measure.sizes import count_parameters
 from peftbench_plugins.methods.adapters_configs import ADAPTER_NAME, AdaptersConfig
 
 pytestmark = pytest.mark.adapters  # AdapterHub's library: the extra `adapters`

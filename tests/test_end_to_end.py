@@ -260,7 +260,8 @@ def test_third_party_distribution_appears_and_runs(tiny_bert, sample_dir, tmp_pa
                          capture_output=True, text=True, env=env, timeout=300)
     assert ran.returncode == 0, ran.stderr
     record = only_record(tmp_path / "r")
-    assert record["method"] == {"name": "embedding-tuning", "plugin": "peftbench-plugin-embedding-tuning 0.1.0"}
+    assert record["method"] == {"name": "embedding-tuning", "plugin": "peftbench-plugin-embedding-tuning 0.1.0",
+                                "family": None, "family_settings": {}}
     assert record["params"]["head"] > 0 and record["params"]["adapter"] > 0 and record["params"]["backbone_trainable"] == 0
 
 

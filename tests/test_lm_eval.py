@@ -97,11 +97,11 @@ def test_a_merged_adapter_is_checked_against_the_unmerged_one(evaluated):
 def test_the_report_says_where_merging_changed_a_prediction():
     import pandas as pd
 
-    from peftbench.report import _merge_notes
+    from peftbench.report_notes import merge_notes
 
     group = pd.DataFrame([{"method.name": "ia3", "config.train.seed": 1, "inference.merged.agreement": 0.95,
                            "inference.merged.examples": 40},
                           {"method.name": "ia3", "config.train.seed": 2, "inference.merged.agreement": 1.0,
                            "inference.merged.examples": 40}])
-    (note,) = _merge_notes([group], [])
+    (note,) = merge_notes([group], [])
     assert "seed 1: 2 of 40 test predictions differ merged vs unmerged" in note

@@ -14,7 +14,7 @@ import torch
 
 from peftbench import counting, plugins, spec
 from peftbench.errors import ConfigError
-from peftbench.measure import count_parameters
+from peftbench.measure.sizes import count_parameters
 from peftbench_plugins.methods.peft_catalogue import PeftTuner
 
 COMPONENTS = plugins.load()

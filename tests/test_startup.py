@@ -37,7 +37,7 @@ def test_listing_and_help_import_no_heavy_library(argv):
 
 
 def test_a_peftbench_process_collects_cycles_rarely_and_not_at_exit():
-    """cli.tune_collection: young-generation passes every 50,000 allocations (CPython's 700 walked
+    """collector.tune_collection: young-generation passes every 50,000 allocations (CPython's 700 walked
     the imports' objects ~1,100 times per small run here), and the heap frozen at exit."""
     code = ("import atexit, gc, sys\n"  # registered first, so it runs after peftbench's own exit handler
             "atexit.register(lambda: print('COLLECTOR', gc.get_threshold()[0], gc.isenabled(),\n"

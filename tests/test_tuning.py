@@ -282,7 +282,7 @@ def test_a_dev_tie_goes_to_the_lower_dev_loss_then_the_earlier_trial_and_is_repo
     import optuna
     import pandas as pd
 
-    from peftbench.report import _tie
+    from peftbench.report_notes import tie_note as _tie
     from peftbench.tuning import TIE_RULE
 
     def trial(number, value, loss=None):
