@@ -105,3 +105,25 @@ def test_the_report_says_where_merging_changed_a_prediction():
                            "inference.merged.examples": 40}])
     (note,) = merge_notes([group], [])
     assert "seed 1: 2 of 40 test predictions differ merged vs unmerged" in note
+
+
+def test_what_a_run_puts_on_the_base_is_read_from_its_artefact(tmp_path):
+    from peftbench.errors import ConfigError
+    from peftbench_plugins.commands.lm_eval import what_it_is
+
+    def run(name, files=(), **artifact):
+        folder = tmp_path / name
+        for file in files:
+            (folder / "artifact").mkdir(parents=True, exist_ok=True)
+            (folder / "artifact" / file).write_text("{}", encoding="utf-8")
+        return folder, {"run_id": name, "method": {"name": name}, "artifact": {"tensor_bytes": 1, **artifact}}
+
+    assert what_it_is(*run("lora", ["adapter_config.json"])) == "adapter"
+    assert what_it_is(*run("full", ["config.json", "model.safetensors"])) == "model"
+    assert what_it_is(*run("zero-shot", tensor_bytes=0)) == "base"
+    for name, files, artifact, message in [
+            ("shared", [], {"path": "shared/artifact"}, "artefact folder is gone"),
+            ("unsaved", [], {}, "kept no artefact (save_artifact = false)"),
+            ("bitfit", ["bias.safetensors"], {}, "neither a peft adapter nor a whole model")]:
+        with pytest.raises(ConfigError, match=message):
+            what_it_is(*run(name, files, **artifact))

@@ -63,6 +63,9 @@ def what_it_is(run_dir: Path, record: dict) -> str:
         return "model"
     if (record.get("artifact") or {}).get("tensor_bytes") == 0:
         return "base"
+    if not artifact.exists() and (record.get("artifact") or {}).get("path"):
+        raise ConfigError(f"run {record['run_id']}'s artefact folder is gone (results are often shared without "
+                          "their weights)", "evaluate where the run's artifact/ folder is, or rerun it")
     if not artifact.exists():
         raise ConfigError(f"run {record['run_id']} kept no artefact (save_artifact = false), so there is no tuned "
                           "model to evaluate", "rerun it with --set save_artifact=true")
