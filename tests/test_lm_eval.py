@@ -123,7 +123,7 @@ def test_what_a_run_puts_on_the_base_is_read_from_its_artefact(tmp_path):
     assert what_it_is(*run("zero-shot", tensor_bytes=0)) == "base"
     for name, files, artifact, message in [
             ("shared", [], {"path": "shared/artifact"}, "artefact folder is gone"),
-            ("unsaved", [], {}, "kept no artefact (save_artifact = false)"),
+            ("unsaved", [], {}, r"kept no artefact \(save_artifact = false\)"),
             ("bitfit", ["bias.safetensors"], {}, "neither a peft adapter nor a whole model")]:
         with pytest.raises(ConfigError, match=message):
             what_it_is(*run(name, files, **artifact))
