@@ -167,9 +167,11 @@ def write_outputs(run_dir: Path, record: dict, task: str, evaluated: tuple, abou
     described = {"task": task, "lm_eval_version": lm_eval.__version__, "task_hash": task_hash(config),
                  "source_run": record["run_id"], **about, "results": results, "config": config}
     write_json_atomic(folder / RESULTS_FILE, published(described))
-    with open(folder / SAMPLES_FILE, "w", encoding="utf-8") as handle:
+    partial = folder / f".{SAMPLES_FILE}.partial"  # a killed evaluation leaves no half log under the real name
+    with open(partial, "w", encoding="utf-8") as handle:
         for sample in samples:
             handle.write(json.dumps(sample, default=str, ensure_ascii=False) + "\n")
+    partial.replace(folder / SAMPLES_FILE)
     derived, predictions = derived_record(record, described, samples)
     write_json_atomic(folder / "predictions.json", predictions)
     write_json_atomic(folder / "record.json", derived)
