@@ -171,6 +171,17 @@ def suite_run(
         _run_suite(file, results, dry_run, rerun_failed, runner_exec, devices, trackers, storage, memory_sets)
     finally:
         getattr(runner_exec, "close", lambda: None)()  # an executor that keeps workers between batches
+    if not dry_run:  # every run succeeded (a failure exits above): the file's stages, e.g. [lm_eval]
+        _run_stages(file, results)
+
+
+def _run_stages(file: Path, results: Path) -> None:
+    from .stages import planned_stages
+    from .suite import read_suite
+
+    for stage, table in planned_stages(read_suite(file), components()):
+        out.print(f"stage [{stage.name}]", highlight=False, markup=False)
+        stage.run(table, results, components(), lambda line: out.print(line, highlight=False, markup=False))
 
 
 def _run_suite(file: Path, results: Path, dry_run: bool, rerun_failed: bool, runner_exec, devices: str | None,

@@ -101,3 +101,12 @@ def register_commands(app: "typer.Typer", context: Any) -> None:
         import nothing above them): what a command may use when it runs: the loaded components, resolving a
         run's settings, a task's settings from ``--set`` pairs. Use it instead of globals.
     """
+
+
+@hookspec
+def register_suite_stages(register: Callable[[Any], None]) -> None:
+    """Declare suite stages (``peftbench.sdk.SuiteStage``): a top-level table of a suite file named like
+    the stage runs it after the suite's runs succeeded (e.g. ``[lm_eval]``).
+
+    :param register: call ``register(stage)`` once per stage.
+    """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class Components:
     executors: Registry[Executor]
     wrappers: Registry[MethodWrapper]
     manager: pluggy.PluginManager
+    stages: Registry[Any] = field(default_factory=lambda: Registry("suite stage"))  # SuiteStage (stages.py)
 
     def resolve_method(self, name: str) -> Method:
         """A registered method, or ``<prefix>+<method>``: the wrapper named by the prefix around
@@ -114,6 +115,9 @@ def load(extra_plugins: tuple[object, ...] = ()) -> Components:
     _collect(manager, "register_tables", components.tables, TableSpec)
     components.executors.add(LocalExecutor.name, LocalExecutor(), "peftbench")
     _collect(manager, "register_executors", components.executors, Executor)
+    from .stages import SuiteStage
+
+    _collect(manager, "register_suite_stages", components.stages, SuiteStage)
     return components
 
 

@@ -29,13 +29,14 @@ from .progress import current as current_progress
 from .files import published, write_json_atomic
 from .records import PREDICTIONS_FILE, RunRecord, iter_records, load_record
 from .spec import Resolved, RunSpec
+from .stages import SuiteStage
 from .workers import WarmWorker, renewed
 
 __all__ = [
     # contracts a plugin implements (peftbench.api)
     "Component", "Method", "MethodWrapper", "Task", "Backbone", "Stage", "HeadSpec", "TaskMetadata", "Splits",
     "LoadedBackbone", "ExampleStatistics", "SearchSpace",
-    "Example", "Encoded", "TableSpec", "Column", "Executor", "ConfiguredExecutor", "Job",
+    "Example", "Encoded", "TableSpec", "Column", "Executor", "ConfiguredExecutor", "Job", "SuiteStage",
     # registering
     "hookimpl", "CommandContext", "Components", "load_components",
     # errors: one line and exit 1 in the CLI

@@ -45,6 +45,7 @@ from .executor import Job
 from .plugins import Components
 from .counting import match_params
 from .spec import Resolved, resolve
+from .stages import planned_stages
 
 TOP_KEYS = {"description", "defaults", "runs", "track", "tune"}
 BLOCK_KEYS = {"name", "method", "task", "backbone", "seeds", "set", "grid", "derive", "match_params"}
@@ -204,7 +205,8 @@ def _block_runs(block: _Block, components: Components, counts: dict[str, int]) -
 
 def expand(path: Path, components: Components) -> tuple[str, list[PlannedRun]]:
     """The suite's description and its runs, validated (every config resolved and type-checked)."""
-    suite = _check_keys(read_suite(path), TOP_KEYS, path.name)
+    suite = _check_keys(read_suite(path), TOP_KEYS | {e.name for e in components.stages}, path.name)
+    planned_stages(suite, components)  # a bad stage table is refused with the plan
     defaults = _check_keys(suite.get("defaults", {}), BLOCK_KEYS - {"name", "grid", "derive"}, "defaults")
     blocks = suite.get("runs")
     if not isinstance(blocks, list) or not blocks:

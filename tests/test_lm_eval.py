@@ -79,7 +79,7 @@ def test_a_report_compares_runs_on_lm_evals_samples(evaluated, cli):
 def test_bad_options_are_one_line_before_any_model_loads(evaluated, cli, tmp_path):
     results, _ = evaluated
     bad_limit = cli("lm-eval", str(results), "--tasks", "peftbench_mr", "--limit", "0")
-    assert bad_limit.code == 1 and "--limit must be a positive number" in bad_limit.stderr
+    assert bad_limit.code == 1 and "limit must be a positive number" in bad_limit.stderr
     no_folder = cli("lm-eval", str(results), "--tasks", "peftbench_mr", "--include-path", str(tmp_path / "nope"))
     assert no_folder.code == 1 and "is not a folder" in no_folder.stderr
 
@@ -127,3 +127,51 @@ def test_what_a_run_puts_on_the_base_is_read_from_its_artefact(tmp_path):
             ("bitfit", ["bias.safetensors"], {}, "neither a peft adapter nor a whole model")]:
         with pytest.raises(ConfigError, match=message):
             what_it_is(*run(name, files, **artifact))
+
+
+def suite_with_lm_eval(tmp_path: Path, tiny_llama: Path, stage: str) -> Path:
+    path = tmp_path / "suite.toml"
+    path.write_text(f"""description = "zero-shot, then lm-eval"
+[defaults]
+task = "mr"
+backbone = "{tiny_llama}"
+seeds = [1]
+[defaults.set]
+data_dir = "{MR}"
+train_per_class = 8
+test_per_class = 6
+as_generation = true
+max_length = 400
+inference_repeats = 0
+[[runs]]
+method = "zero-shot"
+{stage}
+""", encoding="utf-8")
+    return path
+
+
+def test_a_suite_scores_its_runs_with_lm_eval_when_they_succeeded(tiny_llama, tmp_path, cli):
+    if not (MR / "mr.txt").exists():
+        pytest.skip("the shared MR corpus is not beside the repository")
+    path, results = suite_with_lm_eval(tmp_path, tiny_llama, '[lm_eval]\ntasks = ["peftbench_mr"]'), tmp_path / "r"
+    done = cli("suite", "run", str(path), "--results", str(results))
+    assert done.code == 0, done.stderr
+    assert "stage [lm_eval]" in done.stdout and "base loaded once for 1 run(s)" in done.stdout
+    (derived,) = [r for _, r in records.iter_records(results) if r["config"]["task"] == "lm-eval"]
+    assert derived["scores"]["test"]["acc"] == pytest.approx(
+        next(r for _, r in records.iter_records(results) if r["config"]["task"] == "mr")["scores"]["test"]["accuracy"])
+    again = cli("suite", "run", str(path), "--results", str(results))  # resumed: nothing trains or scores again
+    assert again.code == 0 and "already scored by lm-eval on peftbench_mr" in again.stdout
+
+
+@pytest.mark.parametrize(("stage", "message"), [
+    ('[lm_eval]\ntasks = "peftbench_mr"', r"\[lm_eval\]: tasks must be a list of lm-eval task names"),
+    ('[lm_eval]\ntasks = ["peftbench_mr"]\nlimit = 0', r"\[lm_eval\]: limit must be a positive number"),
+    ('[lm_eval]\ntask = ["peftbench_mr"]', r"\[lm_eval\]: unknown key 'task'"),
+    ('[lm_evall]\ntasks = ["peftbench_mr"]', r"lm_evall: unknown key"),
+])
+def test_a_bad_lm_eval_table_is_refused_with_the_plan(tiny_llama, tmp_path, cli, stage, message):
+    import re
+
+    refused = cli("suite", "run", str(suite_with_lm_eval(tmp_path, tiny_llama, stage)), "--dry-run")
+    assert refused.code == 1 and re.search(message, refused.stderr), refused.stderr

@@ -24,14 +24,16 @@ read by peftbench's loader (``peftbench_tasks.py``) serves the run's own test sp
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
-from peftbench.sdk import (CommandContext, ConfigError, HeadSpec, PeftbenchError, RunRecord, hookimpl,
+from peftbench.sdk import (CommandContext, ConfigError, HeadSpec, PeftbenchError, RunRecord, SuiteStage, hookimpl,
                            install_hint, is_installed, iter_records, published, write_json_atomic)
 
 TASKS_DIR = Path(__file__).with_name("lm_eval_tasks")
@@ -220,38 +222,44 @@ def _chat(tokenizer: Any) -> Callable[[dict], bool]:
     return lambda record: has_template and bool((record["config"].get("task_config") or {}).get("chat_template", True))
 
 
+def _todo(results: Path, tasks: list[str], redo: bool, log: Callable[[str], None]) -> dict[str, list]:
+    """Per backbone, the runs still to score (a run scored on every task already is said and left)."""
+    by_backbone: dict[str, list] = {}
+    for run_dir, record in _runs(results):
+        if not redo and all((run_dir / OUT_DIR / t / "record.json").exists() for t in tasks):
+            log(f"{record['run_id']}: already scored by lm-eval on {', '.join(tasks)} (--redo scores it again)")
+            continue
+        try:
+            kind = what_it_is(run_dir, record)
+        except ConfigError as exc:
+            log(f"skipped {exc}")
+            continue
+        by_backbone.setdefault(record["config"]["backbone"], []).append((run_dir, record, kind))
+    return by_backbone
+
+
 def evaluate_folder(results: Path, tasks: list[str], options: dict, components: Any,
                     log: Callable[[str], None]) -> list[Path]:
-    """Every run of ``results`` scored by lm-eval, one base model loaded per backbone."""
-    runs, written, skipped = _runs(results), [], []
-    by_backbone: dict[str, list] = {}
-    for run_dir, record in runs:
-        by_backbone.setdefault(record["config"]["backbone"], []).append((run_dir, record))
-    for backbone, group in by_backbone.items():
+    """Every run of ``results`` not scored yet, scored by lm-eval, one base model loaded per backbone."""
+    written = []
+    for backbone, group in _todo(results, tasks, options.get("redo", False), log).items():
         loaded = components.resolve_backbone(backbone).load(HeadSpec("text-generation"))
         if loaded.info.get("generation_format") != "causal":
-            skipped += [f"{r['run_id']}: {backbone} is not a causal LM" for _, r in group]
+            log(f"skipped {len(group)} run(s) of {backbone}: not a causal LM")
             continue
-        base, tokenizer = loaded.model.eval(), loaded.tokenizer
-        options = {**options, "chat": _chat(tokenizer)}
+        base, tokenizer, chat = loaded.model.eval(), loaded.tokenizer, _chat(loaded.tokenizer)
+        options = {**options, "chat": chat}
         log(f"{backbone}: base loaded once for {len(group)} run(s)")
-        for run_dir, record in group:
-            try:
-                kind = what_it_is(run_dir, record)
-            except ConfigError as exc:
-                skipped.append(str(exc))
-                continue
-            with applied(base, run_dir, kind, options["merged"] and kind == "adapter") as model:
-                lm = lm_eval_model(model, tokenizer, options["batch_size"], options["chat"](record))
-                evaluated = evaluate_run(lm, tasks, record, options)
-            about = {"evaluated": kind, "merged": bool(options["merged"] and kind == "adapter"),
-                     "chat_template": options["chat"](record), "limit": options["limit"]}
+        for run_dir, record, kind in group:
+            merged = bool(options["merged"] and kind == "adapter")
+            with applied(base, run_dir, kind, merged) as model:
+                evaluated = evaluate_run(lm_eval_model(model, tokenizer, options["batch_size"], chat(record)),
+                                         tasks, record, options)
+            about = {"evaluated": kind, "merged": merged, "chat_template": chat(record), "limit": options["limit"]}
             for task, output in evaluated.items():
                 written.append(write_outputs(run_dir, record, task, output, about))
                 log(f"{record['run_id']} ({kind}): {task} " + ", ".join(
                     f"{k.split(',')[0]} {v:.4f}" for k, v in output[0].items() if isinstance(v, float)))
-    for line in skipped:
-        log(f"skipped {line}")
     return written
 
 
@@ -266,22 +274,78 @@ def register_commands(app: typer.Typer, context: CommandContext) -> None:
         limit: Annotated[Optional[int], typer.Option(help="documents per task (lm-eval's --limit; for trying)")] = None,
         merged: Annotated[bool, typer.Option(help="merge each mergeable adapter into the base first")] = False,
         batch_size: Annotated[int, typer.Option(help="lm-eval's batch size")] = 8,
+        redo: Annotated[bool, typer.Option(help="score again runs already scored on these tasks")] = False,
     ) -> None:
         """Score every run of a results folder with lm-evaluation-harness (base model loaded once)."""
-        if not is_installed("lm-eval"):
-            raise ConfigError("peftbench lm-eval needs lm-evaluation-harness", install_hint(["lm-eval"]))
-        if limit is not None and limit < 1:
-            raise ConfigError(f"--limit must be a positive number of documents, got {limit}")
-        names = [t.strip() for t in tasks.split(",") if t.strip()]
-        if not names:
-            raise ConfigError("--tasks names no task", "e.g. --tasks peftbench_mr")
-        options = {"managers": _check_tasks(names, include_path or []), "limit": limit, "merged": merged,
-                   "batch_size": batch_size}
-        written = evaluate_folder(results, names, options, context.components, typer.echo)
-        if not written:
+        settings = LmEvalSettings.parse({"tasks": tasks.split(","), "include_path": [str(p) for p in include_path or []],
+                                         "limit": limit, "merged": merged, "batch_size": batch_size}, "peftbench lm-eval")
+        written = evaluate_folder(results, list(settings.tasks), {**settings.options(), "redo": redo},
+                                  context.components, typer.echo)
+        names = settings.tasks
+        done = [d for d, _ in _runs(results) if all((d / OUT_DIR / t / "record.json").exists() for t in names)]
+        if not done:
             raise PeftbenchError(f"no run in {results} could be evaluated (see the lines above)")
         typer.echo(f"wrote {len(written)} evaluation(s); compare them with: peftbench report {results} "
                    f"--task {SAMPLES_TASK}/{names[0]}")
+
+
+@dataclass(frozen=True)
+class LmEvalSettings:
+    """What `peftbench lm-eval` and a suite's [lm_eval] table take, parsed and checked once."""
+
+    tasks: tuple[str, ...]
+    include_path: tuple[str, ...] = ()
+    limit: int | None = None
+    merged: bool = False
+    batch_size: int = 8
+
+    @classmethod
+    def parse(cls, given: dict[str, Any], where: str) -> "LmEvalSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}", f"keys: {', '.join(sorted(known))}")
+        tasks = given.get("tasks")
+        if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) or not all(isinstance(t, str) for t in tasks):
+            raise ConfigError(f"{where}: tasks must be a list of lm-eval task names", 'e.g. tasks = ["peftbench_mr"]')
+        names = tuple(t.strip() for t in tasks if t.strip())
+        if not names:
+            raise ConfigError(f"{where}: tasks names no task", 'e.g. tasks = ["peftbench_mr"]')
+        limit, batch = given.get("limit"), given.get("batch_size", 8)
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise ConfigError(f"{where}: limit must be a positive number of documents, got {limit}")
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise ConfigError(f"{where}: batch_size must be a positive integer, got {batch}")
+        if not isinstance(given.get("merged", False), bool):
+            raise ConfigError(f"{where}: merged must be true or false")
+        return cls(names, tuple(str(p) for p in given.get("include_path") or ()), limit,
+                   given.get("merged", False), batch)
+
+    def options(self) -> dict[str, Any]:
+        """What evaluate_folder takes; the task names checked against lm-eval's (one line if unknown)."""
+        if not is_installed("lm-eval"):
+            raise ConfigError("lm-eval scoring needs lm-evaluation-harness", install_hint(["lm-eval"]))
+        return {"managers": _check_tasks(list(self.tasks), [Path(p) for p in self.include_path]), "limit": self.limit,
+                "merged": self.merged, "batch_size": self.batch_size}
+
+
+class LmEvalStage(SuiteStage):
+    """A suite's [lm_eval] table: its runs (a tuned suite's finals) scored by lm-eval once they all succeeded."""
+
+    name = "lm_eval"
+    description = "score the suite's runs with lm-evaluation-harness (keys as `peftbench lm-eval`'s options)"
+
+    def check(self, table: dict[str, Any], where: str) -> None:
+        LmEvalSettings.parse(table, where)
+
+    def run(self, table: dict[str, Any], results: Path, components: Any, log: Callable[[str], None]) -> None:
+        settings = LmEvalSettings.parse(table, "[lm_eval]")
+        evaluate_folder(results, list(settings.tasks), settings.options(), components, log)
+
+
+@hookimpl
+def register_suite_stages(register) -> None:
+    register(LmEvalStage())
 
 
 def _check_tasks(names: list[str], include_path: list[Path]) -> "Managers":
