@@ -46,6 +46,8 @@ def _listing(comps) -> dict[str, list[dict]]:
                          for e in comps.tables]
     listing["executors"] = [{"name": e.name, "plugin": e.source, "description": e.component.description,
                              "settings": settings(getattr(e.component, "Config", None))} for e in comps.executors]
+    listing["suite stages"] = [{"name": f"[{e.name}]", "plugin": e.source, "description": e.component.description}
+                               for e in comps.stages]
     listing["train settings"] = settings(TrainConfig)
     return listing
 
@@ -60,7 +62,7 @@ def list_components(
         out.print_json(json.dumps(listing))
         return
     with_settings = ("methods", "method wrappers", "tasks", "executors")
-    for kind in ("methods", "method wrappers", "tasks", "backbones", "tables", "executors"):
+    for kind in ("methods", "method wrappers", "tasks", "backbones", "tables", "executors", "suite stages"):
         table = Table(title=kind, title_justify="left", show_lines=kind in with_settings)
         # A name is never cut (it is what users type); descriptions and settings wrap instead.
         table.add_column("name", no_wrap=True, style="bold")
@@ -70,7 +72,7 @@ def list_components(
         for item in listing[kind]:
             about = f"{escape(item['description'])} [dim]({escape(item['plugin'])})[/]"
             extra = [escape(_settings_text(item["settings"]))] if kind in with_settings else []
-            table.add_row(item["name"], about, *extra)
+            table.add_row(escape(item["name"]), about, *extra)
         out.print(table)
         if kind == "method wrappers":
             out.print("A wrapper composes with any method above, from any plugin: --method <prefix>+<method>; "

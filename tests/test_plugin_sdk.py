@@ -61,6 +61,19 @@ class TwiceWrapper(sdk.MethodWrapper):
         return Twice()
 
 
+class CountingStage(sdk.SuiteStage):
+    """A suite stage that writes how many records the suite's results folder holds."""
+
+    name = "sdk_test_stage"
+
+    def check(self, table, where):
+        if not isinstance(table.get("out"), str):
+            raise sdk.ConfigError(f"{where}: out must be a file name")
+
+    def run(self, table, results, components, log):
+        (results / table["out"]).write_text(str(len(list(sdk.iter_records(results)))), encoding="utf-8")
+
+
 class AllHooks:
     """A plugin that implements every hook, so each one is exercised."""
 
@@ -93,6 +106,10 @@ class AllHooks:
         register(InlineExecutor())
 
     @hookimpl
+    def register_suite_stages(self, register):
+        register(CountingStage())
+
+    @hookimpl
     def register_commands(self, app, context):
         @app.command("sdk-test-count")
         def count() -> None:
@@ -113,7 +130,7 @@ def test_every_hook_is_documented_with_each_parameter():
         assert all(f":param {p}:" in spec.__doc__ for p in params), name
 
 
-def test_every_hook_takes_effect():
+def test_every_hook_takes_effect(tmp_path):
     comps = plugins.load(extra_plugins=(AllHooks(),))
     assert "sdk-test-method" in comps.methods and "sdk-test-task" in comps.tasks
     twice = comps.resolve_method("sdk-test-twice+sdk-test-method")
@@ -126,6 +143,12 @@ def test_every_hook_takes_effect():
     comps.executors.get("sdk-test-executor").execute([sdk.Job("k", ("run",), Path("log"))], ran.append,
                                                      lambda job, code: ran.append(code))
     assert len(ran) == 2
+    stage = comps.stages.get("sdk_test_stage")
+    with pytest.raises(sdk.ConfigError, match=r"\[sdk_test_stage\]: out must be a file name"):
+        stage.check({}, "[sdk_test_stage]")
+    (tmp_path / "results").mkdir()
+    stage.run({"out": "count.txt"}, tmp_path / "results", comps, print)
+    assert (tmp_path / "results" / "count.txt").read_text(encoding="utf-8") == "0"
     app = typer.Typer()
     app.command("noop")(lambda: None)
     comps.manager.hook.register_commands(app=app, context=sdk.CommandContext(lambda: comps))
