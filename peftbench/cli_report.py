@@ -123,7 +123,7 @@ def report(
     from .api import Column
     from .report import build_table, stats_table
 
-    _check_options(fmt, resamples)
+    _check_options(fmt, resamples, groups and show_stats)
     frame = _report_frame(results, include_failed, task)
     if fields:
         for name in frame.columns:
@@ -150,7 +150,10 @@ def _warn_confounds(notes: list[str]) -> None:
             err.print(f"warning: {line}", highlight=False, markup=False)
 
 
-def _check_options(fmt: str, resamples: int | None) -> None:
+def _check_options(fmt: str, resamples: int | None, groups_on_stats: bool = False) -> None:
+    if groups_on_stats:  # --stats prints its own table, which has no place for the letters
+        raise ConfigError("--groups adds a column to the comparison table, and --stats prints another table",
+                          "drop --stats, or run the two separately")
     if fmt not in ("md", "csv", "json"):
         raise ConfigError(f"--format {fmt!r} is not md, csv or json")
     if resamples is not None and resamples < 1:  # 0 would otherwise read as "the default"

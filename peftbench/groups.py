@@ -109,13 +109,15 @@ def significance_groups(frame: Any, metric: str, test: str, adjust: str, alpha: 
     scored = report_cache.LazyScored(groups, 0, metric, components, test)
     cache = report_cache.TestCache(test)
 
+    # Every key names groups[0], whose example order the resamples draw positions in: a result cached
+    # by a comparison that ordered the examples otherwise is not taken for this one.
     def test_pair(i: int, j: int) -> float | None:
-        row = cache.get(("compare", test, resamples), [groups[i], groups[j]], metric,
+        row = cache.get(("pair", test, resamples), [groups[0], groups[i], groups[j]], metric,
                         lambda: _compare_row(groups[i], groups[j], scored[i], scored[j], test, column, resamples))
         return row.get("p")
 
     differ, tested, untested = pairwise_differ(len(groups), test_pair, adjust, alpha)
-    errors = [cache.get(("standard error", test, resamples), [g], metric,
+    errors = [cache.get(("standard error", test, resamples), [groups[0], g], metric,
                         lambda: standard_error(scored[i], g[column].dropna().astype(float).tolist(), resamples))
               for i, g in enumerate(groups)]
     cache.save()

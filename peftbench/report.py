@@ -80,8 +80,6 @@ def settings_label(frame: pd.DataFrame) -> pd.Series:
     return frame.apply(label, axis=1) if varying else pd.Series([""] * len(frame), index=frame.index)
 
 
-
-
 def compact_columns(frame: pd.DataFrame) -> list[Column]:
     """The default table: what was compared and what it scored and cost, in few columns. Its
     ``settings`` column reads the frame's ``settings`` field (``settings_label``), when it has one.
@@ -137,8 +135,6 @@ def _welch_p(a: list[float], b: list[float]) -> float | None:
     if len(set(a)) == 1 and len(set(b)) == 1:  # no spread at all: the test is undefined
         return 0.0 if a[0] != b[0] else 1.0
     return significance.welch_t_test(a, b)
-
-
 
 
 def _cell(values: list, column: Column) -> tuple[str, float | None, list[float]]:

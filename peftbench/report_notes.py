@@ -7,7 +7,6 @@ from typing import Any
 
 import pandas as pd
 
-
 from .run_predictions import missing as _absent
 
 

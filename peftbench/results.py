@@ -298,7 +298,8 @@ def compare(frame: "pd.DataFrame", baseline: str, test: str = "bootstrap", metri
         row = {"configuration": configuration_label(group, varying), "method": group["method.name"].iat[0],
                "runs": len(group), "metric": metric, "mean": float(group[column].astype(float).mean()),
                "baseline": i == base_index, "test": test}
-        row["ci_low"], row["ci_high"] = cache.get(("interval", confidence), [group], metric,
+        # the baseline's example order is part of the key: the resamples draw example positions
+        row["ci_low"], row["ci_high"] = cache.get(("interval", confidence), [base, group], metric,
                                                   lambda: _interval(group, scored[i], column, confidence))
         if i != base_index:
             row["delta"] = row["mean"] - float(base[column].astype(float).mean())

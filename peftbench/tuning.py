@@ -337,8 +337,9 @@ def pruning_check(tuning: TuningSpec) -> Callable[[dict[str, Any]], str | None]:
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             return None
         trial.report(float(value), entry["epoch"])
-        if isinstance(entry.get("dev_loss"), (int, float)):  # breaks ties on the dev score (tie_break)
-            trial.set_user_attr(DEV_LOSS, float(entry["dev_loss"]))
+        loss = entry.get("dev_loss")
+        if isinstance(loss, (int, float)) and math.isfinite(loss):  # breaks ties on the dev score (chosen_trial)
+            trial.set_user_attr(DEV_LOSS, float(loss))
         if tuning.epochs and entry["epoch"] >= tuning.epochs:
             return None  # a trial that trained to the end is complete: pruning it then would only hide it
         return f"{PRUNED_PREFIX} after epoch {entry['epoch']}" if trial.should_prune() else None

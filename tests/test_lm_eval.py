@@ -175,3 +175,18 @@ def test_a_bad_lm_eval_table_is_refused_with_the_plan(tiny_llama, tmp_path, cli,
 
     refused = cli("suite", "run", str(suite_with_lm_eval(tmp_path, tiny_llama, stage)), "--dry-run")
     assert refused.code == 1 and re.search(message, refused.stderr), refused.stderr
+
+
+def test_a_task_scored_only_as_a_whole_is_one_line_not_a_traceback():
+    """lm-eval's f1 / mcc log a (gold, prediction) pair per document and aggregate them at once: no
+    per-document number to pair, so such a task is refused by name."""
+    from peftbench.errors import ConfigError
+    from peftbench_plugins.commands.lm_eval import _per_sample_metrics
+
+    described = {"task": "some_f1_task", "config": {"metric_list": [{"metric": "f1", "aggregation": "f1"},
+                                                                     {"metric": "acc"}]}}
+    samples = [{"doc_id": 0, "f1": [1, 0], "acc": 1.0}, {"doc_id": 1, "f1": [0, 0], "acc": 0.0}]
+    assert _per_sample_metrics(described, samples) == ["acc"]
+    described["config"]["metric_list"] = [{"metric": "f1", "aggregation": "f1"}]
+    with pytest.raises(ConfigError, match="'some_f1_task' has no metric that is a mean over documents"):
+        _per_sample_metrics(described, samples)

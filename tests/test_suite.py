@@ -189,6 +189,8 @@ def test_report_statistics_on_seeds(killed_and_resumed, cli):
     assert grouped.code == 0, grouped.stderr
     assert "| group" in grouped.stdout and "minimum detectable effect: " in grouped.stdout
     assert "significance groups" in (tmp_path / "groups.html").read_text(encoding="utf-8")
+    both = cli("report", str(results), "--groups", "--stats")  # --stats has no column for the letters
+    assert both.code == 1 and "--groups adds a column to the comparison table" in both.stderr
     swept = cli("report", str(results), "--plot", str(tmp_path / "plots"), "--sweep", "lr")
     assert swept.code == 0, swept.stderr
     assert (tmp_path / "plots" / "sweep-lr.png").exists()

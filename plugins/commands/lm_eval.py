@@ -157,7 +157,7 @@ def evaluate_run(lm: Any, tasks: list[str], record: dict, options: dict) -> dict
     return {name: (out["results"][name], out["configs"][name], out["samples"][name]) for name in tasks}
 
 
-def write_outputs(run_dir: Path, record: dict, task: str, evaluated: tuple, about: dict) -> Path:
+def write_outputs(run_dir: Path, record: dict, task: str, evaluated: tuple, about: dict, scorer: Any) -> Path:
     """lm-eval's files for one task beside the run, and the derived record the report reads."""
     import lm_eval
 
@@ -174,30 +174,31 @@ def write_outputs(run_dir: Path, record: dict, task: str, evaluated: tuple, abou
         for sample in samples:
             handle.write(json.dumps(sample, default=str, ensure_ascii=False) + "\n")
     partial.replace(folder / SAMPLES_FILE)
-    derived, predictions = derived_record(record, described, samples)
+    derived, predictions = derived_record(record, described, samples, scorer)
     write_json_atomic(folder / "predictions.json", predictions)
     write_json_atomic(folder / "record.json", derived)
     return folder
 
 
-def derived_record(record: dict, described: dict, samples: list[dict]) -> tuple[dict, dict]:
+def derived_record(record: dict, described: dict, samples: list[dict], scorer: Any) -> tuple[dict, dict]:
     """The run's record re-scored by lm-eval: task ``lm-eval`` (settings: lm-eval's task, version, task
-    config hash, merged), its test scores lm-eval's, its predictions lm-eval's per-sample values."""
-    metrics = [m["metric"] for m in described["config"].get("metric_list", []) if isinstance(m.get("metric"), str)]
+    config hash, merged), its test scores lm-eval's, its predictions lm-eval's per-sample values; the
+    scores and floors made by that task's plugin (``scorer``), as a report will make them."""
     samples = sorted(samples, key=lambda s: s["doc_id"])
+    metrics = _per_sample_metrics(described, samples)
     predictions = [{m: float(s[m]) for m in metrics if m in s} for s in samples]
     references = [s.get("target") for s in samples]
     ids = [str(s["doc"].get("id", s["doc_id"])) if isinstance(s.get("doc"), dict) else s["doc_id"] for s in samples]
     settings = {"task": described["task"], "metrics": metrics, "lm_eval_version": described["lm_eval_version"],
                 "task_hash": described["task_hash"], "merged": described["merged"]}
-    scores = {m: sum(p[m] for p in predictions) / len(predictions) for m in metrics if predictions}
-    majority = _majority_floor(references, metrics)
+    config = scorer.Config(**{**settings, "metrics": tuple(metrics)})
     derived = {**record, "run_id": f"{record['run_id']}+{OUT_DIR}-{described['task']}",
                "config_hash": task_hash({"run": record["config_hash"], **settings}),
                "config": {**record["config"], "task": SAMPLES_TASK, "task_config": settings},
                "task": {**record["task"], "name": f"{SAMPLES_TASK}/{described['task']}",
                         "main_score": metrics[0] if metrics else None},
-               "scores": {"test": scores}, "floors": {"test": majority}, "data": {**(record.get("data") or {}),
+               "scores": {"test": scorer.score(predictions, references, config)},
+               "floors": {"test": scorer.floors(references, config)}, "data": {**(record.get("data") or {}),
                    "sizes": {**((record.get("data") or {}).get("sizes") or {}), "test": len(samples)},
                    "fingerprints": {"test": task_hash([[i, r] for i, r in zip(ids, references)])}},
                "inference": None, "forgetting": None}
@@ -205,21 +206,25 @@ def derived_record(record: dict, described: dict, samples: list[dict]) -> tuple[
     return derived, {"test": {"ids": ids, "predictions": predictions, "references": references}}
 
 
-def _majority_floor(references: list, metrics: list[str]) -> dict[str, dict[str, float]]:
-    """Multiple choice with an index target: always answering the most common target (acc, acc_norm)."""
-    import collections
-
-    if not references or not all(isinstance(r, int) for r in references):
-        return {}
-    most = collections.Counter(references).most_common(1)[0][1] / len(references)
-    return {"majority": {m: most for m in metrics if m in ("acc", "acc_norm")}}
+def _per_sample_metrics(described: dict, samples: list[dict]) -> list[str]:
+    """The task's metrics whose score is the mean of a number per document (acc, exact_match): those a
+    paired test can resample. Others (f1, mcc: aggregated over all documents at once) are refused."""
+    listed = [m for m in described["config"].get("metric_list", []) if isinstance(m.get("metric"), str)]
+    usable = [m["metric"] for m in listed if m.get("aggregation", "mean") == "mean"
+              and all(isinstance(s.get(m["metric"]), (int, float)) for s in samples)]
+    if not usable:
+        raise ConfigError(f"lm-eval task {described['task']!r} has no metric that is a mean over documents "
+                          f"({', '.join(m['metric'] for m in listed) or 'none listed'}), so its runs cannot be "
+                          "compared document by document", "score it with lm-eval alone, or add an acc-type metric")
+    return usable
 
 
 def _chat(tokenizer: Any) -> Callable[[dict], bool]:
     """Whether a run's prompts went through the chat template (peftbench's ``chat_template`` setting,
     where the tokenizer has one): lm-eval is asked to render them the same way."""
     has_template = bool(getattr(tokenizer, "chat_template", None))
-    return lambda record: has_template and bool((record["config"].get("task_config") or {}).get("chat_template", True))
+    # a task without the setting renders no chat: lm-eval is not asked to either
+    return lambda record: has_template and bool((record["config"].get("task_config") or {}).get("chat_template", False))
 
 
 def _todo(results: Path, tasks: list[str], redo: bool, log: Callable[[str], None]) -> dict[str, list]:
@@ -257,7 +262,8 @@ def evaluate_folder(results: Path, tasks: list[str], options: dict, components: 
                                          tasks, record, options)
             about = {"evaluated": kind, "merged": merged, "chat_template": chat(record), "limit": options["limit"]}
             for task, output in evaluated.items():
-                written.append(write_outputs(run_dir, record, task, output, about))
+                scorer = components.tasks.get(SAMPLES_TASK)
+                written.append(write_outputs(run_dir, record, task, output, about, scorer))
                 log(f"{record['run_id']} ({kind}): {task} " + ", ".join(
                     f"{k.split(',')[0]} {v:.4f}" for k, v in output[0].items() if isinstance(v, float)))
     return written
