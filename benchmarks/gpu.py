@@ -12,7 +12,7 @@ Prints one table:
 - a decoder: a Llama-3.2-1B-shaped model (its published config, random bf16 weights, a
   small tokenizer trained on the GSM8K fixture) on GSM8K-shaped batches of 4 x 1,024
   tokens: full FT, LoRA, QLoRA (where bitsandbytes is installed) and prompt tuning, each
-  without and with gradient checkpointing: predicted peak memory (peftbench/memory.py,
+  without and with gradient checkpointing: predicted peak memory (peftbench/run/memory.py,
   fake tensors) against torch's max allocated and NVML's process peak, training tokens/s,
   and LoRA's inference merged vs unmerged.
 
@@ -35,8 +35,9 @@ from pathlib import Path
 import torch
 import transformers
 
-from peftbench import plugins, runner, spec
-from peftbench.progress import Progress
+from peftbench.components import plugins
+from peftbench.run import runner, spec
+from peftbench.run.progress import Progress
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 2**20

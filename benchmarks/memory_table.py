@@ -1,4 +1,4 @@
-"""Which methods fit on which GPU: the predicted peak memory (peftbench/memory.py, fake tensors, no
+"""Which methods fit on which GPU: the predicted peak memory (peftbench/run/memory.py, fake tensors, no
 weights, no GPU) of a training step at batch 4 x 1,024 tokens on GSM8K-shaped data, for published
 decoder configs, against 16, 24 and 80 GB cards. Prints a Markdown table (docs/memory.md holds it).
 
@@ -17,9 +17,9 @@ import datetime as dt
 import platform
 import time
 
-from peftbench import memory
-from peftbench.plugins import default
-from peftbench.spec import resolve
+from peftbench.run import memory
+from peftbench.components.plugins import default
+from peftbench.run.spec import resolve
 
 MODELS = ("Qwen/Qwen2.5-0.5B", "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.1-8B")
 # (row label, method, settings)

@@ -35,7 +35,7 @@ SETTINGS = {"ln-tuning": {"target_modules": "LayerNorm"}, "vblora": {"vector_len
 
 def methods(components) -> list[str]:
     """Every base method whose libraries are installed (AdapterHub's need the extra `adapters`)."""
-    from peftbench.installed import missing_libraries
+    from peftbench.components.installed import missing_libraries
 
     names = sorted(e.name for e in components.methods if not e.name.startswith(COMPOSED))
     absent = [n for n in names if missing_libraries(components.methods.get(n))]
@@ -46,7 +46,7 @@ def methods(components) -> list[str]:
 
 def smoke_methods() -> list[str]:
     """One method from each library: peft's LoRA, and AdapterHub's Compacter where its extra is installed."""
-    from peftbench.installed import is_installed
+    from peftbench.components.installed import is_installed
 
     return ["lora", "adapters-compacter" if is_installed("adapters") else "vera"]
 
@@ -54,7 +54,7 @@ def smoke_methods() -> list[str]:
 def run_blocks(components, names: list[str], budget: int, sets: list[str]) -> tuple[list[str], list[str]]:
     """Suite blocks per method, and a note per method the budget could not size (run at defaults)."""
     from peftbench.errors import PeftbenchError
-    from peftbench.counting import match_params
+    from peftbench.run.counting import match_params
 
     blocks, notes = [], []
     for name in names:
@@ -84,7 +84,8 @@ def suite_text(blocks: list[str], seeds: list[int], smoke: bool, max_length: int
 
 
 def main() -> None:
-    from peftbench import plugins, records
+    from peftbench.components import plugins
+    from peftbench.records import record as records
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=None, help="run records (default: a temporary folder)")

@@ -16,8 +16,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from peftbench import plugins, runner, spec
-from peftbench.progress import Progress
+from peftbench.components import plugins
+from peftbench.run import runner, spec
+from peftbench.run.progress import Progress
 
 
 def run(comps, method: str, backbone: str, sets: list[str], results: Path) -> dict:

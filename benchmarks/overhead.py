@@ -21,9 +21,10 @@ from accelerate import Accelerator
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from peftbench import plugins, spec
-from peftbench.progress import Progress
-from peftbench.trainer import FitContext, fit
+from peftbench.components import plugins
+from peftbench.run import spec
+from peftbench.run.progress import Progress
+from peftbench.run.trainer import FitContext, fit
 
 REPO = Path(__file__).resolve().parents[1]
 

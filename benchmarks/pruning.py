@@ -60,7 +60,7 @@ def study_outcome(results: Path) -> dict:
     """The one study's trials, pruned trials, trial epochs and chosen settings, and the final's test score."""
     import optuna
 
-    from peftbench.results import load_results
+    from peftbench.results.analysis import load_results
 
     storage = f"sqlite:///{results / 'tuning.db'}"
     name = optuna.get_all_study_summaries(storage)[0].study_name

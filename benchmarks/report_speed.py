@@ -6,7 +6,7 @@ varied, and per-example predictions) into a temporary folder, then times the CLI
 fresh process, the Python start included: the plain table, the per-configuration statistics, a
 paired bootstrap against a baseline and the HTML report. Each twice: "cold" with the report cache
 off (PEFTBENCH_REPORT_CACHE=0: every floor test, interval and paired test computed) and "warm",
-after one report has filled the cache (peftbench/report_cache.py: what a lab re-running its report
+after one report has filled the cache (peftbench/results/cache.py: what a lab re-running its report
 over a grown folder pays, the new configurations aside).
 
     python benchmarks/report_speed.py                       # 3,000 and 10,000 records

@@ -16,7 +16,7 @@ import torch
 from transformers import BertTokenizerFast, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 
 from peftbench.config import apply_sets, parse_sets
-from peftbench.plugins import default
+from peftbench.components.plugins import default
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from peftbench.config import apply_sets, parse_sets
-from peftbench.plugins import default
+from peftbench.components.plugins import default
 
 
 def main() -> None:

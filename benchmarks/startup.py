@@ -7,7 +7,11 @@ pays before its first step (importing torch and transformers), and
 prints peftbench's own share: start -> first step, minus model loading, minus that
 import floor. Last, the imports a run makes (torch, transformers' BERT, peft) under
 CPython's default cycle-collector thresholds and under the ones every peftbench
-process sets (collector.tune_collection), alternating, and their ratio.
+process sets (collector.tune_collection), alternating, and their ratio. And the plugin index
+(peftbench/components/index.py): a fresh process that resolves a run's method, task and backbone
+(what `peftbench run` does before it imports torch) with the index kept (only the plugins the run
+names are imported) and without it (the first start after an install: every plugin imported),
+alternating, and their ratio.
 
     python benchmarks/startup.py            # MiniLM-L6 + LoRA on the livedoor sample
     python benchmarks/startup.py --data ../shared/data/livedoor   # full corpus (7,367 files)
@@ -62,6 +66,7 @@ def main() -> None:
     print(f"import floor: `python -c '{floor_code}'` takes {floor:.2f}s here (best of {repeats}; any Hugging Face "
           f"training script pays it)\npeftbench's own share: {total - load - floor:.2f}s")
     print_collector_comparison(run_imports, repeats=1 if args.smoke else 5)
+    print_plugin_index_comparison(args, repeats=1 if args.smoke else 7)
 
 
 FLOOR = "import torch, transformers"  # transformers' model classes load lazily: model loading counts them
@@ -90,6 +95,39 @@ def print_collector_comparison(run_imports: str, repeats: int) -> None:
               _seconds(f"import gc; gc.set_threshold({default}); {run_imports}")) for _ in range(repeats)]
     print(f"a run's imports (`{run_imports}`), median of {repeats} alternating pairs: collector threshold "
           f"{ours} {statistics.median(p[0] for p in pairs):.2f}s, CPython's default {default} "
+          f"{statistics.median(p[1] for p in pairs):.2f}s, ratio {statistics.median(a / b for a, b in pairs):.3f}")
+
+
+def print_plugin_index_comparison(args: argparse.Namespace, repeats: int) -> None:
+    """The run's components resolved with the plugin index kept and removed, in turn, in a cache of
+    its own (its catalogues warmed by a first call)."""
+    import os
+    import shutil
+    import statistics
+    import time
+
+    from peftbench.records.files import cache_root
+
+    with tempfile.TemporaryDirectory() as cache:
+        for name in os.listdir(cache_root()) if cache_root().exists() else ():  # peft's catalogue, parsed data
+            if name.endswith(".json"):
+                shutil.copy(cache_root() / name, Path(cache) / name)
+        env = dict(os.environ, PEFTBENCH_CACHE=cache)
+        command = [sys.executable, "-c", "from peftbench.components import plugins; c = plugins.load(); "
+                   f"c.resolve_method({args.method!r}); c.tasks.get('livedoor-news'); c.resolve_backbone({args.backbone!r})"]
+
+        def seconds(keep_index: bool) -> float:
+            if not keep_index:
+                shutil.rmtree(Path(cache) / "plugin-index", ignore_errors=True)
+            start = time.perf_counter()
+            subprocess.run(command, check=True, env=env, capture_output=True)
+            return time.perf_counter() - start
+
+        seconds(True)  # warms the catalogues and writes the index
+        pairs = [(seconds(True), seconds(False)) for _ in range(repeats)]
+    print(f"{args.method}, livedoor-news and {args.backbone} resolved in a fresh process, median of {repeats} alternating "
+          f"pairs: plugin index "
+          f"kept {statistics.median(p[0] for p in pairs):.2f}s, every plugin imported "
           f"{statistics.median(p[1] for p in pairs):.2f}s, ratio {statistics.median(a / b for a, b in pairs):.3f}")
 
 

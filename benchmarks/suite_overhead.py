@@ -52,7 +52,7 @@ def suite_text(smoke: bool) -> str:
 
 def run_suite(suite: Path, results: Path, extra: list[str]) -> tuple[float, float, int]:
     """(suite wall seconds, summed train seconds, runs) of one `suite run` into ``results``."""
-    from peftbench.results import load_results
+    from peftbench.results.analysis import load_results
 
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "peftbench.cli", "suite", "run", str(suite), "--results",

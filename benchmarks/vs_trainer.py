@@ -155,7 +155,8 @@ def trainer_run(args, case: Case) -> None:
     """The Trainer side, in its own process: what a user would write with transformers + peft."""
     import transformers  # here, not at the top: the process that only starts the sides never needs it
 
-    from peftbench import plugins, spec
+    from peftbench.components import plugins
+    from peftbench.run import spec
 
     transformers.logging.set_verbosity_error()
     resolved = spec.resolve(plugins.load(), case.method, case.task, "minilm-l6",

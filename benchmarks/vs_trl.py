@@ -55,7 +55,7 @@ def peftbench_order(count: int, batch_size: int, seed: int) -> list[int]:
     """The example order peftbench's training loader draws (its sampler depends on count and seed only)."""
     from accelerate import Accelerator
 
-    from peftbench.run_state import loader
+    from peftbench.run.state import loader
 
     indices = Accelerator(cpu=True).prepare(loader([{"i": i} for i in range(count)], lambda rows: [r["i"] for r in rows],
                                                    batch_size, True, seed))
@@ -69,8 +69,8 @@ def run_trl(args, backbone: str, out: Path) -> dict:
     from transformers import TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from peftbench.plugins import load
-    from peftbench.spec import resolve
+    from peftbench.components.plugins import load
+    from peftbench.run.spec import resolve
 
     resolved = resolve(load(), "full", "gsm8k", backbone, settings(args))
     config = resolved.spec.task_config

@@ -7,9 +7,10 @@ docs/results-api.md.
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("peftbench")  # one home: pyproject.toml
 
 from .hookspecs import hookimpl  # noqa: E402  (plugins write `from peftbench import hookimpl`)
 
@@ -19,7 +20,7 @@ __all__ = ["__version__", "hookimpl", "load_results", "compare"]
 def __getattr__(name: str) -> Any:
     # Imported on first use: `peftbench list` and plugins importing `hookimpl` must not pay for pandas.
     if name in ("load_results", "compare"):
-        from . import results
+        from .results import analysis as results
 
         return getattr(results, name)
     raise AttributeError(f"module 'peftbench' has no attribute {name!r}")

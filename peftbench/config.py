@@ -51,7 +51,7 @@ class TrainConfig:
     # Score the test split at the end (tuning trials do not: they select on dev only).
     evaluate_test: bool = True
     # Forgetting (causal LMs): a text or JSONL file whose mean per-token cross-entropy is measured on
-    # the base model before the method touches it and on the tuned model after (peftbench/forgetting.py).
+    # the base model before the method touches it and on the tuned model after (peftbench/run/forgetting.py).
     forgetting_data: str | None = None
     forgetting_max_length: int = 512
     forgetting_texts: int | None = None  # only the file's first N texts (a large corpus on a slow machine)
@@ -59,11 +59,11 @@ class TrainConfig:
     # 8bit), for the methods that train beside a quantized base (QLoRA); compute in this dtype.
     quantize: Literal["none", "4bit", "8bit"] = "none"
     quantize_compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    # torch.compile of the model for training and evaluation (peftbench/compiled.py); compile seconds are
+    # torch.compile of the model for training and evaluation (peftbench/run/compiled.py); compile seconds are
     # recorded apart from train seconds. "aot_eager" traces without generating code (checks a model compiles).
     compile: bool = False
     compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
-    # Memory levers (their effect shows in the predicted peak, peftbench/memory.py): recompute each layer's
+    # Memory levers (their effect shows in the predicted peak, peftbench/run/memory.py): recompute each layer's
     # activations in the backward pass instead of keeping them (transformers' non-reentrant gradient
     # checkpointing), and the optimizer: torch's AdamW, or bitsandbytes' 8-bit / paged AdamW (the quant extra).
     gradient_checkpointing: bool = False
@@ -221,13 +221,20 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return parsed
 
 
+def overrides_of(sets: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """Settings as key -> value: `--set` pairs (their values strings, parsed by the field's type) or a
+    mapping of values that arrived typed (a suite file's TOML, a tuning trial), checked the same way."""
+    return dict(sets) if isinstance(sets, dict) else parse_sets(sets or [])
+
+
 def apply_sets(
-    sections: dict[str, Any], overrides: dict[str, str]
+    sections: dict[str, Any], overrides: dict[str, Any]
 ) -> dict[str, Any]:
     """Route each override to the one section (method/task/train) that has the key.
 
     ``section.key=value`` addresses a section explicitly; a bare key must be
-    unambiguous. Returns new config instances.
+    unambiguous. A string value is parsed as `--set` parses it; a typed one (TOML,
+    JSON) is checked by the same parser (``parse_typed``). Returns new config instances.
     """
     changes: dict[str, dict[str, Any]] = {name: {} for name in sections}
     for key, raw in overrides.items():
@@ -248,7 +255,8 @@ def apply_sets(
             )
         target = candidates[0]
         annotation = field_types(type(sections[target]))[bare]
-        changes[target][bare] = parse_value(raw, annotation, key)
+        changes[target][bare] = (parse_value(raw, annotation, key) if isinstance(raw, str)
+                                 else parse_typed(raw, annotation, key))
     result = {}
     for name, cfg in sections.items():
         try:

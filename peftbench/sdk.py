@@ -14,23 +14,23 @@ from __future__ import annotations
 from .api import (Backbone, Column, Component, Encoded, Example, ExampleStatistics, HeadSpec, LoadedBackbone, Method,
                   MethodWrapper, SearchSpace, Splits, Stage, TableSpec, Task, TaskMetadata)
 from .config import apply_sets, field_types, parse_sets, parse_value
-from .data import locate
-from .datacache import cache_root, encode_cached, load_splits, tokenizer_fingerprint
+from .run.data import locate
+from .run.datacache import cache_root, encode_cached, load_splits, tokenizer_fingerprint
 from .errors import (BackboneError, ConfigError, DataError, PeftbenchError, RegistryError, ResultsError,
                      TrainingError)
 from .executor import ConfiguredExecutor, Executor, Job
 from .hookspecs import hookimpl
-from .installed import install_hint, is_installed, missing_libraries
-from .command_context import CommandContext
-from .plugins import Components
-from .plugins import load as load_components
-from .progress import Progress
-from .progress import current as current_progress
-from .files import published, write_json_atomic
-from .records import PREDICTIONS_FILE, RunRecord, iter_records, load_record
-from .spec import Resolved, RunSpec
+from .components.installed import install_hint, is_installed, missing_libraries
+from .cli.context import CommandContext
+from .components.plugins import Components
+from .components.plugins import load as load_components
+from .run.progress import Progress
+from .run.progress import current as current_progress
+from .records.files import published, write_json_atomic
+from .records.record import PREDICTIONS_FILE, RunRecord, iter_records, load_record
+from .run.spec import Resolved, RunSpec
 from .stages import SuiteStage
-from .workers import WarmWorker, renewed
+from .suite.workers import WarmWorker, renewed
 
 __all__ = [
     # contracts a plugin implements (peftbench.api)

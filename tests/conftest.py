@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(config, items):
     (bitsandbytes) run a library of an extra: where it is not installed (the default environment,
     transformers 5) they skip, saying so; `make test` runs them in the second environment
     (.venv-adapters, transformers 4.57)."""
-    from peftbench.installed import is_installed
+    from peftbench.components.installed import is_installed
 
     rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
@@ -166,7 +166,7 @@ class CliResult:
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """Run the real console entry point in-process: exit code, stdout, stderr."""
-    from peftbench.cli import main
+    from peftbench.cli.entry import main
 
     def invoke(*args: str) -> CliResult:
         monkeypatch.setattr(sys, "argv", ["peftbench", *args])

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from peftbench import files, records
+from peftbench.records import files, record as records
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_RECORD = next((REPO / "tests" / "fixtures" / "records-v1").glob("*/record.json"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from peftbench import records
+from peftbench.records import record as records
 from peftbench.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_accumulation_settings_are_checked_and_old_hashes_stay():
     import dataclasses
 
     from peftbench.config import config_hash
-    from peftbench.spec import RunSpec
+    from peftbench.run.spec import RunSpec
 
     @dataclasses.dataclass(frozen=True)
     class Settings:

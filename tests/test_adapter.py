@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench import counting, plugins, records, spec, suite
+from peftbench.run import counting, spec
+from peftbench.components import plugins
+from peftbench.records import record as records
+from peftbench.suite import plan as suite
 from peftbench.errors import ConfigError
 
 pytestmark = pytest.mark.adapters  # AdapterHub's library: the extra `adapters`

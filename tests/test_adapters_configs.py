@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftbench import plugins, spec
+from peftbench.components import plugins
+from peftbench.run import spec
 from peftbench.errors import ConfigError
-from peftbench.measure.sizes import count_parameters
+from peftbench.run.measure.sizes import count_parameters
 from peftbench_plugins.methods.adapters_configs import ADAPTER_NAME, AdaptersConfig
 
 pytestmark = pytest.mark.adapters  # AdapterHub's library: the extra `adapters`

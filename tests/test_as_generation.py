@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from peftbench.files import published
-from peftbench.plugins import default
-from peftbench.spec import resolve
+from peftbench.records.files import published
+from peftbench.components.plugins import default
+from peftbench.run.spec import resolve
 
 SMALL = ["as_generation=true", "train_per_class=4", "test_per_class=3", "max_length=256", "epochs=1",
          "inference_repeats=0", "eval_batch_size=4"]

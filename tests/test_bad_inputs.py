@@ -64,7 +64,7 @@ def test_unreadable_records_are_one_line(cli, tmp_path):
 
 
 def test_a_torn_epochs_file_leaves_its_point_out_of_the_html_curves(tmp_path):
-    from peftbench.html_report import _epochs
+    from peftbench.results.html import _epochs
 
     (tmp_path / "epochs.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 0.5}) + '\n{"epoch": 2, "tr')
     assert _epochs(tmp_path) == [{"epoch": 1, "train_loss": 0.5}]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA, corpus_or_skip
-from peftbench import records
+from peftbench.records import record as records
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -93,6 +94,7 @@ def test_overhead_smoke(smoked):
 
 def test_startup_smoke(smoked):
     assert "start -> first step minus model loading" in output(smoked, "startup.py")
+    assert re.search(r"plugin index kept \d+\.\d+s, every plugin imported \d+\.\d+s, ratio \d", output(smoked, "startup.py"))
 
 
 def test_gpu_script_smoke_falls_back_to_cpu(smoked):
@@ -149,7 +151,7 @@ def test_pruning_smoke_runs_one_study_with_and_without_pruning(smoked):
 
 
 def test_gsm8k_suite_smoke_tunes_runs_and_reports_on_a_tiny_llama(smoked):
-    from peftbench.installed import is_installed
+    from peftbench.components.installed import is_installed
 
     shown = output(smoked, "gsm8k_suite.py")
     finals = 3 if is_installed("bitsandbytes") else 2  # QLoRA where the extra quant is installed
@@ -172,7 +174,7 @@ def test_tiny_llama_smoke_builds_loads_and_generates(smoked):
 def test_method_zoo_smoke(smoked):
     shown = output(smoked, "method_zoo.py")
     assert "suite finished: 2 succeeded, 0 failed" in shown
-    from peftbench.installed import is_installed
+    from peftbench.components.installed import is_installed
 
     assert "| lora " in shown and ("| adapters-compacter " if is_installed("adapters") else "| vera ") in shown
     lora = next(line for line in shown.splitlines() if line.startswith("| lora "))

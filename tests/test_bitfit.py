@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
-from peftbench import counting, plugins, runner, spec
-from peftbench.progress import Progress
+from peftbench.run import counting, runner, spec
+from peftbench.components import plugins
+from peftbench.run.progress import Progress
 
 pytestmark = pytest.mark.smoke  # also run in .venv-adapters (transformers 4.57)
 

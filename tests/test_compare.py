@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import peftbench
-from peftbench import results as results_api
-from peftbench import significance
+from peftbench.results import analysis as results_api
+from peftbench.results import significance
 from peftbench.errors import ConfigError
 from peftbench.sdk import ExampleStatistics
 from synthetic import predictions_with_accuracy, write_run

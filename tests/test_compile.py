@@ -5,7 +5,7 @@ takes minutes on a cold cache); benchmarks/vs_trainer.py --compile times inducto
 
 from __future__ import annotations
 
-from peftbench import records
+from peftbench.records import record as records
 from test_workers import run_args
 
 

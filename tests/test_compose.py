@@ -12,9 +12,10 @@ from dataclasses import make_dataclass
 import pytest
 
 from conftest import REPO
-from peftbench import counting, plugins, runner, spec
+from peftbench.run import counting, runner, spec
+from peftbench.components import plugins
 from peftbench.errors import ConfigError
-from peftbench.progress import Progress
+from peftbench.run.progress import Progress
 
 
 @pytest.fixture(scope="module")

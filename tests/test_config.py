@@ -6,7 +6,7 @@ from typing import Literal
 import pytest
 
 from peftbench.config import TrainConfig, apply_sets, parse_sets, parse_value
-from peftbench.spec import RunSpec
+from peftbench.run.spec import RunSpec
 from peftbench.errors import ConfigError
 
 

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from conftest import corpus_or_skip
-from peftbench import records
-from peftbench.files import published
+from peftbench.records import record as records
+from peftbench.records.files import published
 from peftbench_plugins.tasks.livedoor_corpus import CATEGORIES, LivedoorConfig, LivedoorNews
 
 # The copy CI reads: article counts (S2 lists livedoor-homme as 512; this copy has 511).

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from peftbench.plugins import default
-from peftbench.spec import resolve
+from peftbench.components.plugins import default
+from peftbench.run.spec import resolve
 
 from conftest import GSM8K_FIXTURE
 
@@ -153,7 +153,7 @@ def test_forgetting_is_the_shifted_cross_entropy_computed_by_hand(tiny_llama):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from peftbench.forgetting import mean_token_loss
+    from peftbench.run.forgetting import mean_token_loss
 
     model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_llama), AutoTokenizer.from_pretrained(tiny_llama)
     texts = ["Tom has 3 apples.", "Mia buys 4 bags with 2 books in each bag, so she has 8 books."]
@@ -279,7 +279,7 @@ def test_an_encoder_backbone_is_refused_for_decoder_tasks(cli, tiny_bert):
     ("Qwen/Qwen2.5-0.5B", "all-linear", 24 * 8 * (2 * 1792 + 2 * 1024 + 3 * 5760), 494_032_768),
 ])
 def test_decoder_dry_run_counts_match_peft_and_the_published_sizes(checkpoint, target, expected, base):
-    from peftbench.counting import dry_run
+    from peftbench.run.counting import dry_run
 
     components = default()
     resolved = resolve(components, "lora", "gsm8k", checkpoint, [f"target={target}"])
@@ -296,7 +296,7 @@ def test_decoder_dry_run_counts_match_peft_and_the_published_sizes(checkpoint, t
 def test_peft_tuners_take_all_linear_as_peft_does():
     """`target_modules=all-linear` reaches peft as its wildcard string (a list would name a module
     "all-linear"): DoRA r=16 on Qwen2.5-0.5B = LoRA's A and B on every linear layer + a magnitude per output."""
-    from peftbench.counting import dry_run
+    from peftbench.run.counting import dry_run
 
     resolved = resolve(default(), "dora", "gsm8k", "Qwen/Qwen2.5-0.5B", ["r=16", "target_modules=all-linear"])
     outputs = 896 + 128 + 128 + 896 + 4864 + 4864 + 896  # q k v o gate up down
@@ -342,7 +342,7 @@ def test_forgetting_before_is_measured_as_kbit_training_will_see_the_base(tiny_l
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    from peftbench import forgetting
+    from peftbench.run import forgetting
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     texts = forgetting.read_texts(str(forgetting_file))
@@ -377,7 +377,7 @@ def test_a_kbit_run_merges_nothing_and_records_bitsandbytes(cli, tiny_llama, tmp
 def test_a_dry_run_records_what_quantization_would_do(tiny_llama):
     """The dry run passes the quantize keywords too: the backbone says what it would load, and that
     nothing was quantized (the architecture is counted unquantized; trainable counts are the same)."""
-    from peftbench.counting import dry_run
+    from peftbench.run.counting import dry_run
 
     (row,) = dry_run(resolve(default(), "lora", "gsm8k", str(tiny_llama), ["quantize=4bit"]))
     assert row["backbone"]["quantize"]["bits"] == 4 and row["backbone"]["quantize"]["applied"] is False

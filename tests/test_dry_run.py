@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from peftbench import counting, plugins, spec
+from peftbench.run import counting, spec
+from peftbench.components import plugins
 
 pytestmark = pytest.mark.smoke  # also run in .venv-adapters (transformers 4.57)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from peftbench import records
+from peftbench.records import record as records
 
 pytestmark = pytest.mark.smoke  # also run in .venv-adapters (transformers 4.57)
 
@@ -33,7 +33,7 @@ def only_record(results: Path) -> dict:
 @pytest.fixture(scope="module")
 def two_runs(tiny_bert, tmp_path_factory):
     """full + lora on the same data: shared by the record/report tests below."""
-    from peftbench.cli import main
+    from peftbench.cli.entry import main
 
     results = tmp_path_factory.mktemp("results")
     sample = REPO / "examples" / "livedoor-sample"
@@ -211,9 +211,10 @@ def test_failed_run_keeps_a_record(sample_dir, tmp_path, cli):
 
 def test_nan_loss_stops_the_run_and_records_failure(tiny_bert, sample_dir, tmp_path):
     """A third-party method whose loss is NaN: the trainer stops, the record says failed."""
-    from peftbench import plugins, runner, spec
+    from peftbench.components import plugins
+    from peftbench.run import runner, spec
     from peftbench.errors import TrainingError
-    from peftbench.progress import Progress
+    from peftbench.run.progress import Progress
     from peftbench_plugins.methods.full_model import FullFineTuning
 
     class NaNMethod(FullFineTuning):
@@ -284,7 +285,7 @@ def test_default_report_is_compact_and_all_columns_has_the_rest(two_runs, cli):
 
 
 def test_list_never_cuts_a_name_in_80_columns():
-    from peftbench import plugins
+    from peftbench.components import plugins
 
     shown = subprocess.run([sys.executable, "-m", "peftbench.cli", "list"], capture_output=True, text=True,
                            timeout=120, env=dict(os.environ, COLUMNS="80"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench.measure.energy import EnergyMeter
+from peftbench.run.measure.energy import EnergyMeter
 
 
 def powercap(root: Path, packages: dict[str, tuple[int, int]]) -> Path:

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from peftbench import plugins, spec
+from peftbench.components import plugins
+from peftbench.run import spec
 from peftbench.errors import ConfigError
-from peftbench.installed import install_hint, is_installed, require_installed
+from peftbench.components.installed import install_hint, is_installed, require_installed
 
 ADAPTERS_MISSING = pytest.mark.skipif(is_installed("adapters"), reason="AdapterHub's extra is installed here")
 

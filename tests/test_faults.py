@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench import records
-from peftbench.files import write_json_atomic
+from peftbench.records import record as records
+from peftbench.records.files import write_json_atomic
 from suite_files import livedoor_suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,7 +142,8 @@ ALREADY_DONE = ["-m", "full", "-t", "livedoor-news", "--backbone", "minilm-l6", 
 
 def succeeded(folder: Path) -> Path:
     """A results folder holding a successful record of ALREADY_DONE's configuration and seed."""
-    from peftbench import plugins, spec
+    from peftbench.components import plugins
+    from peftbench.run import spec
 
     resolved = spec.resolve(plugins.load(), "full", "livedoor-news", "minilm-l6", [f"data_dir={SAMPLE}"])
     record = records.read_record(V1_RECORD)
@@ -255,7 +256,7 @@ def test_duplicate_records_are_set_aside_with_one_line(tmp_path, cli):
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
 def test_records_keep_the_users_umask(tmp_path, umask, mode):
-    script = (f"import os; os.umask({umask}); from pathlib import Path; from peftbench import files; "
+    script = (f"import os; os.umask({umask}); from pathlib import Path; from peftbench.records import files; "
               f"files.write_json_atomic(Path({str(tmp_path / 'record.json')!r}), {{'a': 1}})")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     assert stat.S_IMODE((tmp_path / "record.json").stat().st_mode) == mode

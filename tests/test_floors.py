@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from peftbench import load_results
-from peftbench import plugins
-from peftbench.report import DID_NOT_LEARN, FLOOR_HEADER, build_table, compact_columns
-from peftbench.results import compare
+from peftbench.components import plugins
+from peftbench.results.report import DID_NOT_LEARN, FLOOR_HEADER, build_table, compact_columns
+from peftbench.results.analysis import compare
 
 from synthetic import predictions_with_accuracy, write_run
 

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from peftbench import records
+from peftbench.records import record as records
 from peftbench_plugins.tasks.generation import Title2Article, Title2ArticleConfig, lcs_length, rouge_l_chars, text_scores
 
 TASK = Title2Article()
@@ -62,7 +62,7 @@ def test_lcs_is_exact_and_rouge_l_is_on_characters():
 
 
 def test_causal_encoding_masks_the_prompt(tiny_gpt2, sample_dir):
-    from peftbench.plugins import default
+    from peftbench.components.plugins import default
 
     loaded = default().resolve_backbone(str(tiny_gpt2)).load(TASK.head(None))
     bound = TASK.for_backbone(loaded)
@@ -80,7 +80,7 @@ def generated(tmp_path_factory, tiny_t5, tiny_gpt2):
     """Full fine-tuning and LoRA on a tiny T5 and a tiny GPT-2, one results folder."""
     import sys
 
-    from peftbench.cli import main
+    from peftbench.cli.entry import main
     from conftest import SAMPLE
 
     results = tmp_path_factory.mktemp("generation-results")

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from peftbench.plugins import default
-from peftbench.spec import resolve
+from peftbench.components.plugins import default
+from peftbench.run.spec import resolve
 from peftbench_plugins.backbones import gguf
 
 from conftest import GSM8K_FIXTURE

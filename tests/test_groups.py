@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from peftbench.groups import compact_letters, minimum_detectable_effect, pairwise_differ, resamples_for
+from peftbench.results.groups import compact_letters, minimum_detectable_effect, pairwise_differ, resamples_for
 
 
 def test_rows_that_no_test_tells_apart_share_a_letter():

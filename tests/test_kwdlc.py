@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench import counting, plugins, records, spec
+from peftbench.run import counting, spec
+from peftbench.components import plugins
+from peftbench.records import record as records
 from peftbench.errors import ConfigError, DataError
 from peftbench_plugins.tasks.kwdlc import KwdlcConfig, KwdlcNer
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import plugins
+from peftbench.components import plugins
 from peftbench.api import HeadSpec, Stage
 
 A, B = 8, 6  # the two marker tokens; the rest of a sequence is filler

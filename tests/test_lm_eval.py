@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import records
+from peftbench.records import record as records
 
 pytest.importorskip("lm_eval")
 
@@ -97,7 +97,7 @@ def test_a_merged_adapter_is_checked_against_the_unmerged_one(evaluated):
 def test_the_report_says_where_merging_changed_a_prediction():
     import pandas as pd
 
-    from peftbench.report_notes import merge_notes
+    from peftbench.results.notes import merge_notes
 
     group = pd.DataFrame([{"method.name": "ia3", "config.train.seed": 1, "inference.merged.agreement": 0.95,
                            "inference.merged.examples": 40},

@@ -1,4 +1,4 @@
-"""Memory before a run (peftbench/memory.py): the fake-tensor prediction held to the accounting of real
+"""Memory before a run (peftbench/run/memory.py): the fake-tensor prediction held to the accounting of real
 CPU steps, the levers (gradient checkpointing, 8-bit and paged optimizers) and planning a run or a
 suite against a GPU's memory."""
 
@@ -10,9 +10,9 @@ import re
 
 import pytest
 
-from peftbench import memory
-from peftbench.plugins import default
-from peftbench.spec import resolve
+from peftbench.run import memory
+from peftbench.components.plugins import default
+from peftbench.run.spec import resolve
 
 from conftest import GSM8K_FIXTURE
 
@@ -120,9 +120,9 @@ def test_an_8bit_optimizer_predicts_a_quarter_of_adamws_state(tiny_llama):
 
 
 def test_an_8bit_optimizer_without_bitsandbytes_is_predicted_but_not_run(cli, tiny_llama, tmp_path, monkeypatch):
-    import peftbench.installed
+    import peftbench.components.installed
 
-    monkeypatch.setattr(peftbench.installed, "is_installed", lambda name: name != "bitsandbytes")
+    monkeypatch.setattr(peftbench.components.installed, "is_installed", lambda name: name != "bitsandbytes")
     args = ["run", "--method", "lora", "--task", "gsm8k", "--backbone", str(tiny_llama), "--results", str(tmp_path),
             *_sets([*FULL_WIDTH, "optimizer=adamw8bit"])]
     dry = cli(*args, "--dry-run")  # a laptop without bitsandbytes plans for the GPU machine
@@ -149,7 +149,7 @@ def test_the_traced_step_keeps_gradients_as_gradients():
     """A step's accounting by hand: two linear layers, SGD-free; the gradients live after backward."""
     import torch
 
-    from peftbench.memory_accounting import accounted
+    from peftbench.run.memory_accounting import accounted
 
     model = torch.nn.Sequential(torch.nn.Linear(256, 256, bias=False), torch.nn.Linear(256, 256, bias=False))
     optimizer = torch.optim.AdamW(model.parameters(), fused=True)

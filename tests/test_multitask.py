@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from peftbench import records
-from peftbench.plugins import default
-from peftbench.counting import dry_run
-from peftbench.spec import resolve
+from peftbench.records import record as records
+from peftbench.components.plugins import default
+from peftbench.run.counting import dry_run
+from peftbench.run.spec import resolve
 from peftbench_plugins.methods.auxiliary_tasks import structural_ids
 
 

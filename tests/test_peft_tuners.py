@@ -12,9 +12,10 @@ import math
 import pytest
 import torch
 
-from peftbench import counting, plugins, spec
+from peftbench.run import counting, spec
+from peftbench.components import plugins
 from peftbench.errors import ConfigError
-from peftbench.measure.sizes import count_parameters
+from peftbench.run.measure.sizes import count_parameters
 from peftbench_plugins.methods.peft_catalogue import PeftTuner
 
 COMPONENTS = plugins.load()
@@ -104,7 +105,7 @@ def test_a_tuner_runs_end_to_end_and_times_both_inference_modes(tiny_bert, sampl
                  "--set", "max_length=32", "--set", "epochs=1", "--set", "target_modules=query,value,output.dense",
                  "--set", "feedforward_modules=output.dense")
     assert result.code == 0, result.stderr
-    from peftbench import records
+    from peftbench.records import record as records
 
     (_, record), = list(records.iter_records(tmp_path))
     assert record["status"] == "success" and record["params"]["adapter"] > 0
@@ -138,7 +139,7 @@ def test_adalora_reallocates_its_ranks_over_the_runs_own_schedule(tiny_bert, sam
                  "--set", "max_length=32", "--set", "epochs=2", "--set", "batch_size=8", "--set", "init_r=4",
                  "--set", "target_r=2", "--set", "inference_repeats=0")
     assert result.code == 0, result.stderr
-    from peftbench import records
+    from peftbench.records import record as records
 
     (path, record), = list(records.iter_records(tmp_path))
     saved = json.loads((path.parent / "artifact" / "adapter_config.json").read_text())

@@ -12,7 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from peftbench import hookspecs, plugins, sdk
+from peftbench import hookspecs, sdk
+from peftbench.components import plugins
 from peftbench.errors import RegistryError
 from peftbench.sdk import Column, HeadSpec, LoadedBackbone, TableSpec, hookimpl
 from peftbench_plugins.backbones.huggingface import HuggingFaceBackbone
@@ -151,7 +152,7 @@ def test_every_hook_takes_effect(tmp_path):
     assert (tmp_path / "results" / "count.txt").read_text(encoding="utf-8") == "0"
     app = typer.Typer()
     app.command("noop")(lambda: None)
-    comps.manager.hook.register_commands(app=app, context=sdk.CommandContext(lambda: comps))
+    comps.hook("register_commands")(app=app, context=sdk.CommandContext(lambda: comps))
     result = CliRunner().invoke(app, ["sdk-test-count"])
     assert result.exit_code == 0 and re.search(r"\d+ methods; sdk-test-method", result.output), result.output
 

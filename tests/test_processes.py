@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from peftbench import records
+from peftbench.records import record as records
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from peftbench import progress
+from peftbench.run import progress
 
 
 def _progress(buffer: io.StringIO, **kwargs) -> progress.Progress:

@@ -1,4 +1,4 @@
-"""The report cache (peftbench/report_cache.py): a report read from it says exactly what a report
+"""The report cache (peftbench/results/cache.py): a report read from it says exactly what a report
 computed from the files says; a rewritten predictions file is tested again; a cache that cannot be
 read or written never fails a report."""
 
@@ -10,8 +10,8 @@ import random
 
 import pytest
 
-from peftbench import report_cache, results
-from peftbench.records import load_frame
+from peftbench.results import cache as report_cache, analysis as results
+from peftbench.records.record import load_frame
 from synthetic import predictions_with_accuracy, write_run
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from peftbench.errors import ConfigError
 
-from peftbench import records
+from peftbench.records import record as records
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "livedoor-sample"
@@ -33,7 +33,7 @@ def test_build_then_use_as_backbone(tmp_path, cli):
     assert not (out / ".checkpoint").exists()
     # Registered by name; records carry the build config and corpus hash. (A new process reads
     # the registry at start; in-process, the cached plugin load must be dropped.)
-    from peftbench import plugins
+    from peftbench.components import plugins
 
     plugins.default.cache_clear()
     ran = cli("run", "--method", "lora", "--task", "livedoor-news", "--backbone", "test-ja", "--results",
@@ -62,7 +62,7 @@ class Planted:
 
 def test_existing_output_needs_overwrite_and_resume_continues(tmp_path, cli):
     # A build interrupted during epoch 2 leaves epoch 1's checkpoint; the next call resumes from it.
-    from peftbench import plugins
+    from peftbench.components import plugins
     from peftbench_plugins.backbones import scratch_build as scratch_backbone
 
     out = tmp_path / "bb"

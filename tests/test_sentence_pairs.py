@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import records
+from peftbench.records import record as records
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "livedoor-sample"

@@ -195,3 +195,96 @@ def test_no_import_circles():
 
 def test_the_circle_check_sees_a_circle():
     assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# The core's floors: the top-level contracts everything stands on, then the rooms in the order a run
+# flows. A room imports the contracts, its own modules and the rooms before it, never one after it;
+# the facades (the package's __init__, __main__, the SDK) are imported by no core module.
+CONTRACTS = {"api", "errors", "config", "hookspecs", "stages", "executor", "collector"}
+FACADES = {"__init__", "__main__", "sdk"}
+ROOMS = ("records", "components", "run", "suite", "results", "cli")
+MAX_TOP_LEVEL_MODULES = 12
+
+
+def _core_graph() -> dict[str, set[str]]:
+    files = _python_files("peftbench")
+    modules = {_module_name(p) for p in files}
+    return {_module_name(p): _internal_imports(p, modules) for p in files}
+
+
+def _floor(module: str) -> tuple[int, str]:
+    """(floor, room) of a core module: 0 for a contract, 1.. for the rooms in flow order, 99 for a facade."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in FACADES:
+        return 99, "facade"
+    if parts[1] in CONTRACTS:
+        return 0, "contracts"
+    return ROOMS.index(parts[1]) + 1, parts[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, imported in sorted(graph.items()):
+        floor, room = _floor(module)
+        if room == "facade":
+            continue
+        found += [f"{module} -> {other}" for other in sorted(imported)
+                  if _floor(other)[0] > floor or (floor == 0 and _floor(other)[0] != 0)]
+    return found
+
+
+def test_the_core_top_level_is_a_few_contracts_beside_its_rooms():
+    top = sorted(p.stem for p in (REPO / "peftbench").glob("*.py"))
+    rooms = sorted(p.name for p in (REPO / "peftbench").iterdir() if (p / "__init__.py").exists())
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+    assert set(top) == CONTRACTS | FACADES, "a new top-level module: a contract, or a module of a room?"
+    assert rooms == sorted(ROOMS)
+
+
+def test_no_room_imports_a_room_after_it_nor_the_package_facades():
+    assert upward_imports(_core_graph()) == []
+
+
+def test_the_floor_check_sees_an_upward_import():
+    graph = {"peftbench.run.runner": {"peftbench.suite.tuning"}, "peftbench.suite.plan": {"peftbench.run.spec"},
+             "peftbench.api": {"peftbench.records.record"}, "peftbench.records.files": {"peftbench.sdk"}}
+    assert upward_imports(graph) == ["peftbench.api -> peftbench.records.record",
+                                     "peftbench.records.files -> peftbench.sdk",
+                                     "peftbench.run.runner -> peftbench.suite.tuning"]
+
+
+def _layout() -> str:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    return block.split("\nplugins/", 1)[0]
+
+
+def test_readme_layout_names_every_core_module_in_its_room():
+    """Each room's paragraph (from `  room/` to the next room) names each of its files."""
+    layout = _layout()
+    paragraphs = {room: _paragraph(layout, room) for room in ROOMS}
+    unnamed = []
+    for path in _python_files("peftbench"):
+        parts = path.relative_to(REPO / "peftbench").parts
+        if len(parts) > 1 and path.name == "__init__.py" and _only_a_docstring(path):
+            continue
+        where = paragraphs[parts[0]] if len(parts) > 1 else _paragraph(layout, None)
+        if path.name not in where:
+            unnamed.append(str(path.relative_to(REPO)))
+    assert not unnamed, f"README's Layout does not name {unnamed}"
+
+
+def _paragraph(layout: str, room: str | None) -> str:
+    """The lines of one room (`  room/` up to the next line indented by two spaces and naming a
+    room), or for None the top-level lines before the first room."""
+    lines = layout.splitlines()
+    starts = {r: next(i for i, line in enumerate(lines) if line.startswith(f"  {r}/")) for r in ROOMS}
+    if room is None:
+        return "\n".join(lines[: min(starts.values())])
+    after = sorted(i for i in starts.values() if i > starts[room])
+    return "\n".join(lines[starts[room]: after[0] if after else len(lines)])
+
+
+def _only_a_docstring(path: Path) -> bool:
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from peftbench import records
+from peftbench.records import record as records
 from suite_files import livedoor_suite
 
 REPO = Path(__file__).resolve().parents[1]

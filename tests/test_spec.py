@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import counting, plugins, records, spec
+from peftbench.run import counting, spec
+from peftbench.components import plugins
+from peftbench.records import record as records
 from peftbench.errors import ConfigError, ResultsError
 from suite_files import livedoor_suite
 
@@ -58,7 +60,7 @@ def test_spec_file_cannot_be_mixed_with_names(cli, tmp_path):
 
 def test_schema_file_is_generated_from_the_dataclasses():
     written = json.loads((REPO / "docs" / "record.schema.json").read_text(encoding="utf-8"))
-    assert written == records.json_schema(), "regenerate: python -m peftbench.records > docs/record.schema.json"
+    assert written == records.json_schema(), "regenerate: python -m peftbench.records.record > docs/record.schema.json"
 
 
 def test_v1_record_loads_through_the_migration(tmp_path):

@@ -27,7 +27,7 @@ def cli_reporting_heavy_modules(argv: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("argv", [["list"], ["--help"], ["run", "--help"]])
 def test_listing_and_help_import_no_heavy_library(argv):
-    from peftbench import plugins
+    from peftbench.components import plugins
 
     plugins.load()  # the first listing reads peft's and adapters' methods once into the cache; later ones do not
     done = cli_reporting_heavy_modules(argv)

@@ -15,7 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from peftbench import plugins, records, suite
+from peftbench.components import plugins
+from peftbench.records import record as records
+from peftbench.suite import plan as suite
 from peftbench.errors import ConfigError
 from suite_files import livedoor_suite
 
@@ -42,7 +44,7 @@ def _suite_param(path: Path):
 def test_every_benchmark_suite_expands(path):
     """No suite in benchmarks/ rots: each expands (names, settings, grids), and a tuned one plans its
     studies with a search space per method."""
-    from peftbench.tuning import plan_studies
+    from peftbench.suite.tuning import plan_studies
 
     _, runs = suite.expand(path, plugins.load())
     assert runs and len({r.hash for r in runs}) == len(runs)
@@ -204,7 +206,7 @@ def test_a_killed_or_reused_pid_does_not_keep_a_run_alive():
     import datetime as dt
     import platform
 
-    from peftbench.files import process_alive as _alive
+    from peftbench.records.files import process_alive as _alive
 
     process = subprocess.Popen(["sleep", "30"])
     started = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -227,9 +229,9 @@ def test_a_stale_run_loses_the_files_its_killed_process_was_writing(tmp_path):
     behind: the suite that marks its record cancelled removes them (a dry run touches nothing)."""
     import platform
 
-    from peftbench.files import write_json_atomic
-    from peftbench.records import RunRecord
-    from peftbench.suite import run_states
+    from peftbench.records.files import write_json_atomic
+    from peftbench.records.record import RunRecord
+    from peftbench.suite.plan import run_states
 
     run = tmp_path / "results" / "20260101-000000-full-x-abc"
     write_json_atomic(run / records.RECORD_FILE, RunRecord(status="running", config_hash="abc", pid=2 ** 22 + 7,
@@ -250,7 +252,7 @@ def test_a_run_that_died_is_reported_as_died_repaired_by_the_next_run_and_one_co
     import subprocess
     import sys
 
-    from peftbench import files
+    from peftbench.records import files
 
     results = tmp_path / "results"
     args = ["run", "--method", "lora", "--task", "livedoor-news", "--backbone", "minilm-l6", "--results",

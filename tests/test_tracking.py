@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import records
+from peftbench.records import record as records
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def tracked_run(tiny_bert, tmp_path_factory):
     import sys
 
-    from peftbench.cli import main
+    from peftbench.cli.entry import main
 
     results = tmp_path_factory.mktemp("tracked")
     sys.argv = ["peftbench", "run", "--method", "lora", "--task", "livedoor-news", "--backbone", str(tiny_bert),

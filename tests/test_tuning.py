@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import plugins, records, suite
+from peftbench.components import plugins
+from peftbench.records import record as records
+from peftbench.suite import plan as suite
 from peftbench.errors import ConfigError
-from peftbench.tuning import chosen_trial, grid, plan_studies, read_tune
+from peftbench.suite.tuning import chosen_trial, grid, plan_studies, read_tune
 from suite_files import livedoor_suite
 
 
@@ -178,7 +180,7 @@ def test_an_unknown_metric_is_refused_at_the_plan_and_a_failing_study_stops_by_i
 
 
 def test_a_storage_password_is_never_printed_or_written(tmp_path, tiny_bert, cli, monkeypatch):
-    from peftbench.tuning import STORAGE_ENV
+    from peftbench.run.pruning import STORAGE_ENV
 
     monkeypatch.setenv(STORAGE_ENV, "")  # the suite sets it in this (test) process: restored afterwards
     secret = "plantedsecret"
@@ -195,7 +197,8 @@ def test_a_storage_password_is_never_printed_or_written(tmp_path, tiny_bert, cli
 
 
 def test_trial_specs_hold_the_storage_masked_and_trials_read_it_from_the_environment(monkeypatch):
-    from peftbench.tuning import STORAGE_ENV, masked, share_storage, trial_storage
+    from peftbench.run.pruning import STORAGE_ENV, masked, trial_storage
+    from peftbench.suite.tuning import share_storage
 
     monkeypatch.setenv(STORAGE_ENV, "")
     url = "postgresql://user:plantedsecret@db.example/optuna?sslmode=require"
@@ -222,7 +225,7 @@ def test_a_space_of_the_wrong_type_is_refused_at_the_plan(tmp_path, tiny_bert, c
 
 
 def test_tuned_values_are_parsed_as_set_parses_them(tmp_path, tiny_bert):
-    from peftbench.tuning import with_settings
+    from peftbench.suite.tuning import with_settings
 
     path = tuned_suite(tmp_path, tiny_bert, "trials = 2")
     lora = next(run.resolved.spec for run in suite.expand(path, plugins.load())[1] if run.resolved.spec.method == "lora")
@@ -282,8 +285,8 @@ def test_a_dev_tie_goes_to_the_lower_dev_loss_then_the_earlier_trial_and_is_repo
     import optuna
     import pandas as pd
 
-    from peftbench.report_notes import tie_note as _tie
-    from peftbench.tuning import TIE_RULE
+    from peftbench.results.notes import tie_note as _tie
+    from peftbench.suite.tuning import TIE_RULE
 
     def trial(number, value, loss=None):
         made = optuna.trial.create_trial(value=value, params={}, distributions={},
@@ -301,3 +304,4 @@ def test_a_dev_tie_goes_to_the_lower_dev_loss_then_the_earlier_trial_and_is_repo
     note = _tie(pd.Series({"tuning.trial": 2, "tuning.tied_with": [1, 3], "tuning.tie_rule": TIE_RULE}))
     assert note == f" (trial 2, tied on dev with trials 1, 3: {TIE_RULE})"
     assert _tie(pd.Series({"tuning.trial": 2})) == ""
+

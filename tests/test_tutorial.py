@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import records
+from peftbench.records import record as records
 
 REPO = Path(__file__).resolve().parents[1]
 TUTORIAL = REPO / "docs" / "writing-plugins.md"

@@ -1,4 +1,4 @@
-"""Warm workers (peftbench.workers): runs one after another in one process give the records the
+"""Warm workers (peftbench.suite.workers): runs one after another in one process give the records the
 same runs give alone, a run that kills its worker fails alone, and workers are recycled."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import psutil
 
-from peftbench import records
-from peftbench.executor import Job, LocalConfig, LocalExecutor
-from peftbench.workers import WarmWorker
+from peftbench.records import record as records
+from peftbench.executor import Job
+from peftbench.suite.local_executor import LocalConfig, LocalExecutor
+from peftbench.suite.workers import WarmWorker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +76,7 @@ def test_a_run_after_another_in_one_worker_equals_it_run_alone(tiny_bert, tmp_pa
 
 def worker_pids() -> list[int]:
     return [child.pid for child in psutil.Process().children()
-            if "peftbench.worker_process" in " ".join(child.cmdline())]
+            if "peftbench.cli.worker" in " ".join(child.cmdline())]
 
 
 def kill_worker_once_running(results: Path) -> None:

@@ -43,7 +43,7 @@ def _stop(signum: int, frame) -> None:
 
 
 def run_batch(runs: Sequence[tuple[Sequence[str], str]], runs_per_worker: int = 25, memory_gb: float = 8.0) -> list[int]:
-    """Several runs in one job: one after another in a warm worker (`peftbench.workers`: torch and
+    """Several runs in one job: one after another in a warm worker (`peftbench.suite.workers`: torch and
     the plugins imported once), renewed as the local executor renews its own. A SIGTERM (a time
     limit, a cancel) or an interrupt of the job reaches the run in progress as SIGINT, so its record
     says cancelled; the runs after it do not start, and their logs say so (the next suite run runs

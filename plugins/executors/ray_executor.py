@@ -4,7 +4,7 @@ With no address it starts a local Ray instance for the suite (``workers`` CPUs, 
 core) and stops it at the end; ``--set address=auto`` or ``address=ray://HOST:10001`` joins a
 running cluster instead. A slot is ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs; there are as
 many slots as the instance has room for (at most one per run). Each slot is an actor holding a warm
-worker (`peftbench.workers`, as the local executor's slots do): it imports torch and the plugins
+worker (`peftbench.suite.workers`, as the local executor's slots do): it imports torch and the plugins
 once and runs job after job, renewed when it dies, after ``runs_per_worker`` runs or past
 ``worker_memory_gb``. With ``warm=false`` each run is instead a Ray task that starts its own
 process. The suite logic (skip what is done, keep going past failures, resume) stays in the core;

@@ -1,0 +1,99 @@
+"""The plugin index: which component names each installed plugin registers, and which hooks it
+implements, so that a command imports only the plugins it uses (lm-eval's registry keeps lazy
+"module:object" entries for the same reason).
+
+The index is built by importing every plugin once and is kept in the cache folder, keyed by what
+could change its content: each entry point (distribution, version, name, module), the files beside
+each plugin module (an editable install's code changes without a new version), and the
+site-packages folders on sys.path (installing, upgrading or removing a distribution changes them:
+a plugin such as peft's catalogue registers what the installed library offers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..records.files import cache_root, write_json_atomic
+
+ENTRY_POINT_GROUP = "peftbench"
+INDEX_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """One entry point of the ``peftbench`` group: a plugin module and the distribution that ships it."""
+
+    name: str
+    module: str
+    dist: str
+    version: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.dist} {self.version}"
+
+    @property
+    def origin(self) -> str:
+        return f"{self.source} ({self.module})"
+
+
+def plugin_entries() -> list[PluginEntry]:
+    """Every installed plugin, the first of a name where two distributions on sys.path ship one (as
+    Python's import would pick it)."""
+    found: dict[str, PluginEntry] = {}
+    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = point.dist
+        found.setdefault(point.name, PluginEntry(point.name, point.value, dist.name if dist else "?",
+                                                 dist.version if dist else "?"))
+    return sorted(found.values(), key=lambda e: e.name)
+
+
+def _folder_stamps(entries: list[PluginEntry]) -> list[Any]:
+    """Size and modification time of the files beside each plugin module, and of sys.path's folders."""
+    stamps: list[Any] = []
+    folders = set()
+    for entry in entries:
+        with contextlib.suppress(ImportError, ValueError, AttributeError):
+            origin = importlib.util.find_spec(entry.module.partition(":")[0]).origin
+            if origin:
+                folders.add(Path(origin).parent)
+    for folder in sorted(folders):
+        with contextlib.suppress(OSError):
+            stamps += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir()) if f.is_file()]
+    for path in sys.path:  # where distributions install (a folder on PYTHONPATH may change at every run)
+        if path.endswith("-packages"):
+            with contextlib.suppress(OSError):
+                stamps.append((path, os.stat(path).st_mtime_ns))
+    return stamps
+
+
+def index_key(entries: list[PluginEntry]) -> str:
+    payload = [INDEX_VERSION, [vars(e) for e in entries], _folder_stamps(entries)]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def index_path(key: str) -> Path:
+    return cache_root() / "plugin-index" / f"{key}.json"
+
+
+def read_index(key: str, entries: list[PluginEntry]) -> dict[str, dict[str, Any]] | None:
+    """entry point name -> {"hooks": [...], "components": {registry: [names]}}, or None if not kept."""
+    with contextlib.suppress(OSError, ValueError):
+        index = json.loads(index_path(key).read_text(encoding="utf-8"))
+        if isinstance(index, dict) and set(index) == {e.name for e in entries}:
+            return index
+    return None
+
+
+def write_index(key: str, index: dict[str, dict[str, Any]]) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache costs the next start a full load, nothing else
+        write_json_atomic(index_path(key), index)
