@@ -305,3 +305,22 @@ def test_a_dev_tie_goes_to_the_lower_dev_loss_then_the_earlier_trial_and_is_repo
     assert note == f" (trial 2, tied on dev with trials 1, 3: {TIE_RULE})"
     assert _tie(pd.Series({"tuning.trial": 2})) == ""
 
+
+def test_trials_whose_runs_leave_no_record_count_as_failures_and_stop_the_study(tmp_path, tiny_bert):
+    """A run that dies before writing its record (a broken install, a worker that cannot start the
+    command) failed: before, its trial stayed running, was never counted, and the suite drew new trials
+    forever (found when a renamed module broke every worker: 1,984 trials)."""
+    from peftbench.suite.tuned import finals, run_trials
+    from peftbench.suite.tuning import default_storage
+
+    path = tuned_suite(tmp_path, tiny_bert, "trials = 4\nmax_failures = 2")
+    tune = suite.tune_settings(path)
+    studies = plan_studies(suite.expand(path, plugins.load())[1], tune)
+    rounds, lines = [], []
+    results = tmp_path / "results"
+    results.mkdir()
+    opened = run_trials(studies, tune, default_storage(results), results, rounds.append, {}, lines.append)
+    assert [len(batch) for batch in rounds] == [2, 2]  # one trial of each study per round, until 2 failed
+    assert sum("left no finished record" in line for line in lines) == 4
+    _, without = finals(studies, opened, tune)
+    assert len(without) == 2 and all("2 trials failed (max_failures = 2)" in why for why in without)

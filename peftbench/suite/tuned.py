@@ -165,11 +165,25 @@ def run_trials(studies: list[Study], tune: TuneSettings, storage: str, results: 
         log(f"tuning round {rounds}: {len(batch)} trial(s) of {len({s.name for s, _, _ in batch})} study(ies)")
         try:
             run_batch([planned for _, _, planned in batch])
-        finally:  # an interrupted round's trials are settled by the next suite run
-            known = _records_by_hash(results)
-            for study, trial, planned in batch:
-                if known.get(planned.hash, {}).get("status") in ("success", "failed"):
-                    _tell(opened[study.name], trial, known.get(planned.hash), study.metric)
+        except BaseException:  # an interrupted round's unfinished trials are settled by the next suite run
+            _tell_round(batch, opened, results, log, ended=False)
+            raise
+        _tell_round(batch, opened, results, log, ended=True)
+
+
+def _tell_round(batch: list, opened: dict, results: Path, log: Callable[[str], None], ended: bool) -> None:
+    """Tell each study how its trials of the round ended. Once the round has ended, a trial whose run
+    left no finished record (it died before writing one, or was killed) failed: it counts towards
+    ``max_failures``, so a suite whose runs cannot start stops instead of drawing trials forever."""
+    known = _records_by_hash(results)
+    for study, trial, planned in batch:
+        record = known.get(planned.hash)
+        finished = (record or {}).get("status") in ("success", "failed")
+        if finished or ended:
+            if not finished:
+                log(f"study {study.name}: trial {trial.number}'s run left no finished record (its log: "
+                    f"suite-logs/{planned.hash}.log); counted as failed")
+            _tell(opened[study.name], trial, record if finished else None, study.metric)
 
 
 def finals(studies: list[Study], opened: dict, tune: TuneSettings) -> tuple[list, list[str]]:
