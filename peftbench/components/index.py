@@ -60,12 +60,7 @@ def plugin_entries() -> list[PluginEntry]:
 def _folder_stamps(entries: list[PluginEntry]) -> list[Any]:
     """Size and modification time of the files beside each plugin module, and of sys.path's folders."""
     stamps: list[Any] = []
-    folders = set()
-    for entry in entries:
-        with contextlib.suppress(ImportError, ValueError, AttributeError):
-            origin = importlib.util.find_spec(entry.module.partition(":")[0]).origin
-            if origin:
-                folders.add(Path(origin).parent)
+    folders = {folder for entry in entries if (folder := _module_folder(entry.module)) is not None}
     for folder in sorted(folders):
         with contextlib.suppress(OSError):
             stamps += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir()) if f.is_file()]
@@ -74,6 +69,21 @@ def _folder_stamps(entries: list[PluginEntry]) -> list[Any]:
             with contextlib.suppress(OSError):
                 stamps.append((path, os.stat(path).st_mtime_ns))
     return stamps
+
+
+def _module_folder(module: str) -> Path | None:
+    """The folder a plugin module's file is in, found without importing anything: only the top-level
+    name is looked up (importing ``pkg.sub`` would run ``pkg/__init__.py``, which may import torch)."""
+    top, _, rest = module.partition(":")[0].partition(".")
+    with contextlib.suppress(ImportError, ValueError):
+        spec = importlib.util.find_spec(top)
+        if spec is None:
+            return None
+        if not rest:
+            return Path(spec.origin).parent if spec.origin else None
+        locations = list(spec.submodule_search_locations or ())
+        return Path(locations[0], *rest.split(".")[:-1]) if locations else None
+    return None
 
 
 def index_key(entries: list[PluginEntry]) -> str:
