@@ -84,14 +84,14 @@ def register_executors(register):
 '''
 
 
-def _distribution(site, names: list[str], broken: bool = False) -> None:
+def _distribution(site, names: list[str], broken: bool = False, value: str = "demo_plugin") -> None:
     site.mkdir(exist_ok=True)
     (site / "demo_plugin.py").write_text(("raise RuntimeError('half installed')\n" if broken else "")
                                          + f"NAMES = {names!r}\n" + PLUGIN, encoding="utf-8")
     info = site / "demo_plugin-1.0.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: demo-plugin\nVersion: 1.0\n", encoding="utf-8")
-    (info / "entry_points.txt").write_text("[peftbench]\ndemo = demo_plugin\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(f"[peftbench]\ndemo = {value}\n", encoding="utf-8")
 
 
 def _in_fresh_process(site, code: str) -> subprocess.CompletedProcess:
@@ -164,3 +164,15 @@ def test_a_name_the_index_does_not_know_is_looked_for_in_every_plugin_of_its_kin
     found = _in_fresh_process(site, "print(comps.executors.get('demo-built').name)\n"
                               "comps.executors.get('nothing')")
     assert found.stdout.split() == ["demo-built"] and "unknown executor 'nothing'" in found.stderr, found.stderr
+
+
+def test_an_entry_point_may_name_an_object_in_its_module(tmp_path):
+    site = tmp_path / "site"
+    _distribution(site, ["demo-a"], value="demo_plugin:PLUGIN")
+    (site / "demo_plugin.py").write_text((site / "demo_plugin.py").read_text().replace(
+        "@hookimpl\ndef register_executors(register):", "class Plugin:\n    @hookimpl\n    def register_executors(self, register):")
+        .replace("    for name in NAMES:\n        register(Demo(name))", "        for name in NAMES:\n            register(Demo(name))")
+        + "\n\nPLUGIN = Plugin()\n", encoding="utf-8")
+    for _ in range(2):  # the index, then a look-up through it
+        found = _in_fresh_process(site, "print(comps.executors.entry('demo-a').origin)")
+        assert found.stdout.split() == ["demo-plugin", "1.0", "(demo_plugin:PLUGIN)"], found.stderr

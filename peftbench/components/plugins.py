@@ -128,8 +128,12 @@ def _collect(components: Components, plugin: object, source: str, module: str) -
 def _import_plugin(entry: PluginEntry) -> object:
     import importlib
 
+    module, _, attribute = entry.module.partition(":")  # "module" or "module:object", as entry points allow
     try:
-        return importlib.import_module(entry.module)
+        plugin = importlib.import_module(module)
+        for name in attribute.split(".") if attribute else ():
+            plugin = getattr(plugin, name)
+        return plugin
     except Exception as exc:  # noqa: BLE001 - any failure of a plugin's import: one line naming the plugin
         raise RegistryError(f"plugin {entry.origin} cannot be imported: {type(exc).__name__}: {exc}",
                             f"reinstall {entry.dist}, or uninstall it") from exc
