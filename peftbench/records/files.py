@@ -184,16 +184,38 @@ IDENTITY_FIELDS = ("config", "config_hash")
 
 def published(value: Any, key: str | None = None) -> Any:
     """A record as it can be published: no absolute path of the machine that ran it. A path inside an
-    installed package becomes ``package:<path inside site-packages>``, any other absolute path the path
-    relative to the working directory the run started from (how `--set data_dir=` is usually given)."""
+    installed package becomes ``package:<path inside site-packages>``, one inside peftbench's cache
+    ``cache:<path inside it>`` (a converted GGUF checkpoint: a relative path would climb into the
+    user's home), any other absolute path the path relative to the working directory the run started
+    from (how `--set data_dir=` is usually given)."""
     if isinstance(value, dict):
         return {k: v if k in IDENTITY_FIELDS and key is None else published(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [published(v, key) for v in value]
     if isinstance(value, str) and os.path.isabs(value) and "\n" not in value and len(value) < 4096:
         _, inside, rest = value.partition(f"{os.sep}site-packages{os.sep}")
-        return f"package:{rest}" if inside else os.path.relpath(value)
+        if inside:
+            return f"package:{rest}"
+        cache = str(cache_root().resolve())
+        if value == cache or value.startswith(cache + os.sep):
+            return f"cache:{os.path.relpath(value, cache)}"
+        return os.path.relpath(value)
     return value
+
+
+def publish_json_files(folder: Path) -> None:
+    """The JSON files a library wrote beside saved weights, rewritten as records are (peft's
+    adapter_config.json names the base model by its absolute path). Nothing reads that path back:
+    an artefact is loaded onto a base given explicitly."""
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        public = published(data, key="file")
+        if public != data:
+            with contextlib.suppress(ValueError):  # a value JSON cannot hold strictly (NaN): left as written
+                write_json_atomic(path, public)
 
 
 def write_record_or_clean(path: Path, record: Any, ended: str) -> None:

@@ -142,5 +142,6 @@ def save_artifact(current: RunState, model: torch.nn.Module, stage_record: Stage
                               f"it needs about {artifact.tensor_bytes:,} bytes")
             current.progress.log(f"artefact {artifact.error}")
             return
+        files.publish_json_files(directory)
         artifact.path, artifact.bytes = str(directory), directory_bytes(directory)
         artifact.format = sorted({p.suffix.lstrip(".") for p in directory.rglob("*") if p.is_file()})
