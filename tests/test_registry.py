@@ -84,14 +84,15 @@ def register_executors(register):
 '''
 
 
-def _distribution(site, names: list[str], broken: bool = False, value: str = "demo_plugin") -> None:
+def _distribution(site, names: list[str], broken: bool = False, value: str = "demo_plugin",
+                  entry: str = "demo") -> None:
     site.mkdir(exist_ok=True)
     (site / "demo_plugin.py").write_text(("raise RuntimeError('half installed')\n" if broken else "")
                                          + f"NAMES = {names!r}\n" + PLUGIN, encoding="utf-8")
     info = site / "demo_plugin-1.0.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: demo-plugin\nVersion: 1.0\n", encoding="utf-8")
-    (info / "entry_points.txt").write_text(f"[peftbench]\ndemo = {value}\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(f"[peftbench]\n{entry} = {value}\n", encoding="utf-8")
 
 
 def _in_fresh_process(site, code: str) -> subprocess.CompletedProcess:
@@ -111,7 +112,7 @@ def test_a_plugin_is_imported_on_first_look_up_and_the_index_follows_its_code(tm
     lazy = _in_fresh_process(site, shown + "\ncomps.executors.get('demo-a'); print('demo_plugin' in sys.modules)")
     assert lazy.stdout.splitlines() == ["['demo-a', 'local', 'ray', 'slurm'] False False", "True"], lazy.stderr
     newest = max((Path(os.environ["PEFTBENCH_CACHE"]) / "plugin-index").iterdir(), key=lambda p: p.stat().st_mtime)
-    assert json.loads(newest.read_text())["demo"] == {
+    assert json.loads(newest.read_text())["demo-plugin/demo"] == {
         "hooks": ["register_executors"], "components": {"executors": ["demo-a"]}}
     time.sleep(0.01)
     _distribution(site, ["demo-a", "demo-b"])  # the plugin's code changed, its version did not
@@ -176,3 +177,25 @@ def test_an_entry_point_may_name_an_object_in_its_module(tmp_path):
     for _ in range(2):  # the index, then a look-up through it
         found = _in_fresh_process(site, "print(comps.executors.entry('demo-a').origin)")
         assert found.stdout.split() == ["demo-plugin", "1.0", "(demo_plugin:PLUGIN)"], found.stderr
+
+
+def test_an_entry_named_like_a_builtin_one_is_loaded_too(tmp_path):
+    """Entry names are labels: a distribution that calls its entry `lora` (as peftbench does) adds its
+    components, where pluggy's loader skipped a second plugin of a name already registered."""
+    _distribution(tmp_path / "site", ["demo-a"], entry="lora")
+    for _ in range(2):  # the index, then a look-up through it
+        found = _in_fresh_process(tmp_path / "site", "print(comps.executors.get('demo-a').name, "
+                                  "comps.methods.entry('lora').module)")
+        assert found.stdout.split() == ["demo-a", "peftbench_plugins.methods.lora"], found.stderr
+
+
+def test_a_damaged_plugin_index_is_built_again(tmp_path):
+    site = tmp_path / "site"
+    _distribution(site, ["demo-a"])
+    _in_fresh_process(site, "")
+    newest = max((Path(os.environ["PEFTBENCH_CACHE"]) / "plugin-index").iterdir(), key=lambda p: p.stat().st_mtime)
+    damaged = {key: {"hooks": "register_executors"} for key in json.loads(newest.read_text())}
+    newest.write_text(json.dumps(damaged))
+    found = _in_fresh_process(site, "print(comps.executors.get('demo-a').name)")
+    assert found.stdout.split() == ["demo-a"], found.stderr
+    assert json.loads(newest.read_text())["demo-plugin/demo"]["components"] == {"executors": ["demo-a"]}

@@ -38,6 +38,12 @@ class PluginEntry:
     version: str
 
     @property
+    def key(self) -> str:
+        """Unique among the installed plugins: entry names are only labels, and two distributions may
+        both call an entry ``lora``."""
+        return f"{self.dist}/{self.name}"
+
+    @property
     def source(self) -> str:
         return f"{self.dist} {self.version}"
 
@@ -47,14 +53,14 @@ class PluginEntry:
 
 
 def plugin_entries() -> list[PluginEntry]:
-    """Every installed plugin, the first of a name where two distributions on sys.path ship one (as
-    Python's import would pick it)."""
+    """Every installed plugin (importlib.metadata keeps the first of a distribution found twice on
+    sys.path, as Python's import would)."""
     found: dict[str, PluginEntry] = {}
     for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = point.dist
-        found.setdefault(point.name, PluginEntry(point.name, point.value, dist.name if dist else "?",
-                                                 dist.version if dist else "?"))
-    return sorted(found.values(), key=lambda e: e.name)
+        entry = PluginEntry(point.name, point.value, dist.name if dist else "?", dist.version if dist else "?")
+        found.setdefault(entry.key, entry)
+    return sorted(found.values(), key=lambda e: e.key)
 
 
 def _folder_stamps(entries: list[PluginEntry]) -> list[Any]:
@@ -95,13 +101,21 @@ def index_path(key: str) -> Path:
     return cache_root() / "plugin-index" / f"{key}.json"
 
 
-def read_index(key: str, entries: list[PluginEntry]) -> dict[str, dict[str, Any]] | None:
-    """entry point name -> {"hooks": [...], "components": {registry: [names]}}, or None if not kept."""
+def read_index(key: str, entries: list[PluginEntry], kinds: set[str]) -> dict[str, dict[str, Any]] | None:
+    """entry key -> {"hooks": [...], "components": {registry: [names]}}, or None if not kept (or not
+    in that shape: a damaged file costs a full load, which writes it again)."""
     with contextlib.suppress(OSError, ValueError):
         index = json.loads(index_path(key).read_text(encoding="utf-8"))
-        if isinstance(index, dict) and set(index) == {e.name for e in entries}:
+        if isinstance(index, dict) and set(index) == {e.key for e in entries} and all(_well_formed(item, kinds) for item in index.values()):
             return index
     return None
+
+
+def _well_formed(item: Any, kinds: set[str]) -> bool:
+    return (isinstance(item, dict) and isinstance(item.get("hooks"), list)
+            and all(isinstance(h, str) for h in item["hooks"]) and isinstance(item.get("components"), dict)
+            and set(item["components"]) <= kinds and all(isinstance(names, list) and all(isinstance(n, str) for n in names)
+                    for names in item["components"].values()))
 
 
 def write_index(key: str, index: dict[str, dict[str, Any]]) -> None:

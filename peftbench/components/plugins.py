@@ -150,7 +150,7 @@ def _loader(components: Components, entry: PluginEntry) -> Callable[[], None]:
         if not loaded:
             loaded.append(True)
             plugin = _import_plugin(entry)
-            _register(components.manager, plugin, entry.name, entry.origin)
+            _register(components.manager, plugin, entry.key, entry.origin)
             _collect(components, plugin, entry.source, entry.module)
 
     return load
@@ -161,22 +161,22 @@ def _load_all(components: Components) -> dict[str, dict[str, Any]]:
     index = {}
     for entry in components.entries:
         plugin = _import_plugin(entry)
-        _register(components.manager, plugin, entry.name, entry.origin)
+        _register(components.manager, plugin, entry.key, entry.origin)
         registered = _collect(components, plugin, entry.source, entry.module)
-        index[entry.name] = {"hooks": _hooks_of(components.manager, plugin), "components": registered}
+        index[entry.key] = {"hooks": _hooks_of(components.manager, plugin), "components": registered}
     return index
 
 
 def _load_lazily(components: Components, index: dict[str, dict[str, Any]]) -> None:
     for entry in components.entries:
         load = _loader(components, entry)
-        for kind, names in index[entry.name]["components"].items():
+        for kind, names in index[entry.key]["components"].items():
             for name in names:
                 getattr(components, kind).add_pending(name, Pending(entry.source, entry.module, load))
-        for hook_name in index[entry.name]["hooks"]:
+        for hook_name in index[entry.key]["hooks"]:
             components._hooks.setdefault(hook_name, []).append(load)
         for kind, (hook_name, _) in KINDS.items():
-            if hook_name in index[entry.name]["hooks"]:
+            if hook_name in index[entry.key]["hooks"]:
                 getattr(components, kind).add_loader(load)
 
 
@@ -188,7 +188,7 @@ def load(extra_plugins: tuple[object, ...] = ()) -> Components:
     components = Components(Registry("method"), Registry("task"), Registry("backbone"), Registry("table"),
                             Registry("executor"), Registry("method wrapper"), manager, entries=plugin_entries())
     key = index_key(components.entries)
-    index = read_index(key, components.entries)
+    index = read_index(key, components.entries, set(KINDS))
     if index is None:
         write_index(key, _load_all(components))
     else:
